@@ -1,0 +1,85 @@
+// Package detector runs streaming isolation-forest detection per model key.
+// It knows nothing of pdata: callers hand it observations (a key, a time and
+// one or two raw values) and get a verdict back.
+package detector
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/otel-iforest/iforest/internal/forest"
+)
+
+// Config holds the model settings shared by every series of one detector.
+type Config struct {
+	// Trees is the number of isolation trees per model.
+	Trees int
+	// SampleSize is psi, the subsample each tree is built on.
+	SampleSize int
+	// WindowSize is how many recent observations a model keeps to learn from.
+	WindowSize int
+	// Warmup is how many observations a model must have learned before it
+	// gives verdicts.
+	Warmup int
+	// RefitInterval is the number of learned observations between two tree
+	// rebuilds. A model rebuilds one tree at a time, so a full forest turns
+	// over every Trees*RefitInterval observations.
+	RefitInterval int
+	// Threshold is the fixed score at or above which a point is anomalous.
+	// Used when Contamination is zero, and as a floor otherwise.
+	Threshold float64
+	// Contamination, when > 0, makes the threshold adaptive per series: the
+	// (1-Contamination) quantile of the series' recent scores.
+	Contamination float64
+	// Seed makes every model's randomness reproducible.
+	Seed uint64
+	// Shards splits the series map so concurrent callers rarely contend.
+	Shards int
+}
+
+// DefaultConfig returns settings that work without tuning on series sampled
+// every few seconds to minutes.
+func DefaultConfig() Config {
+	return Config{
+		Trees:         50,
+		SampleSize:    64,
+		WindowSize:    256,
+		Warmup:        32,
+		RefitInterval: 3,
+		Threshold:     0.75,
+		Contamination: 0,
+		Seed:          1,
+		Shards:        64,
+	}
+}
+
+// Validate reports the first setting that is out of range. Field names in
+// messages are the processor's YAML keys so users can find them.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Trees < 1 || c.Trees > 1000 {
+		errs = append(errs, fmt.Errorf("trees: must be between 1 and 1000, got %d", c.Trees))
+	}
+	if c.SampleSize < 2 || c.SampleSize > forest.MaxSampleSize {
+		errs = append(errs, fmt.Errorf("sample_size: must be between 2 and %d, got %d", forest.MaxSampleSize, c.SampleSize))
+	}
+	if c.WindowSize < 2 || c.WindowSize > 1<<20 {
+		errs = append(errs, fmt.Errorf("window_size: must be between 2 and %d, got %d", 1<<20, c.WindowSize))
+	}
+	if c.Warmup < minTrain || c.Warmup > c.WindowSize {
+		errs = append(errs, fmt.Errorf("warmup: must be between %d and window_size (%d), got %d", minTrain, c.WindowSize, c.Warmup))
+	}
+	if c.RefitInterval < 1 {
+		errs = append(errs, fmt.Errorf("refit_interval: must be at least 1, got %d", c.RefitInterval))
+	}
+	if !(c.Threshold > 0 && c.Threshold < 1) {
+		errs = append(errs, fmt.Errorf("threshold: must be in (0, 1), got %v", c.Threshold))
+	}
+	if !(c.Contamination >= 0 && c.Contamination < 0.5) {
+		errs = append(errs, fmt.Errorf("contamination: must be in [0, 0.5), got %v", c.Contamination))
+	}
+	if c.Shards < 1 {
+		errs = append(errs, fmt.Errorf("shards: must be at least 1, got %d", c.Shards))
+	}
+	return errors.Join(errs...)
+}

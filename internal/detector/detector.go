@@ -1,0 +1,264 @@
+package detector
+
+import (
+	"math/rand/v2"
+	"sync"
+
+	"github.com/otel-iforest/iforest/internal/forest"
+)
+
+// minTrain is the fewest observations a tree is built from: fewer points
+// than this isolate almost anything.
+const minTrain = 8
+
+// maxDims bounds the inputs of one model (histograms use 2).
+const maxDims = 2
+
+// Detector holds one model per key. It is safe for concurrent use: keys are
+// spread over shards, each with its own lock, so callers working on
+// different series rarely wait for each other.
+type Detector struct {
+	cfg      Config
+	shards   []shard
+	maxShard int // series per shard, 0 = unlimited
+	// growPerPoint is how many trees a warming model builds per observation,
+	// so that it has a full forest exactly when warm-up ends.
+	growPerPoint int
+}
+
+// Stats are counters a caller exports as telemetry. Fields are deltas since
+// the last call to TakeStats.
+type Stats struct {
+	TreesBuilt int64
+	Created    int64
+	Evicted    int64
+}
+
+type shard struct {
+	mu      sync.Mutex
+	series  map[uint64]*series
+	stats   Stats
+	scratch scratch
+	_       [64]byte // keep shards' locks on separate cache lines
+}
+
+// scratch is per-shard working memory, used under the shard lock, so the hot
+// path does not allocate.
+type scratch struct {
+	x        [maxDims]float64
+	perm     []int32
+	sample   []float32
+	builders [maxDims + 1]*forest.Builder
+}
+
+// series is the state of one model.
+type series struct {
+	rate     rateState
+	kind     Kind
+	dims     int
+	lastSeen int64
+
+	win     []float32 // ring buffer of the last WindowSize inputs, row-major
+	head    int       // next row to write
+	rows    int       // rows filled
+	learned int       // observations learned in total
+
+	forest   *forest.Forest
+	nextTree int
+	toRefit  int
+	pcg      rand.PCG
+	rng      *rand.Rand
+
+	quant *scoreQuantile // only with Contamination > 0
+}
+
+// New returns a detector. cfg must be valid (see Config.Validate).
+func New(cfg Config, maxSeries int) *Detector {
+	d := &Detector{cfg: cfg, shards: make([]shard, cfg.Shards)}
+	if maxSeries > 0 {
+		d.maxShard = (maxSeries + cfg.Shards - 1) / cfg.Shards
+	}
+	span := cfg.Warmup - minTrain + 1
+	d.growPerPoint = (cfg.Trees + span - 1) / span
+	for i := range d.shards {
+		d.shards[i].series = make(map[uint64]*series)
+	}
+	return d
+}
+
+// Observe scores p against its series' model, then learns it. now is the
+// caller's wall clock (unix nanoseconds), used only for idle eviction.
+func (d *Detector) Observe(p Point, now int64) Verdict {
+	sh := &d.shards[p.Key%uint64(len(d.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+
+	s := sh.series[p.Key]
+	if s == nil || s.kind != p.Kind {
+		// A series whose metric changed type starts over: its history is in
+		// other units.
+		if s == nil && d.maxShard > 0 && len(sh.series) >= d.maxShard {
+			return Verdict{Status: OverLimit}
+		}
+		if s == nil {
+			sh.stats.Created++
+		}
+		s = d.newSeries(p.Key, p.Kind)
+		sh.series[p.Key] = s
+	}
+	s.lastSeen = now
+
+	x := sh.scratch.x[:s.dims]
+	if st := s.rate.toInputs(&p, x); st != Scored {
+		return Verdict{Status: st}
+	}
+
+	v := Verdict{Status: Warmup, Threshold: d.threshold(s)}
+	if s.learned >= d.cfg.Warmup && s.forest != nil {
+		v.Status = Scored
+		v.Score = s.forest.Score(x)
+		v.Anomaly = v.Score >= v.Threshold
+	}
+	d.learn(sh, s, x, v)
+	return v
+}
+
+func (d *Detector) newSeries(key uint64, kind Kind) *series {
+	s := &series{kind: kind, dims: kind.dims()}
+	s.win = make([]float32, 0, d.cfg.WindowSize*s.dims)
+	// Each series has its own stream, derived from the seed and its key, so
+	// its verdicts do not depend on which other series share the process.
+	s.pcg = *rand.NewPCG(d.cfg.Seed, key)
+	s.rng = rand.New(&s.pcg)
+	if d.cfg.Contamination > 0 {
+		s.quant = newScoreQuantile(d.cfg.WindowSize)
+	}
+	return s
+}
+
+func (d *Detector) threshold(s *series) float64 {
+	if s.quant == nil {
+		return d.cfg.Threshold
+	}
+	return s.quant.threshold(d.cfg.Contamination)
+}
+
+// learn adds x to the window and keeps the forest current: while warming up
+// it grows the forest a few trees per point; after that it rebuilds one tree
+// every RefitInterval points, so no single call pays for a whole refit.
+func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
+	if s.rows < d.cfg.WindowSize {
+		for _, f := range x {
+			s.win = append(s.win, float32(f))
+		}
+		s.rows++
+	} else {
+		row := s.win[s.head*s.dims : (s.head+1)*s.dims]
+		for i, f := range x {
+			row[i] = float32(f)
+		}
+	}
+	s.head = (s.head + 1) % d.cfg.WindowSize
+	s.learned++
+	if s.quant != nil && v.Status == Scored {
+		s.quant.add(v.Score)
+	}
+
+	if s.rows < minTrain {
+		return
+	}
+	if s.forest == nil || len(s.forest.Trees()) < d.cfg.Trees {
+		trees := make([]*forest.Tree, 0, d.cfg.Trees)
+		if s.forest != nil {
+			trees = s.forest.Trees()
+		}
+		for i := 0; i < d.growPerPoint && len(trees) < d.cfg.Trees; i++ {
+			trees = append(trees, d.buildTree(sh, s))
+		}
+		s.forest = forest.New(s.dims, trees)
+		return
+	}
+	s.toRefit++
+	if s.toRefit >= d.cfg.RefitInterval {
+		s.toRefit = 0
+		s.forest.SetTree(s.nextTree, d.buildTree(sh, s))
+		s.nextTree = (s.nextTree + 1) % d.cfg.Trees
+	}
+}
+
+// buildTree draws a subsample of the window without replacement and builds
+// one tree on it.
+func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
+	sc := &sh.scratch
+	n := min(d.cfg.SampleSize, s.rows)
+	if cap(sc.perm) < s.rows {
+		sc.perm = make([]int32, d.cfg.WindowSize)
+		sc.sample = make([]float32, 0, d.cfg.SampleSize*maxDims)
+	}
+	perm := sc.perm[:s.rows]
+	for i := range perm {
+		perm[i] = int32(i)
+	}
+	sample := sc.sample[:0]
+	for i := 0; i < n; i++ {
+		j := i + s.rng.IntN(s.rows-i)
+		perm[i], perm[j] = perm[j], perm[i]
+		r := int(perm[i]) * s.dims
+		sample = append(sample, s.win[r:r+s.dims]...)
+	}
+	b := sc.builders[s.dims]
+	if b == nil {
+		b = forest.NewBuilder(s.dims)
+		sc.builders[s.dims] = b
+	}
+	sh.stats.TreesBuilt++
+	return b.Build(sample, s.rng)
+}
+
+// Evict drops the models of series not seen since before cutoff (unix
+// nanoseconds) and returns how many it dropped.
+func (d *Detector) Evict(cutoff int64) int {
+	total := 0
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		n := 0
+		for k, s := range sh.series {
+			if s.lastSeen < cutoff {
+				delete(sh.series, k)
+				n++
+			}
+		}
+		sh.stats.Evicted += int64(n)
+		sh.mu.Unlock()
+		total += n
+	}
+	return total
+}
+
+// Len returns the number of models held.
+func (d *Detector) Len() int {
+	n := 0
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		n += len(sh.series)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// TakeStats returns the counters accumulated since the previous call.
+func (d *Detector) TakeStats() Stats {
+	var t Stats
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		t.TreesBuilt += sh.stats.TreesBuilt
+		t.Created += sh.stats.Created
+		t.Evicted += sh.stats.Evicted
+		sh.stats = Stats{}
+		sh.mu.Unlock()
+	}
+	return t
+}

@@ -1,0 +1,149 @@
+package iforestprocessor
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+
+	"github.com/otel-iforest/iforest/internal/detector"
+)
+
+// Config is the iforest processor's configuration. Every key has a default
+// that works without tuning; see the README for what each one does.
+type Config struct {
+	// Forest and streaming settings, per series model.
+	Trees         int     `mapstructure:"trees"`
+	SampleSize    int     `mapstructure:"sample_size"`
+	WindowSize    int     `mapstructure:"window_size"`
+	Warmup        int     `mapstructure:"warmup"`
+	RefitInterval int     `mapstructure:"refit_interval"`
+	Threshold     float64 `mapstructure:"threshold"`
+	Contamination float64 `mapstructure:"contamination"`
+	Seed          uint64  `mapstructure:"seed"`
+
+	// Metrics selects the metrics to score by name.
+	Metrics MetricSelection `mapstructure:"metrics"`
+	// SummaryQuantile scores summaries by this quantile's value; unset
+	// scores their count rate and mean.
+	SummaryQuantile *float64 `mapstructure:"summary_quantile"`
+
+	// Output says how verdicts are attached to the forwarded metrics.
+	Output OutputConfig `mapstructure:"output"`
+
+	// MaxSeries caps the models held; datapoints of further series pass
+	// through unscored and are counted. 0 means no limit.
+	MaxSeries int `mapstructure:"max_series"`
+	// SeriesTTL drops the model of a series not seen for this long.
+	SeriesTTL time.Duration `mapstructure:"series_ttl"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// MetricSelection picks metrics by name with anchored regular expressions.
+// A metric is scored when it matches an include pattern (or include is
+// empty) and matches no exclude pattern.
+type MetricSelection struct {
+	Include []string `mapstructure:"include"`
+	Exclude []string `mapstructure:"exclude"`
+}
+
+// Output modes.
+const (
+	OutputAttributes = "attributes"
+	OutputMetric     = "metric"
+	OutputBoth       = "both"
+)
+
+// OutputConfig controls what the processor writes.
+type OutputConfig struct {
+	// Mode is "attributes" (verdict attributes on each scored datapoint),
+	// "metric" (separate score metrics, source datapoints untouched) or
+	// "both".
+	Mode string `mapstructure:"mode"`
+	// AttributePrefix starts the names of the attributes written on
+	// datapoints: <prefix>score, <prefix>detected.
+	AttributePrefix string `mapstructure:"attribute_prefix"`
+	// MetricSuffix is appended to a metric's name to name its score metric;
+	// the flag metric gets MetricSuffix's stem plus "_detected".
+	MetricSuffix string `mapstructure:"metric_suffix"`
+}
+
+var _ component.Config = (*Config)(nil)
+
+func createDefaultConfig() component.Config {
+	d := detector.DefaultConfig()
+	return &Config{
+		Trees:         d.Trees,
+		SampleSize:    d.SampleSize,
+		WindowSize:    d.WindowSize,
+		Warmup:        d.Warmup,
+		RefitInterval: d.RefitInterval,
+		Threshold:     d.Threshold,
+		Contamination: d.Contamination,
+		Seed:          d.Seed,
+		Output: OutputConfig{
+			Mode:            OutputAttributes,
+			AttributePrefix: "anomaly.",
+			MetricSuffix:    ".anomaly_score",
+		},
+		MaxSeries: 10000,
+		SeriesTTL: time.Hour,
+	}
+}
+
+func (c *Config) detectorConfig() detector.Config {
+	d := detector.DefaultConfig()
+	d.Trees = c.Trees
+	d.SampleSize = c.SampleSize
+	d.WindowSize = c.WindowSize
+	d.Warmup = c.Warmup
+	d.RefitInterval = c.RefitInterval
+	d.Threshold = c.Threshold
+	d.Contamination = c.Contamination
+	d.Seed = c.Seed
+	return d
+}
+
+// Validate checks every key and names the offending ones.
+func (c *Config) Validate() error {
+	errs := []error{c.detectorConfig().Validate()}
+	for i, p := range c.Metrics.Include {
+		if _, err := compileAnchored(p); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.include[%d]: invalid regular expression %q: %w", i, p, err))
+		}
+	}
+	for i, p := range c.Metrics.Exclude {
+		if _, err := compileAnchored(p); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.exclude[%d]: invalid regular expression %q: %w", i, p, err))
+		}
+	}
+	if q := c.SummaryQuantile; q != nil && !(*q >= 0 && *q <= 1) {
+		errs = append(errs, fmt.Errorf("summary_quantile: must be in [0, 1], got %v", *q))
+	}
+	switch c.Output.Mode {
+	case OutputAttributes, OutputMetric, OutputBoth:
+	default:
+		errs = append(errs, fmt.Errorf("output.mode: must be one of %q, %q, %q, got %q", OutputAttributes, OutputMetric, OutputBoth, c.Output.Mode))
+	}
+	if c.Output.Mode != OutputMetric && c.Output.AttributePrefix == "" {
+		errs = append(errs, errors.New("output.attribute_prefix: must not be empty (attributes would overwrite the datapoint's own)"))
+	}
+	if c.Output.Mode != OutputAttributes && c.Output.MetricSuffix == "" {
+		errs = append(errs, errors.New("output.metric_suffix: must not be empty (the score metric would take the source metric's name)"))
+	}
+	if c.MaxSeries < 0 {
+		errs = append(errs, fmt.Errorf("max_series: must be 0 (no limit) or positive, got %d", c.MaxSeries))
+	}
+	if c.SeriesTTL < 0 {
+		errs = append(errs, fmt.Errorf("series_ttl: must be 0 (never) or positive, got %v", c.SeriesTTL))
+	}
+	return errors.Join(errs...)
+}
+
+func compileAnchored(p string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^(?:` + p + `)$`)
+}

@@ -1,0 +1,81 @@
+package iforestprocessor
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/otel-iforest/iforest/internal/metadata"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	q := 0.99
+	tests := []struct {
+		id      component.ID
+		want    func(*Config)
+		wantErr string
+	}{
+		{id: component.NewID(metadata.Type), want: func(*Config) {}},
+		{id: component.NewIDWithName(metadata.Type, "custom"), want: func(c *Config) {
+			c.Trees, c.SampleSize, c.WindowSize, c.Warmup, c.RefitInterval = 100, 128, 512, 48, 2
+			c.Threshold, c.Contamination, c.Seed = 0.7, 0.01, 42
+			c.Metrics = MetricSelection{
+				Include: []string{`system\.cpu\..*`, "http.server.request.duration"},
+				Exclude: []string{`system\.cpu\.time`},
+			}
+			c.SummaryQuantile = &q
+			c.Output = OutputConfig{Mode: OutputBoth, AttributePrefix: "iforest.", MetricSuffix: ".iforest_score"}
+			c.MaxSeries, c.SeriesTTL = 500, 10*time.Minute
+		}},
+		{id: component.NewIDWithName(metadata.Type, "metric_mode"), want: func(c *Config) { c.Output.Mode = OutputMetric }},
+		{id: component.NewIDWithName(metadata.Type, "bad_trees"), wantErr: "trees: must be between 1 and 1000, got 0"},
+		{id: component.NewIDWithName(metadata.Type, "bad_threshold"), wantErr: "threshold: must be in (0, 1), got 1.2"},
+		{id: component.NewIDWithName(metadata.Type, "bad_warmup"), wantErr: "warmup: must be between 8 and window_size (256), got 1000"},
+		{id: component.NewIDWithName(metadata.Type, "bad_regex"), wantErr: "metrics.include[0]: invalid regular expression"},
+		{id: component.NewIDWithName(metadata.Type, "bad_mode"), wantErr: `output.mode: must be one of "attributes", "metric", "both", got "events"`},
+		{id: component.NewIDWithName(metadata.Type, "bad_quantile"), wantErr: "summary_quantile: must be in [0, 1], got 1.5"},
+		{id: component.NewIDWithName(metadata.Type, "bad_max_series"), wantErr: "max_series: must be 0 (no limit) or positive, got -1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id.String(), func(t *testing.T) {
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(tt.id.String())
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			err = confmap.Validate(cfg)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			want := createDefaultConfig().(*Config)
+			tt.want(want)
+			assert.Equal(t, want, cfg)
+		})
+	}
+}
+
+func TestUnknownKeyIsRejected(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	sub, err := cm.Sub("iforest/custom")
+	require.NoError(t, err)
+	require.NoError(t, sub.Merge(confmapFrom(map[string]any{"tress": 3})))
+	err = sub.Unmarshal(NewFactory().CreateDefaultConfig())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "tress")
+}
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	require.NoError(t, confmap.Validate(createDefaultConfig()))
+}

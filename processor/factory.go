@@ -1,0 +1,34 @@
+// Package iforestprocessor scores metric datapoints with streaming isolation
+// forests learned online and attaches anomaly verdicts to what it forwards.
+package iforestprocessor // import "github.com/otel-iforest/iforest/processor"
+
+import (
+	"context"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/processorhelper"
+
+	"github.com/otel-iforest/iforest/internal/metadata"
+)
+
+// NewFactory returns the factory of the iforest processor.
+func NewFactory() processor.Factory {
+	return processor.NewFactory(
+		metadata.Type,
+		createDefaultConfig,
+		processor.WithMetrics(createMetrics, metadata.MetricsStability),
+	)
+}
+
+func createMetrics(ctx context.Context, set processor.Settings, cfg component.Config, next consumer.Metrics) (processor.Metrics, error) {
+	p, err := newProcessor(set, cfg.(*Config))
+	if err != nil {
+		return nil, err
+	}
+	return processorhelper.NewMetrics(ctx, set, cfg, next, p.processMetrics,
+		processorhelper.WithCapabilities(consumer.Capabilities{MutatesData: true}),
+		processorhelper.WithShutdown(p.shutdown),
+	)
+}

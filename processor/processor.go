@@ -1,0 +1,367 @@
+package iforestprocessor
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/otel-iforest/iforest/internal/detector"
+	"github.com/otel-iforest/iforest/internal/metadata"
+)
+
+type iforestProcessor struct {
+	cfg    *Config
+	det    *detector.Detector
+	tel    *metadata.TelemetryBuilder
+	logger *zap.Logger
+
+	include, exclude []*regexp.Regexp
+	selected         sync.Map // metric name -> bool, when include/exclude are set
+
+	attrScore, attrDetected string
+	writeAttrs, writeMetric bool
+
+	lastSweep atomic.Int64
+	skipAttrs [numSkip]metric.MeasurementOption
+}
+
+// Skip reasons: the detector's statuses plus what the processor itself
+// rejects before asking the detector.
+const (
+	skipNoValue = int(detector.OverLimit) + 1 + iota
+	numSkip
+)
+
+func skipReason(i int) string {
+	if i == skipNoValue {
+		return "no_value"
+	}
+	return detector.Status(i).String()
+}
+
+func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error) {
+	tel, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	p := &iforestProcessor{
+		cfg:          cfg,
+		det:          detector.New(cfg.detectorConfig(), cfg.MaxSeries),
+		tel:          tel,
+		logger:       set.Logger,
+		attrScore:    cfg.Output.AttributePrefix + "score",
+		attrDetected: cfg.Output.AttributePrefix + "detected",
+		writeAttrs:   cfg.Output.Mode != OutputMetric,
+		writeMetric:  cfg.Output.Mode != OutputAttributes,
+	}
+	for _, s := range cfg.Metrics.Include {
+		re, err := compileAnchored(s)
+		if err != nil {
+			return nil, fmt.Errorf("metrics.include: %w", err)
+		}
+		p.include = append(p.include, re)
+	}
+	for _, s := range cfg.Metrics.Exclude {
+		re, err := compileAnchored(s)
+		if err != nil {
+			return nil, fmt.Errorf("metrics.exclude: %w", err)
+		}
+		p.exclude = append(p.exclude, re)
+	}
+	for i := range p.skipAttrs {
+		if i == int(detector.Scored) {
+			continue
+		}
+		p.skipAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", skipReason(i))))
+	}
+	p.lastSweep.Store(time.Now().UnixNano())
+	return p, nil
+}
+
+func (p *iforestProcessor) shutdown(context.Context) error {
+	p.tel.Shutdown()
+	return nil
+}
+
+// batch accumulates one call's counters so telemetry is recorded once per
+// batch, not once per datapoint.
+type batch struct {
+	now       int64
+	scored    int64
+	anomalies int64
+	skipped   [numSkip]int64
+	scores    pmetric.MetricSlice // score metrics made for the current scope
+	cur       *scoreMetrics
+}
+
+// processMetrics scores md in place and always returns it: the processor
+// fails open, so its own trouble never costs the pipeline data.
+func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metrics) (pmetric.Metrics, error) {
+	start := time.Now()
+	b := batch{now: start.UnixNano()}
+	failed := false
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				failed = true
+				p.logger.Error("iforest failed on a batch; forwarding it unscored", zap.Any("panic", r))
+			}
+		}()
+		p.walk(md, &b)
+	}()
+	p.record(ctx, &b, failed, time.Since(start))
+	p.maybeEvict(b.now)
+	return md, nil
+}
+
+func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		rm := rms.At(i)
+		rh := hashMap(rm.Resource().Attributes())
+		sms := rm.ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			sm := sms.At(j)
+			sc := sm.Scope()
+			sh := combine(combine(combine(rh, hashString(sc.Name())), hashString(sc.Version())), hashMap(sc.Attributes()))
+			ms := sm.Metrics()
+			if p.writeMetric {
+				b.scores = pmetric.NewMetricSlice()
+			}
+			for k := 0; k < ms.Len(); k++ {
+				m := ms.At(k)
+				if !p.selects(m.Name()) {
+					continue
+				}
+				b.cur = nil
+				p.metric(m, combine(sh, hashString(m.Name())), b)
+			}
+			if p.writeMetric && b.scores.Len() > 0 {
+				b.scores.MoveAndAppendTo(ms)
+			}
+		}
+	}
+}
+
+func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		p.numbers(m, m.Gauge().DataPoints(), detector.Gauge, mh, b)
+	case pmetric.MetricTypeSum:
+		s := m.Sum()
+		kind := detector.Gauge // non-monotonic cumulative sums are levels
+		switch {
+		case s.AggregationTemporality() == pmetric.AggregationTemporalityDelta:
+			kind = detector.DeltaSum
+		case s.AggregationTemporality() == pmetric.AggregationTemporalityCumulative && s.IsMonotonic():
+			kind = detector.CumulativeSum
+		}
+		p.numbers(m, s.DataPoints(), kind, mh, b)
+	case pmetric.MetricTypeHistogram:
+		h := m.Histogram()
+		kind := histKind(h.AggregationTemporality())
+		dps := h.DataPoints()
+		for i := 0; i < dps.Len(); i++ {
+			dp := dps.At(i)
+			if dp.Flags().NoRecordedValue() {
+				b.skipped[skipNoValue]++
+				continue
+			}
+			pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
+			p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+		}
+	case pmetric.MetricTypeExponentialHistogram:
+		h := m.ExponentialHistogram()
+		kind := histKind(h.AggregationTemporality())
+		dps := h.DataPoints()
+		for i := 0; i < dps.Len(); i++ {
+			dp := dps.At(i)
+			if dp.Flags().NoRecordedValue() {
+				b.skipped[skipNoValue]++
+				continue
+			}
+			pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
+			p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+		}
+	case pmetric.MetricTypeSummary:
+		dps := m.Summary().DataPoints()
+		for i := 0; i < dps.Len(); i++ {
+			dp := dps.At(i)
+			pt := detector.Point{Kind: detector.CumulativeHistogram, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
+			if q := p.cfg.SummaryQuantile; q != nil {
+				v, ok := quantileValue(dp.QuantileValues(), *q)
+				if !ok {
+					b.skipped[skipNoValue]++
+					continue
+				}
+				pt = detector.Point{Kind: detector.Gauge, Start: pt.Start, Time: pt.Time, V0: v}
+			}
+			if dp.Flags().NoRecordedValue() {
+				b.skipped[skipNoValue]++
+				continue
+			}
+			p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+		}
+	}
+}
+
+func histKind(t pmetric.AggregationTemporality) detector.Kind {
+	if t == pmetric.AggregationTemporalityDelta {
+		return detector.DeltaHistogram
+	}
+	return detector.CumulativeHistogram
+}
+
+func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (float64, bool) {
+	for i := 0; i < qs.Len(); i++ {
+		if v := qs.At(i); v.Quantile() > q-1e-9 && v.Quantile() < q+1e-9 {
+			return v.Value(), true
+		}
+	}
+	return 0, false
+}
+
+func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
+	for i := 0; i < dps.Len(); i++ {
+		dp := dps.At(i)
+		var v float64
+		switch dp.ValueType() {
+		case pmetric.NumberDataPointValueTypeInt:
+			v = float64(dp.IntValue())
+		case pmetric.NumberDataPointValueTypeDouble:
+			v = dp.DoubleValue()
+		default:
+			b.skipped[skipNoValue]++
+			continue
+		}
+		if dp.Flags().NoRecordedValue() {
+			b.skipped[skipNoValue]++
+			continue
+		}
+		pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: v}
+		p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+	}
+}
+
+// observe asks the detector for a verdict and writes it out.
+func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint64, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
+	pt.Key = combine(mh, hashMap(attrs))
+	v := p.det.Observe(pt, b.now)
+	if v.Status != detector.Scored {
+		b.skipped[v.Status]++
+		return
+	}
+	b.scored++
+	if v.Anomaly {
+		b.anomalies++
+	}
+	if p.writeMetric {
+		if b.cur == nil {
+			b.cur = newScoreMetrics(b.scores, m, p.cfg.Output.MetricSuffix)
+		}
+		b.cur.add(attrs, start, ts, v)
+	}
+	if p.writeAttrs {
+		attrs.PutDouble(p.attrScore, v.Score)
+		attrs.PutBool(p.attrDetected, v.Anomaly)
+	}
+}
+
+func (p *iforestProcessor) selects(name string) bool {
+	if p.include == nil && p.exclude == nil {
+		return true
+	}
+	if v, ok := p.selected.Load(name); ok {
+		return v.(bool)
+	}
+	ok := p.include == nil
+	for _, re := range p.include {
+		if re.MatchString(name) {
+			ok = true
+			break
+		}
+	}
+	for _, re := range p.exclude {
+		if ok && re.MatchString(name) {
+			ok = false
+		}
+	}
+	p.selected.Store(name, ok)
+	return ok
+}
+
+func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, took time.Duration) {
+	t := p.tel
+	if b.scored > 0 {
+		t.ProcessorIforestDatapointsScored.Add(ctx, b.scored)
+	}
+	if b.anomalies > 0 {
+		t.ProcessorIforestAnomalies.Add(ctx, b.anomalies)
+	}
+	for i, n := range b.skipped {
+		if n > 0 {
+			t.ProcessorIforestDatapointsSkipped.Add(ctx, n, p.skipAttrs[i])
+		}
+	}
+	if failed {
+		t.ProcessorIforestErrors.Add(ctx, 1)
+	}
+	st := p.det.TakeStats()
+	if st.TreesBuilt > 0 {
+		t.ProcessorIforestTreesRefit.Add(ctx, st.TreesBuilt)
+	}
+	if d := st.Created - st.Evicted; d != 0 {
+		t.ProcessorIforestSeriesActive.Add(ctx, d)
+	}
+	if st.Evicted > 0 {
+		t.ProcessorIforestSeriesEvicted.Add(ctx, st.Evicted)
+	}
+	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
+}
+
+// maybeEvict drops idle models at most twice per TTL; the CAS lets one
+// caller do it while the others carry on.
+func (p *iforestProcessor) maybeEvict(now int64) {
+	ttl := int64(p.cfg.SeriesTTL)
+	if ttl <= 0 {
+		return
+	}
+	last := p.lastSweep.Load()
+	if now-last < ttl/2 || !p.lastSweep.CompareAndSwap(last, now) {
+		return
+	}
+	if n := p.det.Evict(now - ttl); n > 0 {
+		p.logger.Debug("evicted idle series", zap.Int("series", n))
+	}
+}
+
+// scoreMetrics are the gauges written for one source metric in metric mode.
+type scoreMetrics struct {
+	score pmetric.NumberDataPointSlice
+}
+
+func newScoreMetrics(dst pmetric.MetricSlice, src pmetric.Metric, suffix string) *scoreMetrics {
+	m := dst.AppendEmpty()
+	m.SetName(src.Name() + suffix)
+	m.SetDescription("Anomaly score of " + src.Name() + " from the iforest processor, in [0,1]; higher is more anomalous.")
+	m.SetUnit("1")
+	return &scoreMetrics{score: m.SetEmptyGauge().DataPoints()}
+}
+
+func (s *scoreMetrics) add(attrs pcommon.Map, start, ts pcommon.Timestamp, v detector.Verdict) {
+	dp := s.score.AppendEmpty()
+	attrs.CopyTo(dp.Attributes())
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetDoubleValue(v.Score)
+}
