@@ -39,7 +39,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "metric_mode"), want: func(c *Config) { c.Output.Mode = OutputMetric }},
 		{id: component.NewIDWithName(metadata.Type, "bad_trees"), wantErr: "trees: must be between 1 and 1000, got 0"},
 		{id: component.NewIDWithName(metadata.Type, "bad_threshold"), wantErr: "threshold: must be in (0, 1), got 1.2"},
-		{id: component.NewIDWithName(metadata.Type, "bad_warmup"), wantErr: "warmup: must be between 8 and window_size (256), got 1000"},
+		{id: component.NewIDWithName(metadata.Type, "bad_warmup"), wantErr: "warmup: must be between 8 and window_size (512), got 1000"},
 		{id: component.NewIDWithName(metadata.Type, "bad_regex"), wantErr: "metrics.include[0]: invalid regular expression"},
 		{id: component.NewIDWithName(metadata.Type, "bad_mode"), wantErr: `output.mode: must be one of "attributes", "metric", "both", got "events"`},
 		{id: component.NewIDWithName(metadata.Type, "bad_quantile"), wantErr: "summary_quantile: must be in [0, 1], got 1.5"},

@@ -26,10 +26,12 @@ type Config struct {
 	// over every Trees*RefitInterval observations.
 	RefitInterval int
 	// Threshold is the fixed score at or above which a point is anomalous.
-	// Used when Contamination is zero, and as a floor otherwise.
+	// With Contamination set it only applies until a series has enough
+	// scores to estimate its quantile.
 	Threshold float64
 	// Contamination, when > 0, makes the threshold adaptive per series: the
-	// (1-Contamination) quantile of the series' recent scores.
+	// (1-Contamination) quantile of the series' recent scores (never below
+	// 0.5).
 	Contamination float64
 	// Seed makes every model's randomness reproducible.
 	Seed uint64
@@ -43,10 +45,10 @@ func DefaultConfig() Config {
 	return Config{
 		Trees:         50,
 		SampleSize:    64,
-		WindowSize:    256,
+		WindowSize:    512,
 		Warmup:        32,
 		RefitInterval: 3,
-		Threshold:     0.75,
+		Threshold:     0.8,
 		Contamination: 0,
 		Seed:          1,
 		Shards:        64,

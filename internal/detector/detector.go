@@ -116,7 +116,7 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 	v := Verdict{Status: Warmup, Threshold: d.threshold(s)}
 	if s.learned >= d.cfg.Warmup && s.forest != nil {
 		v.Status = Scored
-		v.Score = s.forest.Score(x)
+		v.Score = s.forest.ScoreAsInserted(x)
 		v.Anomaly = v.Score >= v.Threshold
 	}
 	d.learn(sh, s, x, v)
@@ -140,7 +140,7 @@ func (d *Detector) threshold(s *series) float64 {
 	if s.quant == nil {
 		return d.cfg.Threshold
 	}
-	return s.quant.threshold(d.cfg.Contamination)
+	return s.quant.threshold(d.cfg.Contamination, d.cfg.Threshold)
 }
 
 // learn adds x to the window and keeps the forest current: while warming up

@@ -10,6 +10,7 @@ type scoreQuantile struct {
 	inc   float32 // weight of the next score; grows instead of decaying all bins
 	grow  float32
 	total float32
+	n     int // scores added, for knowing when the estimate means something
 }
 
 const quantBins = 200
@@ -25,6 +26,7 @@ func (q *scoreQuantile) add(score float64) {
 	b = max(0, min(quantBins-1, b))
 	q.bins[b] += q.inc
 	q.total += q.inc
+	q.n++
 	q.inc *= q.grow
 	if q.inc > 1e30 { // rescale before float32 overflows
 		for i := range q.bins {
@@ -37,9 +39,11 @@ func (q *scoreQuantile) add(score float64) {
 
 // threshold returns the score above which a fraction c of recent scores lie,
 // never below 0.5: under 0.5 an isolation forest sees nothing distinct.
-func (q *scoreQuantile) threshold(c float64) float64 {
-	if q.total == 0 {
-		return 1
+// Until there are enough scores to estimate that quantile it returns
+// fallback.
+func (q *scoreQuantile) threshold(c, fallback float64) float64 {
+	if float64(q.n)*c < 1 {
+		return fallback
 	}
 	want := float32(c) * q.total
 	acc := float32(0)

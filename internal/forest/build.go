@@ -1,0 +1,191 @@
+package forest
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+)
+
+// Builder holds scratch space for building trees so that, once warmed up,
+// building a tree allocates only the returned Tree and its exact-size node
+// slice. A Builder is not safe for concurrent use.
+type Builder struct {
+	dims  int
+	idx   []uint16 // row indices of the sample, partitioned in place per node
+	nodes []node   // nodes of the tree under construction
+	spans []span   // data range of each internal node on its split feature
+	// Scratch for picking among non-constant features at a node.
+	cand       []uint16
+	cmin, cmax []float32
+
+	// Per-Build state, cleared afterwards so the Builder retains no caller data.
+	sample []float32
+	rng    *rand.Rand
+	limit  int
+}
+
+// NewBuilder returns a Builder for samples with dims features.
+func NewBuilder(dims int) *Builder {
+	if dims < 1 || dims > MaxFeatures {
+		panic(fmt.Sprintf("forest: dims %d out of range [1, %d]", dims, MaxFeatures))
+	}
+	return &Builder{dims: dims}
+}
+
+// Build builds one isolation tree from all rows of sample (row-major, len =
+// rows*dims, 1 <= rows <= MaxSampleSize); drawing the subsample is the
+// caller's job. rng drives the split choices. The height limit is
+// ceil(log2(rows)), as in the paper. sample is not retained.
+//
+// Build panics if len(sample) is not a positive multiple of dims or holds
+// more than MaxSampleSize rows. Values should be finite: NaNs always go left
+// (they are ignored when choosing a split) and infinite ranges degrade to
+// splits at the range's minimum.
+func (b *Builder) Build(sample []float32, rng *rand.Rand) *Tree {
+	d := b.dims
+	rows := len(sample) / d
+	if rows < 1 || rows*d != len(sample) {
+		panic(fmt.Sprintf("forest: sample length %d is not a positive multiple of dims %d", len(sample), d))
+	}
+	if rows > MaxSampleSize {
+		panic(fmt.Sprintf("forest: sample of %d rows exceeds MaxSampleSize %d", rows, MaxSampleSize))
+	}
+	b.sample, b.rng = sample, rng
+	b.limit = bits.Len(uint(rows - 1)) // ceil(log2 rows)
+	b.idx = b.idx[:0]
+	for i := range rows {
+		b.idx = append(b.idx, uint16(i))
+	}
+	b.nodes = append(b.nodes[:0], node{})
+	b.spans = append(b.spans[:0], span{})
+	b.grow(0, 0, rows, 0)
+
+	nodes := make([]node, len(b.nodes))
+	copy(nodes, b.nodes)
+	spans := make([]span, len(b.spans))
+	copy(spans, b.spans)
+	b.sample, b.rng = nil, nil
+	t := newTree(nodes, rows)
+	t.spans = spans
+	return t
+}
+
+// grow fills node ni from the sample rows idx[lo:hi] at the given depth.
+// Children are appended as an adjacent pair, which is what lets a node store
+// a single child index.
+func (b *Builder) grow(ni, lo, hi, depth int) {
+	size := hi - lo
+	if size <= 1 || depth >= b.limit {
+		b.nodes[ni] = node{thr: float32(depth), a: uint16(size), feat: leafFeat}
+		return
+	}
+	f := b.rng.IntN(b.dims)
+	mn, mx := b.rangeOf(f, lo, hi)
+	if !(mn < mx) {
+		// The paper's tree would never split here; re-drawing uniformly among
+		// the features that do vary keeps the split uniform over usable
+		// features (and is what scikit-learn's splitter amounts to).
+		var ok bool
+		f, mn, mx, ok = b.pickNonConstant(lo, hi)
+		if !ok {
+			b.nodes[ni] = node{thr: float32(depth), a: uint16(size), feat: leafFeat}
+			return
+		}
+	}
+	thr := drawThreshold(mn, mx, b.rng)
+	mid := b.partition(f, thr, lo, hi)
+
+	a := len(b.nodes)
+	b.nodes = append(b.nodes, node{}, node{})
+	b.spans = append(b.spans, span{}, span{})
+	b.nodes[ni] = node{thr: thr, a: uint16(a), feat: uint16(f)}
+	b.spans[ni] = span{lo: mn, hi: mx}
+	b.grow(a, lo, mid, depth+1)
+	b.grow(a+1, mid, hi, depth+1)
+}
+
+// rangeOf returns the min and max of feature f over idx[lo:hi], ignoring NaNs
+// (all-NaN gives mn > mx, i.e. "constant").
+func (b *Builder) rangeOf(f, lo, hi int) (mn, mx float32) {
+	mn, mx = float32(math.Inf(1)), float32(math.Inf(-1))
+	d, s := b.dims, b.sample
+	for _, r := range b.idx[lo:hi] {
+		v := s[int(r)*d+f]
+		if v < mn {
+			mn = v
+		}
+		if v > mx {
+			mx = v
+		}
+	}
+	return mn, mx
+}
+
+// pickNonConstant chooses uniformly among the features with non-zero range
+// over idx[lo:hi]; ok is false if there is none.
+func (b *Builder) pickNonConstant(lo, hi int) (f int, mn, mx float32, ok bool) {
+	b.cand, b.cmin, b.cmax = b.cand[:0], b.cmin[:0], b.cmax[:0]
+	for g := range b.dims {
+		lo32, hi32 := b.rangeOf(g, lo, hi)
+		if lo32 < hi32 {
+			b.cand = append(b.cand, uint16(g))
+			b.cmin = append(b.cmin, lo32)
+			b.cmax = append(b.cmax, hi32)
+		}
+	}
+	if len(b.cand) == 0 {
+		return 0, 0, 0, false
+	}
+	k := b.rng.IntN(len(b.cand))
+	return int(b.cand[k]), b.cmin[k], b.cmax[k], true
+}
+
+// drawThreshold draws a split value uniformly in [mn, mx) in float64 and
+// rounds it down to float32, which keeps mn <= thr < mx in float32: the
+// minimum goes left and the maximum goes right, so both children are
+// non-empty.
+func drawThreshold(mn, mx float32, rng *rand.Rand) float32 {
+	lo, hi := float64(mn), float64(mx)
+	// The explicit float64 conversion forbids fusing into an FMA, keeping
+	// trees bit-identical across architectures.
+	v := lo + float64(rng.Float64()*(hi-lo))
+	if !(v >= lo && v < hi) {
+		// Rounding can land on hi; infinite ranges give Inf/NaN.
+		v = lo
+	}
+	return floorFloat32(v)
+}
+
+// floorFloat32 returns the largest float32 <= v. For float32 inputs x,
+// x <= v iff x <= floorFloat32(v), so routing is unchanged by the rounding.
+// A zero result is always +0, which the integer comparisons in score.go
+// rely on.
+func floorFloat32(v float64) float32 {
+	t := float32(v)
+	if float64(t) > v {
+		t = math.Nextafter32(t, float32(math.Inf(-1)))
+	}
+	if t == 0 {
+		t = 0
+	}
+	return t
+}
+
+// partition reorders idx[lo:hi] so rows with x[f] <= thr come first and
+// returns the boundary. NaN goes left, as in scoring (x > thr is false).
+//
+// Branch-free Lomuto: every element is swapped to the boundary and the
+// boundary advances only for left rows. The side of a random split is
+// unpredictable, so this beats a branching partition severalfold.
+func (b *Builder) partition(f int, thr float32, lo, hi int) int {
+	d, s, idx := b.dims, b.sample, b.idx
+	j := lo
+	for k := lo; k < hi; k++ {
+		r := idx[k]
+		idx[k] = idx[j]
+		idx[j] = r
+		j += b2i(!(s[int(r)*d+f] > thr))
+	}
+	return j
+}

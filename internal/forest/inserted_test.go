@@ -1,0 +1,102 @@
+package forest
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestAsInsertedEqualsPathLengthOnTrainingPoints(t *testing.T) {
+	// A training point lies inside the data range of every node on its own
+	// path, so nothing is cut off early and both path lengths agree exactly.
+	const dims = 3
+	sample := gaussData(64, dims, 4)
+	b := NewBuilder(dims)
+	tr := b.Build(sample, rand.New(rand.NewPCG(1, 2)))
+	x := make([]float64, dims)
+	for r := 0; r < 64; r++ {
+		for j := range x {
+			x[j] = float64(sample[r*dims+j])
+		}
+		assert.Equal(t, tr.PathLength(x), tr.PathLengthAsInserted(x), "row %d", r)
+	}
+}
+
+func TestAsInsertedGrowsWithDistance(t *testing.T) {
+	f := Fit(gaussData(512, 1, 9), 1, Options{Trees: 50, SampleSize: 64, Seed: 3})
+	var maxSeen float64
+	for _, tr := range f.Trees() {
+		maxSeen = math.Max(maxSeen, float64(tr.spans[0].hi))
+	}
+	prev := f.ScoreAsInserted([]float64{maxSeen})
+	// Plain isolation scores every point past the maximum alike.
+	assert.InDelta(t, f.Score([]float64{maxSeen + 1}), f.Score([]float64{maxSeen + 100}), 1e-12)
+	for _, d := range []float64{0.1, 0.5, 1, 3, 10, 100, 1e6} {
+		s := f.ScoreAsInserted([]float64{maxSeen + d})
+		assert.Greater(t, s, prev, "distance %v", d)
+		assert.GreaterOrEqual(t, s, f.Score([]float64{maxSeen + d}))
+		prev = s
+	}
+	// Infinitely far: cut off at the root of every tree, h = 1.
+	want := 0.0
+	for _, tr := range f.Trees() {
+		want += tr.invC
+	}
+	assert.InDelta(t, math.Exp2(-want/float64(len(f.Trees()))), f.ScoreAsInserted([]float64{math.Inf(1)}), 1e-12)
+	assert.InDelta(t, math.Exp2(-want/float64(len(f.Trees()))), f.ScoreAsInserted([]float64{math.Inf(-1)}), 1e-12)
+}
+
+func TestAsInsertedSeesGaps(t *testing.T) {
+	// Two clusters: a point in the empty middle is more anomalous than
+	// either cluster's points although it is inside the overall range.
+	data := make([]float32, 0, 512)
+	rng := rand.New(rand.NewPCG(5, 5))
+	for i := 0; i < 256; i++ {
+		data = append(data, float32(rng.NormFloat64()), float32(100+rng.NormFloat64()))
+	}
+	f := Fit(data, 1, Options{Trees: 100, SampleSize: 256, Seed: 1})
+	mid := f.ScoreAsInserted([]float64{50})
+	assert.Greater(t, mid, f.ScoreAsInserted([]float64{0})+0.1)
+	assert.Greater(t, mid, f.ScoreAsInserted([]float64{100})+0.1)
+}
+
+func TestAsInsertedImportedTreesFallBack(t *testing.T) {
+	tr, err := ImportTree([]int{0, -2, -2}, []float64{0.5, -2, -2}, []int{1, -1, -1}, []int{2, -1, -1}, []int{4, 2, 2}, 4)
+	require.NoError(t, err)
+	f := New(1, []*Tree{tr})
+	for _, v := range []float64{-10, 0.2, 0.7, 10} {
+		assert.Equal(t, f.Score([]float64{v}), f.ScoreAsInserted([]float64{v}))
+	}
+}
+
+func TestAsInsertedAllocatesNothing(t *testing.T) {
+	f := Fit(gaussData(256, 2, 1), 2, Options{Trees: 50, SampleSize: 64, Seed: 1})
+	x := []float64{0.3, 9}
+	assert.Zero(t, testing.AllocsPerRun(100, func() { f.ScoreAsInserted(x) }))
+}
+
+func BenchmarkForestScoreAsInserted(b *testing.B) {
+	for _, c := range []struct {
+		name              string
+		dims, trees, psi int
+	}{{"d=1", 1, 100, 256}, {"d=4", 4, 100, 256}, {"detector-default", 1, 50, 64}} {
+		b.Run(c.name, func(b *testing.B) {
+			f := Fit(gaussData(4096, c.dims, 1), c.dims, Options{Trees: c.trees, SampleSize: c.psi, Seed: 1})
+			q := gaussData(1024, c.dims, 2)
+			x := make([]float64, c.dims)
+			b.ReportAllocs()
+			var sink float64
+			for i := 0; b.Loop(); i++ {
+				r := i % 1024
+				for j := range x {
+					x[j] = float64(q[r*c.dims+j])
+				}
+				sink += f.ScoreAsInserted(x)
+			}
+			_ = sink
+		})
+	}
+}

@@ -1,0 +1,175 @@
+// Package forest implements the isolation forest of Liu, Ting and Zhou
+// ("Isolation Forest", ICDM 2008) with a compact, allocation-free scorer.
+//
+// Trees are stored as exactly-sized slices of 8-byte nodes so that a
+// streaming detector can keep one forest per time series within a small
+// memory budget: on Gaussian data a psi=64 tree has about 49 nodes (~450
+// bytes with its header) and a psi=256 tree about 158 nodes (~1.3 KB).
+package forest
+
+import "math"
+
+const (
+	// MaxSampleSize is the largest per-tree sample: node and child indices
+	// are uint16, and a tree over n samples has at most 2n-1 nodes.
+	MaxSampleSize = 32768
+	// MaxFeatures is the largest supported dimensionality; feature indices
+	// are uint16 and 0xFFFF is reserved as the leaf marker.
+	MaxFeatures = 65534
+
+	leafFeat = 0xFFFF
+
+	// eulerGamma is the Euler–Mascheroni constant as used by the paper's c(n)
+	// (and by scikit-learn, whose scores we reproduce).
+	eulerGamma = 0.5772156649015329
+)
+
+// node is one tree node packed into 8 bytes.
+//
+// Internal node: go left iff x[feat] <= thr; left child is a, right is a+1
+// (children are always adjacent, so one index suffices).
+// Leaf (feat == leafFeat): thr is the leaf depth (an exact small integer in
+// float32) and a is the number of training samples that reached the leaf.
+type node struct {
+	thr  float32
+	a    uint16
+	feat uint16
+}
+
+// cTable[n] = AvgPathLength(n) for every possible leaf size, so that a leaf's
+// path length costs one load instead of a logarithm.
+var cTable = func() *[MaxSampleSize + 1]float64 {
+	var t [MaxSampleSize + 1]float64
+	for n := range t {
+		t[n] = AvgPathLength(n)
+	}
+	return &t
+}()
+
+// AvgPathLength returns c(n), the average path length of an unsuccessful
+// search in a binary search tree of n items (the paper's normaliser and the
+// correction added at leaves that still hold n > 1 samples):
+// c(n) = 2(ln(n-1) + γ) - 2(n-1)/n, with c(0) = c(1) = 0 and c(2) = 1.
+func AvgPathLength(n int) float64 {
+	switch {
+	case n <= 1:
+		return 0
+	case n == 2:
+		return 1
+	}
+	fn := float64(n)
+	return 2*(math.Log(fn-1)+eulerGamma) - 2*(fn-1)/fn
+}
+
+// normaliser returns 1/c(psi). A one-sample tree is a single leaf with
+// h = 0, so its normaliser is irrelevant; 1 avoids dividing by c(1) = 0.
+func normaliser(psi int) float64 {
+	if psi < 2 {
+		return 1
+	}
+	return 1 / AvgPathLength(psi)
+}
+
+// Tree is one isolation tree. It is immutable once built and safe for
+// concurrent use by any number of readers.
+type Tree struct {
+	nodes []node
+	// invC is 1/c(psi) of this tree's own sample size, so trees built on
+	// different sample sizes (e.g. during a rolling refit while the history
+	// is still short) are each normalised correctly.
+	invC  float64
+	psi   int32
+	depth int32 // deepest leaf; bounds the fixed-step walks in score.go
+	// spans[i] is the training data's range on node i's split feature, for
+	// ScoreAsInserted. Nil for imported trees, whose ranges are unknown.
+	spans []span
+}
+
+// span is a closed value range [lo, hi].
+type span struct{ lo, hi float32 }
+
+// PathLength returns h(x): the depth of the leaf x falls into plus
+// c(leaf size). x must have at least as many elements as the tree's
+// highest feature index + 1.
+func (t *Tree) PathLength(x []float64) float64 {
+	return pathLen(t.nodes, x)
+}
+
+// NumNodes returns the number of nodes (internal + leaves).
+func (t *Tree) NumNodes() int { return len(t.nodes) }
+
+// SampleSize returns the number of training samples the tree was built on.
+func (t *Tree) SampleSize() int { return int(t.psi) }
+
+// MemoryBytes approximates the bytes retained by the tree: its node slice
+// plus the Tree header.
+func (t *Tree) MemoryBytes() int { return 8*cap(t.nodes) + 8*cap(t.spans) + treeHeaderBytes }
+
+// treeHeaderBytes is sizeof(Tree) (two slice headers 48 + invC 8 + psi 4 +
+// depth 4) rounded up to the allocator's 64-byte size class.
+const treeHeaderBytes = 64
+
+// Depth returns the depth of the deepest leaf.
+func (t *Tree) Depth() int { return int(t.depth) }
+
+// newTree wraps an exactly-sized node slice.
+func newTree(nodes []node, psi int) *Tree {
+	d := 0
+	for _, n := range nodes {
+		if n.feat == leafFeat && int(n.thr) > d {
+			d = int(n.thr)
+		}
+	}
+	return &Tree{nodes: nodes, invC: normaliser(psi), psi: int32(psi), depth: int32(d)}
+}
+
+// maxFeature returns the largest feature index used by a split, or -1.
+func (t *Tree) maxFeature() int {
+	m := -1
+	for _, n := range t.nodes {
+		if n.feat != leafFeat && int(n.feat) > m {
+			m = int(n.feat)
+		}
+	}
+	return m
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// leafLen is h at a leaf: its depth plus c(size), in float64 so that the sum
+// is exact to the last bit of c(size) (this is what scikit-learn computes).
+func leafLen(n node) float64 {
+	return float64(n.thr) + cTable[n.a]
+}
+
+// pathLen walks one tree. The child step is branchless (index arithmetic
+// on the comparison result) because the direction is data-dependent and
+// mispredicts badly; only the leaf test branches, and it is well predicted.
+func pathLen(nodes []node, x []float64) float64 {
+	i := 0
+	for {
+		n := nodes[i]
+		if n.feat == leafFeat {
+			return leafLen(n)
+		}
+		i = int(n.a) + b2i(x[n.feat] > float64(n.thr))
+	}
+}
+
+// pathLen1 is pathLen for one-dimensional forests: the value stays in a
+// register instead of being reloaded through a bounds-checked index.
+func pathLen1(nodes []node, x0 float64) float64 {
+	i := 0
+	for {
+		n := nodes[i]
+		if n.feat == leafFeat {
+			return leafLen(n)
+		}
+		i = int(n.a) + b2i(x0 > float64(n.thr))
+	}
+}
