@@ -31,12 +31,24 @@ func hashString(s string) uint64 { return xxhash.Sum64String(s) }
 // hashMap is independent of attribute order: two maps with the same
 // key/value pairs hash alike however a client ordered them.
 func hashMap(m pcommon.Map) uint64 {
+	return hashMapExcept(m, "", "")
+}
+
+// hashMapExcept is hashMap ignoring the keys skip1 and skip2: a datapoint
+// that already carries our verdict attributes (it went through another
+// iforest processor, or was replayed) keeps its series identity.
+func hashMapExcept(m pcommon.Map, skip1, skip2 string) uint64 {
 	var sum uint64
+	n := 0
 	m.Range(func(k string, v pcommon.Value) bool {
+		if k == skip1 || k == skip2 {
+			return true
+		}
 		sum += mix(combine(hashString(k), hashValue(v)))
+		n++
 		return true
 	})
-	return mix(sum ^ uint64(m.Len()))
+	return mix(sum ^ uint64(n))
 }
 
 // Type tags keep e.g. the string "1" and the int 1 apart.

@@ -255,7 +255,7 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 
 // observe asks the detector for a verdict and writes it out.
 func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint64, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
-	pt.Key = combine(mh, hashMap(attrs))
+	pt.Key = combine(mh, hashMapExcept(attrs, p.attrScore, p.attrDetected))
 	v := p.det.Observe(pt, b.now)
 	if v.Status != detector.Scored {
 		b.skipped[v.Status]++

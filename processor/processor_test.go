@@ -249,6 +249,12 @@ func TestSeriesKey(t *testing.T) {
 	d.PutStr("x1", "y")
 	assert.NotEqual(t, hashMap(c), hashMap(d))
 	assert.NotEqual(t, hashMap(pcommon.NewMap()), hashMap(c))
+	// Our own verdict attributes are not part of a series' identity.
+	e := pcommon.NewMap()
+	a.CopyTo(e)
+	e.PutDouble("anomaly.score", 0.3)
+	e.PutBool("anomaly.detected", false)
+	assert.Equal(t, hashMap(a), hashMapExcept(e, "anomaly.score", "anomaly.detected"))
 }
 
 func TestTelemetry(t *testing.T) {

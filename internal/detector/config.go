@@ -43,11 +43,11 @@ type Config struct {
 // every few seconds to minutes.
 func DefaultConfig() Config {
 	return Config{
-		Trees:         50,
-		SampleSize:    64,
+		Trees:         32,
+		SampleSize:    32,
 		WindowSize:    512,
 		Warmup:        32,
-		RefitInterval: 3,
+		RefitInterval: 8,
 		Threshold:     0.8,
 		Contamination: 0,
 		Seed:          1,

@@ -14,7 +14,6 @@ type Builder struct {
 	dims  int
 	idx   []uint16 // row indices of the sample, partitioned in place per node
 	nodes []node   // nodes of the tree under construction
-	spans []span   // data range of each internal node on its split feature
 	// Scratch for picking among non-constant features at a node.
 	cand       []uint16
 	cmin, cmax []float32
@@ -58,17 +57,12 @@ func (b *Builder) Build(sample []float32, rng *rand.Rand) *Tree {
 		b.idx = append(b.idx, uint16(i))
 	}
 	b.nodes = append(b.nodes[:0], node{})
-	b.spans = append(b.spans[:0], span{})
 	b.grow(0, 0, rows, 0)
 
 	nodes := make([]node, len(b.nodes))
 	copy(nodes, b.nodes)
-	spans := make([]span, len(b.spans))
-	copy(spans, b.spans)
 	b.sample, b.rng = nil, nil
-	t := newTree(nodes, rows)
-	t.spans = spans
-	return t
+	return newTree(nodes, rows)
 }
 
 // grow fills node ni from the sample rows idx[lo:hi] at the given depth.
@@ -98,9 +92,7 @@ func (b *Builder) grow(ni, lo, hi, depth int) {
 
 	a := len(b.nodes)
 	b.nodes = append(b.nodes, node{}, node{})
-	b.spans = append(b.spans, span{}, span{})
-	b.nodes[ni] = node{thr: thr, a: uint16(a), feat: uint16(f)}
-	b.spans[ni] = span{lo: mn, hi: mx}
+	b.nodes[ni] = node{thr: thr, a: uint16(a), feat: uint16(f), lo: mn, hi: mx}
 	b.grow(a, lo, mid, depth+1)
 	b.grow(a+1, mid, hi, depth+1)
 }

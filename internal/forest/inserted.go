@@ -20,40 +20,47 @@ import "math"
 // stopping chances. Inside the data's ranges this equals PathLength.
 
 // PathLengthAsInserted returns the expected h(x) had x been in the sample.
-// For trees without recorded ranges (imported ones) it is PathLength.
+// For imported trees (no recorded ranges) it is PathLength.
 func (t *Tree) PathLengthAsInserted(x []float64) float64 {
-	if t.spans == nil {
-		return pathLen(t.nodes, x)
-	}
-	nodes, spans := t.nodes, t.spans
-	var h float64
-	stay := 1.0 // probability that x has not been cut off yet
-	depth := 0
+	var h, stay float64 = 0, 1 // stay: probability that x is not cut off yet
 	i := 0
-	for {
-		n := nodes[i]
+	for depth := 1; ; depth++ {
+		n := &t.nodes[i]
 		if n.feat == leafFeat {
-			return h + stay*leafLen(n)
+			return h + stay*leafLen(*n)
 		}
 		v := x[n.feat]
-		sp := spans[i]
-		lo, hi := float64(sp.lo), float64(sp.hi)
-		if v < lo || v > hi {
-			ext := v - hi
-			if v < lo {
-				ext = lo - v
-			}
-			p := ext / (hi - lo + ext)
-			if p != p { // ext = +Inf
-				p = 1
-			}
-			depth1 := float64(depth + 1)
-			h += stay * p * depth1
-			stay *= 1 - p
-		}
+		h, stay = cutOff(v, n, depth, h, stay)
 		i = int(n.a) + b2i(v > float64(n.thr))
-		depth++
 	}
+}
+
+// cutOff accounts for the chance that x is split off alone at internal node
+// n, ending at depth.
+func cutOff(v float64, n *node, depth int, h, stay float64) (float64, float64) {
+	lo, hi := float64(n.lo), float64(n.hi)
+	if v >= lo && v <= hi || v != v {
+		return h, stay
+	}
+	ext := v - hi
+	if v < lo {
+		ext = lo - v
+	}
+	p := ext / (hi - lo + ext)
+	if p != p { // ext = +Inf
+		p = 1
+	}
+	return h + stay*p*float64(depth), stay * (1 - p)
+}
+
+// lanes walks up to 8 trees in lockstep so that their node loads, which miss
+// the cache once a process holds many models, overlap instead of queueing.
+type lanes struct {
+	i       [8]int
+	h, stay [8]float64
+	nodes   [8][]node
+	n       int
+	steps   int
 }
 
 // ScoreAsInserted is Score with PathLengthAsInserted: points beyond what a
@@ -64,8 +71,28 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 	}
 	x = x[:f.dims]
 	var sum float64
-	for _, t := range f.trees {
-		sum += t.PathLengthAsInserted(x) * t.invC
+	var l lanes
+	for trees := f.trees; len(trees) > 0; trees = trees[l.n:] {
+		l.n = min(len(trees), 8)
+		l.steps = 0
+		for k, t := range trees[:l.n] {
+			l.nodes[k], l.i[k], l.h[k], l.stay[k] = t.nodes, 0, 0, 1
+			l.steps = max(l.steps, int(t.depth))
+		}
+		for depth := 1; depth <= l.steps; depth++ {
+			for k := 0; k < l.n; k++ {
+				n := &l.nodes[k][l.i[k]]
+				if n.feat == leafFeat {
+					continue
+				}
+				v := x[n.feat]
+				l.h[k], l.stay[k] = cutOff(v, n, depth, l.h[k], l.stay[k])
+				l.i[k] = int(n.a) + b2i(v > float64(n.thr))
+			}
+		}
+		for k, t := range trees[:l.n] {
+			sum += (l.h[k] + l.stay[k]*leafLen(l.nodes[k][l.i[k]])) * t.invC
+		}
 	}
 	return math.Exp2(-sum / float64(len(f.trees)))
 }

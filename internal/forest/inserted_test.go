@@ -29,7 +29,7 @@ func TestAsInsertedGrowsWithDistance(t *testing.T) {
 	f := Fit(gaussData(512, 1, 9), 1, Options{Trees: 50, SampleSize: 64, Seed: 3})
 	var maxSeen float64
 	for _, tr := range f.Trees() {
-		maxSeen = math.Max(maxSeen, float64(tr.spans[0].hi))
+		maxSeen = math.Max(maxSeen, float64(tr.nodes[0].hi))
 	}
 	prev := f.ScoreAsInserted([]float64{maxSeen})
 	// Plain isolation scores every point past the maximum alike.
@@ -80,7 +80,7 @@ func TestAsInsertedAllocatesNothing(t *testing.T) {
 
 func BenchmarkForestScoreAsInserted(b *testing.B) {
 	for _, c := range []struct {
-		name              string
+		name             string
 		dims, trees, psi int
 	}{{"d=1", 1, 100, 256}, {"d=4", 4, 100, 256}, {"detector-default", 1, 50, 64}} {
 		b.Run(c.name, func(b *testing.B) {
@@ -98,5 +98,25 @@ func BenchmarkForestScoreAsInserted(b *testing.B) {
 			}
 			_ = sink
 		})
+	}
+}
+
+func TestScoreAsInsertedMatchesPerTreeWalk(t *testing.T) {
+	// The lockstep walk must equal the one-tree-at-a-time definition,
+	// including forests whose size is not a multiple of the lane count.
+	for _, c := range []struct{ dims, trees int }{{1, 50}, {3, 13}, {2, 1}} {
+		f := Fit(gaussData(512, c.dims, 2), c.dims, Options{Trees: c.trees, SampleSize: 64, Seed: 8})
+		rng := rand.New(rand.NewPCG(3, 3))
+		x := make([]float64, c.dims)
+		for range 500 {
+			for j := range x {
+				x[j] = 4 * rng.NormFloat64() // many points outside the data's ranges
+			}
+			var sum float64
+			for _, tr := range f.Trees() {
+				sum += tr.PathLengthAsInserted(x) * tr.invC
+			}
+			assert.InDelta(t, math.Exp2(-sum/float64(c.trees)), f.ScoreAsInserted(x), 1e-12)
+		}
 	}
 }

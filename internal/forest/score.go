@@ -24,20 +24,21 @@ import (
 
 const leafMin = uint64(leafFeat) << 48 // node words >= leafMin are leaves
 
-// The word view needs node to be exactly 8 bytes (this fails to compile
-// otherwise) and little-endian field order (checked at run time; big-endian
-// machines use the plain walk).
-var _ = [1]struct{}{}[unsafe.Sizeof(node{})-8]
+// The word view reads the first 8 bytes of each 16-byte node (thr, a, feat;
+// this fails to compile if the layout changes) and needs little-endian field
+// order (checked at run time; big-endian machines use the plain walk).
+var _ = [1]struct{}{}[unsafe.Sizeof(node{})-16]
+var _ = [1]struct{}{}[unsafe.Offsetof(node{}.feat)-6]
 
 var wordView = func() bool {
 	n := node{thr: 1.5, a: 0x1234, feat: 0x5678}
 	return nodeWord(unsafe.Pointer(&n), 0) == 0x5678_1234_00000000|uint64(math.Float32bits(1.5))
 }()
 
-// nodeWord loads node i of the tree starting at p as one word:
+// nodeWord loads the first word of node i of the tree starting at p:
 // bits 0-31 thr, 32-47 a, 48-63 feat (the struct's little-endian layout).
 func nodeWord(p unsafe.Pointer, i int) uint64 {
-	return *(*uint64)(unsafe.Add(p, i*8))
+	return *(*uint64)(unsafe.Add(p, i*16))
 }
 
 func nodesPtr(t *Tree) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(t.nodes)) }

@@ -1,0 +1,104 @@
+package iforestprocessor
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/otel-iforest/iforest/internal/metadata"
+)
+
+// gaugeBatch makes a fresh batch of one gauge datapoint for each series in
+// [from, from+n), as a scrape of n series would arrive.
+func gaugeBatch(from, n int, round int, rng *rand.Rand) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	rm := md.ResourceMetrics().AppendEmpty()
+	rm.Resource().Attributes().PutStr("service.name", "bench")
+	m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	m.SetName("bench.gauge")
+	dps := m.SetEmptyGauge().DataPoints()
+	dps.EnsureCapacity(n)
+	ts := pcommon.NewTimestampFromTime(time.Unix(1700000000, 0).Add(time.Duration(round) * 10 * time.Second))
+	for i := from; i < from+n; i++ {
+		dp := dps.AppendEmpty()
+		dp.Attributes().PutInt("series", int64(i))
+		dp.SetTimestamp(ts)
+		dp.SetDoubleValue(50 + 5*rng.NormFloat64())
+	}
+	return md
+}
+
+func newBenchProcessor(b *testing.B, cfg *Config) processor.Metrics {
+	p, err := NewFactory().CreateMetrics(context.Background(), processortest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkProcessor measures the steady state of per-series models on gauge
+// batches of up to 1000 datapoints: walking pdata, keys, scoring, learning
+// and the rolling tree rebuilds are all inside the timed part; making the
+// input batches is not. Reports datapoints per second (dp/s) and the heap
+// retained per series once every model is warm (B/series). The issue's
+// target is stated at GOMAXPROCS=1: run with -cpu 1.
+func BenchmarkProcessor(b *testing.B) {
+	for _, series := range []int{10, 1000, 100000} {
+		b.Run(fmt.Sprintf("series=%d", series), func(b *testing.B) {
+			cfg := createDefaultConfig().(*Config)
+			cfg.MaxSeries = 0
+			batch := min(series, 1000)
+			rng := rand.New(rand.NewPCG(1, 2))
+			ctx := context.Background()
+
+			before := heapInUse()
+			p := newBenchProcessor(b, cfg)
+			// Warm every model past warm-up and through a full tree turnover.
+			round := 0
+			warmRounds := cfg.Warmup + cfg.Trees*cfg.RefitInterval
+			for ; round < warmRounds; round++ {
+				for from := 0; from < series; from += batch {
+					if err := p.ConsumeMetrics(ctx, gaugeBatch(from, batch, round, rng)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			perSeries := float64(heapInUse()-before) / float64(series)
+
+			b.ResetTimer()
+			from := 0
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				md := gaugeBatch(from, batch, round, rng)
+				from += batch
+				if from >= series {
+					from, round = 0, round+1
+				}
+				b.StartTimer()
+				if err := p.ConsumeMetrics(ctx, md); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "dp/s")
+			b.ReportMetric(perSeries, "B/series")
+			b.StopTimer()
+			runtime.KeepAlive(p)
+		})
+	}
+}
