@@ -55,4 +55,3 @@ func (q *scoreQuantile) threshold(c, fallback float64) float64 {
 	}
 	return 0.5
 }
-
