@@ -101,9 +101,15 @@ staticcheck: $(STATICCHECK) ## staticcheck
 .PHONY: lint
 lint: vet staticcheck ## vet + staticcheck
 
+# -short skips only the long data-set evaluations, which `quality` runs
+# without the race detector (they take seconds normally, many minutes under it).
 .PHONY: unit
-unit: ## go test -race ./...
-	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+unit: ## go test -race -short ./...
+	$(GO) test -race -short -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: quality
+quality: ## the long evaluations on ../shared/data (skipped when it is absent), without -race
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestODDSMatchesScikitLearn' ./cmd/iforest-eval/
 
 # End-to-end tests run against the built distribution. They live in package
 # e2e/ behind the `e2e` build tag and find the binary via OTELCOL_IFOREST_BIN.
@@ -116,11 +122,15 @@ e2e: dist ## end-to-end tests against _build/otelcol-iforest
 	fi
 
 .PHONY: test
-test: lint unit e2e ## everything CI runs: vet, staticcheck, unit tests with -race, dist + e2e
+test: lint unit quality e2e ## everything CI runs: vet, staticcheck, unit tests with -race, data-set evaluations, dist + e2e
 
 .PHONY: bench
-bench: ## benchmarks (BENCH=regexp to select)
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
+# The processor's throughput target is stated per core: GOMAXPROCS=1 by
+# default (BENCH_CPU=1,2 to compare).
+BENCH_CPU ?= 1
+
+bench: ## benchmarks at GOMAXPROCS=1 (BENCH=regexp to select, BENCH_CPU=1,2)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu $(BENCH_CPU) ./...
 
 # ---------------------------------------------------------------- clean
 

@@ -102,6 +102,7 @@ type batch struct {
 	skipped   [numSkip]int64
 	scores    pmetric.MetricSlice // score metrics made for the current scope
 	cur       *scoreMetrics
+	det       detector.Stats
 }
 
 // processMetrics scores md in place and always returns it: the processor
@@ -118,9 +119,10 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 			}
 		}()
 		p.walk(md, &b)
+		p.maybeEvict(b.now)
+		b.det = p.det.TakeStats()
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
-	p.maybeEvict(b.now)
 	return md, nil
 }
 
@@ -316,7 +318,7 @@ func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, to
 	if failed {
 		t.ProcessorIforestErrors.Add(ctx, 1)
 	}
-	st := p.det.TakeStats()
+	st := b.det
 	if st.TreesBuilt > 0 {
 		t.ProcessorIforestTreesRefit.Add(ctx, st.TreesBuilt)
 	}

@@ -86,7 +86,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestDatapointsSkipped, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_datapoints_skipped",
-		metric.WithDescription("Number of selected datapoints passed through without a verdict, by reason (warmup, no_value, invalid_value, first_point, out_of_order, type_changed, over_limit). [Alpha]"),
+		metric.WithDescription("Number of selected datapoints passed through without a verdict, by reason (warmup, first_point, counter_reset, out_of_order, invalid_value, over_limit, no_value). [Alpha]"),
 		metric.WithUnit("{datapoint}"),
 	)
 	errs = errors.Join(errs, err)
@@ -104,7 +104,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesEvicted, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_series_evicted",
-		metric.WithDescription("Number of series models dropped because they were idle past the TTL or the series limit was reached. [Alpha]"),
+		metric.WithDescription("Number of series models dropped because the series was not seen for series_ttl. [Alpha]"),
 		metric.WithUnit("{series}"),
 	)
 	errs = errors.Join(errs, err)

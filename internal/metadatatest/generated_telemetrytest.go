@@ -71,7 +71,7 @@ func AssertEqualProcessorIforestDatapointsScored(t *testing.T, tt *componenttest
 func AssertEqualProcessorIforestDatapointsSkipped(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_datapoints_skipped",
-		Description: "Number of selected datapoints passed through without a verdict, by reason (warmup, no_value, invalid_value, first_point, out_of_order, type_changed, over_limit). [Alpha]",
+		Description: "Number of selected datapoints passed through without a verdict, by reason (warmup, first_point, counter_reset, out_of_order, invalid_value, over_limit, no_value). [Alpha]",
 		Unit:        "{datapoint}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -119,7 +119,7 @@ func AssertEqualProcessorIforestSeriesActive(t *testing.T, tt *componenttest.Tel
 func AssertEqualProcessorIforestSeriesEvicted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_series_evicted",
-		Description: "Number of series models dropped because they were idle past the TTL or the series limit was reached. [Alpha]",
+		Description: "Number of series models dropped because the series was not seen for series_ttl. [Alpha]",
 		Unit:        "{series}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
