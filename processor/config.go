@@ -30,6 +30,9 @@ type Config struct {
 	// scores their count rate and mean.
 	SummaryQuantile *float64 `mapstructure:"summary_quantile"`
 
+	// Incidents groups a series' anomalous points into incidents.
+	Incidents IncidentsConfig `mapstructure:"incidents"`
+
 	// Output says how verdicts are attached to the forwarded metrics.
 	Output OutputConfig `mapstructure:"output"`
 
@@ -51,6 +54,18 @@ type MetricSelection struct {
 	Exclude []string `mapstructure:"exclude"`
 }
 
+// IncidentsConfig says when an incident opens and closes on a series.
+type IncidentsConfig struct {
+	// OpenAfter anomalous points among the last OpenWindow scored points
+	// open an incident.
+	OpenAfter  int `mapstructure:"open_after"`
+	OpenWindow int `mapstructure:"open_window"`
+	// CloseAfter consecutive normal points close it.
+	CloseAfter int `mapstructure:"close_after"`
+	// Cooldown scored points after an end before a new incident may open.
+	Cooldown int `mapstructure:"cooldown"`
+}
+
 // Output modes.
 const (
 	OutputAttributes = "attributes"
@@ -65,7 +80,7 @@ type OutputConfig struct {
 	// "both".
 	Mode string `mapstructure:"mode"`
 	// AttributePrefix starts the names of the attributes written on
-	// datapoints: <prefix>score, <prefix>detected.
+	// datapoints: <prefix>score, <prefix>detected, <prefix>threshold, ...
 	AttributePrefix string `mapstructure:"attribute_prefix"`
 	// MetricSuffix is appended to a metric's name to name its score metric;
 	// the flag metric gets MetricSuffix's stem plus "_detected".
@@ -85,6 +100,12 @@ func createDefaultConfig() component.Config {
 		Threshold:     d.Threshold,
 		Contamination: d.Contamination,
 		Seed:          d.Seed,
+		Incidents: IncidentsConfig{
+			OpenAfter:  d.Incidents.OpenAfter,
+			OpenWindow: d.Incidents.OpenWindow,
+			CloseAfter: d.Incidents.CloseAfter,
+			Cooldown:   d.Incidents.Cooldown,
+		},
 		Output: OutputConfig{
 			Mode:            OutputAttributes,
 			AttributePrefix: "anomaly.",
@@ -105,6 +126,12 @@ func (c *Config) detectorConfig() detector.Config {
 	d.Threshold = c.Threshold
 	d.Contamination = c.Contamination
 	d.Seed = c.Seed
+	d.Incidents = detector.IncidentConfig{
+		OpenAfter:  c.Incidents.OpenAfter,
+		OpenWindow: c.Incidents.OpenWindow,
+		CloseAfter: c.Incidents.CloseAfter,
+		Cooldown:   c.Incidents.Cooldown,
+	}
 	return d
 }
 

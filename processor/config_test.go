@@ -33,6 +33,7 @@ func TestLoadConfig(t *testing.T) {
 				Exclude: []string{`system\.cpu\.time`},
 			}
 			c.SummaryQuantile = &q
+			c.Incidents = IncidentsConfig{OpenAfter: 2, OpenWindow: 3, CloseAfter: 10, Cooldown: 4}
 			c.Output = OutputConfig{Mode: OutputBoth, AttributePrefix: "iforest.", MetricSuffix: ".iforest_score"}
 			c.MaxSeries, c.SeriesTTL = 500, 10*time.Minute
 		}},
@@ -43,6 +44,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "bad_regex"), wantErr: "metrics.include[0]: invalid regular expression"},
 		{id: component.NewIDWithName(metadata.Type, "bad_mode"), wantErr: `output.mode: must be one of "attributes", "metric", "both", got "events"`},
 		{id: component.NewIDWithName(metadata.Type, "bad_quantile"), wantErr: "summary_quantile: must be in [0, 1], got 1.5"},
+		{id: component.NewIDWithName(metadata.Type, "bad_incidents"), wantErr: "incidents.open_after: must be between 1 and incidents.open_window (3), got 4"},
 		{id: component.NewIDWithName(metadata.Type, "bad_max_series"), wantErr: "max_series: must be 0 (no limit) or positive, got -1"},
 	}
 	for _, tt := range tests {

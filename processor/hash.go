@@ -2,6 +2,7 @@ package iforestprocessor
 
 import (
 	"math"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -31,17 +32,18 @@ func hashString(s string) uint64 { return xxhash.Sum64String(s) }
 // hashMap is independent of attribute order: two maps with the same
 // key/value pairs hash alike however a client ordered them.
 func hashMap(m pcommon.Map) uint64 {
-	return hashMapExcept(m, "", "")
+	return hashMapExcept(m, "")
 }
 
-// hashMapExcept is hashMap ignoring the keys skip1 and skip2: a datapoint
-// that already carries our verdict attributes (it went through another
-// iforest processor, or was replayed) keeps its series identity.
-func hashMapExcept(m pcommon.Map, skip1, skip2 string) uint64 {
+// hashMapExcept is hashMap ignoring keys that start with skipPrefix (when
+// not empty): a datapoint that already carries our verdict attributes (it
+// went through another iforest processor, or was replayed) keeps its series
+// identity.
+func hashMapExcept(m pcommon.Map, skipPrefix string) uint64 {
 	var sum uint64
 	n := 0
 	m.Range(func(k string, v pcommon.Value) bool {
-		if k == skip1 || k == skip2 {
+		if skipPrefix != "" && strings.HasPrefix(k, skipPrefix) {
 			return true
 		}
 		sum += mix(combine(hashString(k), hashValue(v)))

@@ -28,7 +28,7 @@ type iforestProcessor struct {
 	include, exclude []*regexp.Regexp
 	selected         sync.Map // metric name -> bool, when include/exclude are set
 
-	attrScore, attrDetected string
+	attr                    attrNames
 	writeAttrs, writeMetric bool
 
 	lastSweep atomic.Int64
@@ -55,14 +55,13 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		return nil, err
 	}
 	p := &iforestProcessor{
-		cfg:          cfg,
-		det:          detector.New(cfg.detectorConfig(), cfg.MaxSeries),
-		tel:          tel,
-		logger:       set.Logger,
-		attrScore:    cfg.Output.AttributePrefix + "score",
-		attrDetected: cfg.Output.AttributePrefix + "detected",
-		writeAttrs:   cfg.Output.Mode != OutputMetric,
-		writeMetric:  cfg.Output.Mode != OutputAttributes,
+		cfg:         cfg,
+		det:         detector.New(cfg.detectorConfig(), cfg.MaxSeries),
+		tel:         tel,
+		logger:      set.Logger,
+		attr:        newAttrNames(cfg.Output.AttributePrefix),
+		writeAttrs:  cfg.Output.Mode != OutputMetric,
+		writeMetric: cfg.Output.Mode != OutputAttributes,
 	}
 	for _, s := range cfg.Metrics.Include {
 		re, err := compileAnchored(s)
@@ -257,7 +256,7 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 
 // observe asks the detector for a verdict and writes it out.
 func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint64, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
-	pt.Key = combine(mh, hashMapExcept(attrs, p.attrScore, p.attrDetected))
+	pt.Key = combine(mh, hashMapExcept(attrs, p.cfg.Output.AttributePrefix))
 	v := p.det.Observe(pt, b.now)
 	if v.Status != detector.Scored {
 		b.skipped[v.Status]++
@@ -274,8 +273,53 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint6
 		b.cur.add(attrs, start, ts, v)
 	}
 	if p.writeAttrs {
-		attrs.PutDouble(p.attrScore, v.Score)
-		attrs.PutBool(p.attrDetected, v.Anomaly)
+		p.attr.write(attrs, &v)
+	}
+}
+
+// attrNames are the verdict attributes' names, built once from the prefix.
+type attrNames struct {
+	score, detected, threshold, expectedMin, expectedMax string
+	incident, incidentID, incidentDuration, incidentPeak string
+}
+
+func newAttrNames(prefix string) attrNames {
+	return attrNames{
+		score:            prefix + "score",
+		detected:         prefix + "detected",
+		threshold:        prefix + "threshold",
+		expectedMin:      prefix + "expected.min",
+		expectedMax:      prefix + "expected.max",
+		incident:         prefix + "incident",
+		incidentID:       prefix + "incident.id",
+		incidentDuration: prefix + "incident.duration",
+		incidentPeak:     prefix + "incident.peak_score",
+	}
+}
+
+// write puts a scored point's verdict on its datapoint. Every scored point
+// gets the score and the flag; the explanation and incident attributes only
+// appear where they say something, to keep the common case small.
+func (a *attrNames) write(attrs pcommon.Map, v *detector.Verdict) {
+	attrs.PutDouble(a.score, v.Score)
+	attrs.PutBool(a.detected, v.Anomaly)
+	if v.Anomaly {
+		attrs.PutDouble(a.threshold, v.Threshold)
+		if v.HasExpected {
+			attrs.PutDouble(a.expectedMin, v.ExpectedMin)
+			attrs.PutDouble(a.expectedMax, v.ExpectedMax)
+		}
+	}
+	if v.IncidentID != 0 {
+		attrs.PutStr(a.incidentID, fmt.Sprintf("%016x", v.IncidentID))
+	}
+	switch v.Incident {
+	case detector.Started:
+		attrs.PutStr(a.incident, "started")
+	case detector.Ended:
+		attrs.PutStr(a.incident, "ended")
+		attrs.PutDouble(a.incidentDuration, time.Duration(v.IncidentDuration).Seconds())
+		attrs.PutDouble(a.incidentPeak, v.IncidentPeak)
 	}
 }
 

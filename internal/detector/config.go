@@ -37,6 +37,8 @@ type Config struct {
 	Seed uint64
 	// Shards splits the series map so concurrent callers rarely contend.
 	Shards int
+	// Incidents groups anomalous points into incidents.
+	Incidents IncidentConfig
 }
 
 // DefaultConfig returns settings that work without tuning on series sampled
@@ -52,6 +54,7 @@ func DefaultConfig() Config {
 		Contamination: 0,
 		Seed:          1,
 		Shards:        64,
+		Incidents:     DefaultIncidentConfig(),
 	}
 }
 
@@ -83,5 +86,6 @@ func (c Config) Validate() error {
 	if c.Shards < 1 {
 		errs = append(errs, fmt.Errorf("shards: must be at least 1, got %d", c.Shards))
 	}
+	errs = append(errs, c.Incidents.Validate())
 	return errors.Join(errs...)
 }

@@ -70,6 +70,7 @@ type series struct {
 	rng      *rand.Rand
 
 	quant *scoreQuantile // only with Contamination > 0
+	inc   incident
 }
 
 // New returns a detector. cfg must be valid (see Config.Validate).
@@ -118,6 +119,13 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 		v.Status = Scored
 		v.Score = s.forest.ScoreAsInserted(x)
 		v.Anomaly = v.Score >= v.Threshold
+		if v.Anomaly && s.dims == 1 {
+			if lo, hi, ok := expectedRange(s.forest, s.win, v.Threshold); ok {
+				a, b := s.rate.offset+lo*s.rate.scale, s.rate.offset+hi*s.rate.scale
+				v.ExpectedMin, v.ExpectedMax, v.HasExpected = min(a, b), max(a, b), true
+			}
+		}
+		s.inc.update(&d.cfg.Incidents, p.Key, p.Time, &v)
 	}
 	d.learn(sh, s, x, v)
 	return v

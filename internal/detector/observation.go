@@ -74,6 +74,21 @@ type Verdict struct {
 	Score     float64 // in [0,1], higher is more anomalous; set when Status == Scored
 	Threshold float64 // threshold in force for this point
 	Anomaly   bool
+
+	// For anomalous points of one-input models: the range of the point's own
+	// value (in the datapoint's units, e.g. the counter value for a
+	// cumulative sum) that the model would have called normal.
+	ExpectedMin, ExpectedMax float64
+	HasExpected              bool
+
+	// Incident is set on the points that open or close an incident;
+	// IncidentID on those and on every scored point while one is open.
+	Incident   Transition
+	IncidentID uint64
+	// On Ended: time from the opening point to this one (nanoseconds) and
+	// the highest score seen in the incident.
+	IncidentDuration int64
+	IncidentPeak     float64
 }
 
 // rateState is what a series remembers to turn totals into rates.
@@ -83,6 +98,9 @@ type rateState struct {
 	v0, v1   float64
 	lastMean float64
 	primed   bool
+	// The last point's value is offset + input*scale, so bands found in
+	// input space (rates) can be told in the datapoint's own units.
+	offset, scale float64
 }
 
 // toInputs converts a raw point into model inputs written to out (len >= dims).
@@ -100,6 +118,7 @@ func (rs *rateState) toInputs(p *Point, out []float64) Status {
 	switch p.Kind {
 	case Gauge:
 		out[0] = p.V0
+		rs.offset, rs.scale = 0, 1
 		return Scored
 	case DeltaSum, DeltaHistogram:
 		dt := intervalSeconds(p.Start, p.Time, prev.time)
@@ -107,6 +126,7 @@ func (rs *rateState) toInputs(p *Point, out []float64) Status {
 			return FirstPoint
 		}
 		out[0] = p.V0 / dt
+		rs.offset, rs.scale = 0, dt
 		if p.Kind == DeltaHistogram {
 			out[1] = rs.mean(p.V0, p.V1)
 		}
@@ -125,6 +145,7 @@ func (rs *rateState) toInputs(p *Point, out []float64) Status {
 		}
 		dc := p.V0 - prev.v0
 		out[0] = dc / dt
+		rs.offset, rs.scale = prev.v0, dt
 		if p.Kind == CumulativeHistogram {
 			out[1] = rs.mean(dc, p.V1-prev.v1)
 		}

@@ -1,0 +1,61 @@
+package detector
+
+import (
+	"math"
+
+	"github.com/otel-iforest/iforest/internal/forest"
+)
+
+// expectedRange finds the band of model inputs around the window's centre
+// that the forest scores below thr: what the model would have called normal
+// at this moment. Each side is found by bisection between the centre and a
+// point far enough out to score at or above thr (scores grow with distance
+// beyond the data, see forest.ScoreAsInserted). ok is false when the centre
+// itself is not normal or no side reaches thr. Only called for flagged
+// points of one-input models, so its few dozen scorings stay off the common
+// path.
+func expectedRange(f *forest.Forest, win []float32, thr float64) (lo, hi float64, ok bool) {
+	if len(win) == 0 {
+		return 0, 0, false
+	}
+	mn, mx, sum := math.Inf(1), math.Inf(-1), 0.0
+	for _, v := range win {
+		x := float64(v)
+		mn, mx, sum = math.Min(mn, x), math.Max(mx, x), sum+x
+	}
+	centre := sum / float64(len(win))
+	x := []float64{centre}
+	score := func(v float64) float64 { x[0] = v; return f.ScoreAsInserted(x) }
+	if score(centre) >= thr {
+		return 0, 0, false
+	}
+	span := mx - mn
+	if span == 0 {
+		span = math.Max(math.Abs(centre)*1e-3, 1e-9)
+	}
+	edge := func(dir float64) (float64, bool) {
+		near, far := centre, centre
+		for step := span; ; step *= 2 {
+			far = centre + dir*step
+			if score(far) >= thr {
+				break
+			}
+			if step > span*(1<<30) {
+				return 0, false
+			}
+			near = far
+		}
+		for range 30 {
+			mid := (near + far) / 2
+			if score(mid) >= thr {
+				far = mid
+			} else {
+				near = mid
+			}
+		}
+		return near, true
+	}
+	lo, okLo := edge(-1)
+	hi, okHi := edge(1)
+	return lo, hi, okLo && okHi
+}

@@ -1,0 +1,131 @@
+package detector
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+)
+
+// IncidentConfig turns per-point verdicts into incidents: one start and one
+// end per episode of anomalies, instead of a flag on every point.
+type IncidentConfig struct {
+	// An incident opens when at least OpenAfter of the last OpenWindow
+	// scored points were anomalous. 1 of 1 opens on the first anomalous
+	// point, so a single spike is not missed.
+	OpenAfter  int
+	OpenWindow int
+	// An open incident ends on the CloseAfter-th consecutive normal point.
+	CloseAfter int
+	// Cooldown is how many scored points after an end no new incident may
+	// open on the same series.
+	Cooldown int
+}
+
+// DefaultIncidentConfig opens on the first anomalous point and closes after
+// five normal ones.
+func DefaultIncidentConfig() IncidentConfig {
+	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0}
+}
+
+// Validate names the processor's YAML keys.
+func (c IncidentConfig) Validate() error {
+	var errs []error
+	if c.OpenWindow < 1 || c.OpenWindow > 64 {
+		errs = append(errs, fmt.Errorf("incidents.open_window: must be between 1 and 64, got %d", c.OpenWindow))
+	}
+	if c.OpenAfter < 1 || c.OpenAfter > c.OpenWindow {
+		errs = append(errs, fmt.Errorf("incidents.open_after: must be between 1 and incidents.open_window (%d), got %d", c.OpenWindow, c.OpenAfter))
+	}
+	if c.CloseAfter < 1 {
+		errs = append(errs, fmt.Errorf("incidents.close_after: must be at least 1, got %d", c.CloseAfter))
+	}
+	if c.Cooldown < 0 {
+		errs = append(errs, fmt.Errorf("incidents.cooldown: must be 0 or more, got %d", c.Cooldown))
+	}
+	return errors.Join(errs...)
+}
+
+// Transition marks the points where an incident starts or ends.
+type Transition uint8
+
+const (
+	NoTransition Transition = iota
+	Started
+	Ended
+)
+
+func (t Transition) String() string {
+	switch t {
+	case Started:
+		return "started"
+	case Ended:
+		return "ended"
+	}
+	return ""
+}
+
+// incident is one series' incident state.
+type incident struct {
+	recent   uint64 // verdict bits of the last OpenWindow scored points, newest in bit 0
+	open     bool
+	id       uint64
+	start    int64 // time of the opening point
+	peak     float64
+	quiet    int // consecutive normal points while open
+	cooldown int // scored points left before a new incident may open
+}
+
+// update folds a scored point's verdict into the incident state and fills
+// the verdict's incident fields.
+func (in *incident) update(c *IncidentConfig, key uint64, t int64, v *Verdict) {
+	in.recent = in.recent<<1 | uint64(b2u(v.Anomaly))
+	if c.OpenWindow < 64 {
+		in.recent &= 1<<c.OpenWindow - 1
+	}
+	if in.open {
+		v.IncidentID = in.id
+		if v.Anomaly {
+			in.quiet = 0
+			in.peak = max(in.peak, v.Score)
+			return
+		}
+		in.quiet++
+		if in.quiet >= c.CloseAfter {
+			v.Incident = Ended
+			v.IncidentDuration = t - in.start
+			v.IncidentPeak = in.peak
+			in.open = false
+			in.cooldown = c.Cooldown
+			in.recent = 0
+		}
+		return
+	}
+	if in.cooldown > 0 {
+		in.cooldown--
+		return
+	}
+	if v.Anomaly && bits.OnesCount64(in.recent) >= c.OpenAfter {
+		in.open, in.start, in.peak, in.quiet = true, t, v.Score, 0
+		// The id is stable for the same series and start, so a replay of the
+		// same data names its incidents alike.
+		in.id = mix64(key ^ mix64(uint64(t)))
+		v.Incident, v.IncidentID = Started, in.id
+	}
+}
+
+func b2u(b bool) uint {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// mix64 is the splitmix64 finaliser.
+func mix64(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
