@@ -34,7 +34,7 @@ func expectedRange(f *forest.Forest, win []float32, thr float64) (lo, hi float64
 		span = math.Max(math.Abs(centre)*1e-3, 1e-9)
 	}
 	edge := func(dir float64) (float64, bool) {
-		near, far := centre, centre
+		near, far := centre, 0.0
 		for step := span; ; step *= 2 {
 			far = centre + dir*step
 			if score(far) >= thr {
