@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"math"
 	"math/rand/v2"
 	"sync"
 
@@ -157,13 +158,13 @@ func (d *Detector) threshold(s *series) float64 {
 func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 	if s.rows < d.cfg.WindowSize {
 		for _, f := range x {
-			s.win = append(s.win, float32(f))
+			s.win = append(s.win, toFloat32(f))
 		}
 		s.rows++
 	} else {
 		row := s.win[s.head*s.dims : (s.head+1)*s.dims]
 		for i, f := range x {
-			row[i] = float32(f)
+			row[i] = toFloat32(f)
 		}
 	}
 	s.head = (s.head + 1) % d.cfg.WindowSize
@@ -192,6 +193,12 @@ func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 		s.forest.SetTree(s.nextTree, d.buildTree(sh, s))
 		s.nextTree = (s.nextTree + 1) % d.cfg.Trees
 	}
+}
+
+// toFloat32 saturates instead of overflowing to infinity, so a value near
+// float64's limits cannot put an infinite range into a tree.
+func toFloat32(f float64) float32 {
+	return float32(max(-math.MaxFloat32, min(math.MaxFloat32, f)))
 }
 
 // buildTree draws a subsample of the window without replacement and builds
