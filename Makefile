@@ -54,12 +54,17 @@ $(BENCHSTAT): $(TOOLS_MOD)
 MDATAGEN_TMP := zz_mdatagen_tmp.go
 
 .PHONY: generate
-generate: $(MDATAGEN) ## regenerate internal/metadata, internal/metadatatest and documentation.md from metadata.yaml
+generate: $(MDATAGEN) ## regenerate internal/metadata, internal/metadatatest and documentation.md from metadata.yaml (and the same under connector/)
 	@printf '// Temporary file created by `make generate`; safe to delete.\n\npackage iforest\n' > $(MDATAGEN_TMP)
 	@rc=0; $(MDATAGEN) metadata.yaml || rc=$$?; \
 	  rm -f $(MDATAGEN_TMP) generated_component_test.go generated_package_test.go; \
 	  exit $$rc
-	@echo "generated: internal/metadata internal/metadatatest documentation.md"
+	@# The connector: mdatagen names the generated tests' package after the
+	@# directory (connector), the Go package is anomalyeventsconnector.
+	@$(MDATAGEN) connector/metadata.yaml
+	@sed -i.bak 's/^package connector$$/package anomalyeventsconnector/' connector/generated_component_test.go connector/generated_package_test.go
+	@rm -f connector/generated_component_test.go.bak connector/generated_package_test.go.bak
+	@echo "generated: internal/metadata internal/metadatatest documentation.md connector/internal/metadata connector/internal/metadatatest connector/documentation.md"
 
 .PHONY: check-generated
 check-generated: generate ## fail if the committed generated code differs from metadata.yaml
@@ -109,7 +114,7 @@ unit: ## go test -race -short ./...
 
 .PHONY: quality
 quality: ## the long evaluations on ../shared/data (skipped when it is absent), without -race
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestODDSMatchesScikitLearn' ./cmd/iforest-eval/
+	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) -run 'TestODDSMatchesScikitLearn|TestNABCorpus' ./cmd/iforest-eval/
 
 # End-to-end tests run against the built distribution. They live in package
 # e2e/ behind the `e2e` build tag and find the binary via OTELCOL_IFOREST_BIN.
@@ -137,3 +142,19 @@ bench: ## benchmarks at GOMAXPROCS=1 (BENCH=regexp to select, BENCH_CPU=1,2)
 .PHONY: clean
 clean: ## remove bin/ and _build/
 	rm -rf $(BIN) $(BUILD_DIR)
+
+# ---------------------------------------------------------------- eval
+
+# The NAB corpus lives outside the repository (see ../shared/NAB.md).
+# EVAL_FLAGS passes more flags to `iforest-eval nab`, e.g.
+# EVAL_FLAGS='--config my.yaml --name tuned --files'.
+NAB_DIR    ?= ../shared/data/nab
+EVAL_FLAGS ?=
+
+.PHONY: eval
+eval: ## NAB scores of the processor on ../shared/data/nab (results in eval-results/; skipped without the data)
+	@if [ -d $(NAB_DIR) ]; then \
+	  $(GO) run ./cmd/iforest-eval nab --data $(NAB_DIR)/data --windows $(NAB_DIR)/labels/combined_windows.json --out eval-results $(EVAL_FLAGS); \
+	else \
+	  echo "eval: no NAB data at $(NAB_DIR); skipping"; \
+	fi

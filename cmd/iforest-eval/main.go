@@ -1,11 +1,14 @@
-// Command iforest-eval evaluates the isolation forest of internal/forest on
-// reference data.
+// Command iforest-eval evaluates the isolation forest of internal/forest and
+// the iforest processor on reference data.
 //
 //	iforest-eval <subcommand> [flags] [args]
 //
 // Subcommands:
 //
 //	auc   mean ROC AUC over seeds on a labelled CSV (fit and score all rows)
+//	nab   stream the NAB corpus through the processor, write and score results
+//	score score existing NAB-format results
+//	plot  draw one results file as a PNG
 //
 // Each subcommand lives in its own file as run<Name>(args []string) error
 // with its own flag.FlagSet; add new ones to the switch below and to usage.
@@ -22,6 +25,9 @@ const usageText = `usage: iforest-eval <subcommand> [flags] [args]
 
 subcommands:
   auc    mean ROC AUC of batch isolation forests on a labelled CSV
+  nab    run the iforest processor over the NAB corpus, write NAB results, score them
+  score  score NAB-format results of any detector against the label windows
+  plot   draw a NAB results file (series, score, threshold, windows) as a PNG
 
 Run "iforest-eval <subcommand> -h" for its flags.
 `
@@ -59,6 +65,12 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "auc":
 		err = runAUC(args)
+	case "nab":
+		err = runNAB(args)
+	case "score":
+		err = runScore(args)
+	case "plot":
+		err = runPlot(args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, usageText)
 		return

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/otel-iforest/iforest/internal/nab"
+)
+
+// runScore implements "iforest-eval score": it scores existing NAB-format
+// results (this tool's or any other detector's) against the windows.
+func runScore(args []string) error {
+	fs := flag.NewFlagSet("score", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	results := fs.String("results", "", "a detector's results `DIR`, e.g. eval-results/iforest, holding <category>/NAME_<file>.csv (required)")
+	windows := fs.String("windows", "", "NAB combined_windows.json `FILE` (required)")
+	asJSON := fs.Bool("json", false, "print the summary as JSON instead of tables")
+	perFile := fs.Bool("files", false, "also list every file's standard-profile result")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: iforest-eval score -results DIR/NAME -windows FILE [flags]\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() != 0:
+		return usagef("score: unexpected arguments %q", fs.Args())
+	case *results == "" || *windows == "":
+		fs.Usage()
+		return usagef("score: -results and -windows are required")
+	}
+	ws, err := nab.LoadWindows(*windows)
+	if err != nil {
+		return err
+	}
+	files, err := loadResultsDir(*results, ws)
+	if err != nil {
+		return err
+	}
+	if len(files) < len(ws) {
+		fmt.Fprintf(os.Stderr, "score: %d of the %d files in %s have results; scoring those\n", len(files), len(ws), *windows)
+	}
+	return printSummary(os.Stdout, scoreCorpus(filepath.Base(filepath.Clean(*results)), files), *asJSON, *perFile)
+}
+
+// loadResultsDir reads DIR/<category>/<NAME>_<file>.csv, naming each file
+// <category>/<file>.csv after NAB's convention that detector names have no
+// underscore, and maps its windows onto its rows.
+func loadResultsDir(dir string, ws nab.Windows) ([]*nab.File, error) {
+	cats, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []*nab.File
+	for _, c := range cats {
+		if !c.IsDir() {
+			continue
+		}
+		entries, err := os.ReadDir(filepath.Join(dir, c.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.IsDir() || !strings.HasSuffix(e.Name(), ".csv") {
+				continue
+			}
+			path := filepath.Join(dir, c.Name(), e.Name())
+			_, file, ok := strings.Cut(e.Name(), "_")
+			if !ok {
+				return nil, fmt.Errorf("%s: want a name of the form <detector>_<file>.csv", path)
+			}
+			name := c.Name() + "/" + file
+			w, ok := ws[name]
+			if !ok {
+				return nil, fmt.Errorf("%s: %s is not in the windows file", path, name)
+			}
+			f, err := loadResultsFile(path, name, w)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, f)
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s: no <category>/<detector>_<file>.csv results", dir)
+	}
+	slices.SortFunc(files, func(a, b *nab.File) int { return strings.Compare(a.Name, b.Name) })
+	return files, nil
+}
+
+func loadResultsFile(path, name string, ws []nab.Window) (*nab.File, error) {
+	s, err := nab.LoadSeries(path)
+	if err != nil {
+		return nil, err
+	}
+	if s.Scores == nil {
+		return nil, fmt.Errorf("%s: no anomaly_score column", path)
+	}
+	spans, err := nab.Spans(s.Times, ws)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return nab.NewFile(name, s.Scores, spans)
+}
+
+// summary is a detector's NAB result: each profile at its own optimal
+// threshold, and the standard profile per category and per file.
+type summary struct {
+	Detector   string
+	Files      int
+	Rows       int
+	Windows    int
+	Profiles   []profileResult
+	Categories []groupResult // standard profile, at its corpus threshold
+	PerFile    []groupResult // standard profile, at its corpus threshold
+}
+
+type profileResult struct {
+	Profile   nab.Profile
+	Threshold float64
+	Score     float64 // normalised
+	nab.Result
+}
+
+// groupResult is the standard profile's result on some of the files.
+type groupResult struct {
+	Name  string
+	Files int
+	Score *float64 // normalised; nil without windows
+	nab.Result
+}
+
+func scoreCorpus(detector string, files []*nab.File) *summary {
+	c := nab.NewCorpus(files)
+	sum := &summary{Detector: detector, Files: len(files), Windows: c.Windows()}
+	for _, f := range files {
+		sum.Rows += len(f.Scores)
+	}
+	var perFile []nab.Result
+	for _, p := range nab.Profiles() {
+		thr, _ := c.Optimize(p)
+		total, per := c.Score(p, thr)
+		score, _ := nab.Normalise(p, total.Score, total.Windows)
+		sum.Profiles = append(sum.Profiles, profileResult{Profile: p, Threshold: thr, Score: score, Result: total})
+		if p == nab.Standard {
+			perFile = per
+		}
+	}
+
+	cats := map[string]*groupResult{}
+	for i, f := range files {
+		g := groupResult{Name: f.Name, Files: 1, Result: perFile[i]}
+		g.Score = normalised(g.Result)
+		sum.PerFile = append(sum.PerFile, g)
+
+		cat := cats[f.Category()]
+		if cat == nil {
+			cat = &groupResult{Name: f.Category()}
+			cats[f.Category()] = cat
+		}
+		cat.Files++
+		cat.Add(perFile[i])
+	}
+	for _, name := range slices.Sorted(maps.Keys(cats)) {
+		g := cats[name]
+		g.Score = normalised(g.Result)
+		sum.Categories = append(sum.Categories, *g)
+	}
+	return sum
+}
+
+func normalised(r nab.Result) *float64 {
+	if s, ok := nab.Normalise(nab.Standard, r.Score, r.Windows); ok {
+		return &s
+	}
+	return nil
+}
+
+// jsonSummary is the --json form of a summary.
+type jsonSummary struct {
+	Standard    float64                    `json:"standard"`
+	RewardLowFP float64                    `json:"reward_low_FP_rate"`
+	RewardLowFN float64                    `json:"reward_low_FN_rate"`
+	Thresholds  map[string]float64         `json:"thresholds"`
+	Raw         map[string]float64         `json:"raw"`
+	Categories  map[string]jsonGroupResult `json:"categories"`
+	PerFile     map[string]jsonGroupResult `json:"files"`
+	Detector    string                     `json:"detector"`
+	Files       int                        `json:"file_count"`
+	Rows        int                        `json:"rows"`
+	Windows     int                        `json:"windows"`
+}
+
+type jsonGroupResult struct {
+	Score   *float64 `json:"score"` // standard, normalised; null without windows
+	Raw     float64  `json:"raw"`
+	Files   int      `json:"files,omitempty"`
+	Windows int      `json:"windows"`
+	TP      int      `json:"tp"`
+	FN      int      `json:"fn"`
+	FP      int      `json:"fp"`
+}
+
+func (s *summary) json() jsonSummary {
+	j := jsonSummary{
+		Thresholds: map[string]float64{}, Raw: map[string]float64{},
+		Categories: map[string]jsonGroupResult{}, PerFile: map[string]jsonGroupResult{},
+		Detector: s.Detector, Files: s.Files, Rows: s.Rows, Windows: s.Windows,
+	}
+	for _, p := range s.Profiles {
+		switch p.Profile {
+		case nab.Standard:
+			j.Standard = p.Score
+		case nab.RewardLowFP:
+			j.RewardLowFP = p.Score
+		case nab.RewardLowFN:
+			j.RewardLowFN = p.Score
+		}
+		j.Thresholds[p.Profile.Name] = p.Threshold
+		j.Raw[p.Profile.Name] = p.Result.Score
+	}
+	group := func(g groupResult, files int) jsonGroupResult {
+		return jsonGroupResult{Score: g.Score, Raw: g.Result.Score, Files: files, Windows: g.Windows, TP: g.TP, FN: g.FN, FP: g.FP}
+	}
+	for _, g := range s.Categories {
+		j.Categories[g.Name] = group(g, g.Files)
+	}
+	for _, g := range s.PerFile {
+		j.PerFile[g.Name] = group(g, 0)
+	}
+	return j
+}
+
+func writeSummaryFile(path string, s *summary) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(s.json(), "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// printSummary writes s as JSON or as tables: the three profiles, then the
+// standard profile per category (and per file with perFile).
+func printSummary(w io.Writer, s *summary, asJSON, perFile bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s.json())
+	}
+	fmt.Fprintf(w, "NAB scores of %s: %d files, %d rows, %d windows\n\n", s.Detector, s.Files, s.Rows, s.Windows)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "profile\tscore\traw\tthreshold\tTP\tFN\tFP\t")
+	for _, p := range s.Profiles {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%.6g\t%d\t%d\t%d\t\n", p.Profile.Name, p.Score, p.Result.Score, p.Threshold, p.TP, p.FN, p.FP)
+	}
+	tw.Flush()
+
+	std := s.Profiles[0]
+	groups := func(title string, gs []groupResult) {
+		fmt.Fprintf(w, "\n%s, standard profile at threshold %.6g (score is normalised with the group's own windows):\n", title, std.Threshold)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "\tscore\traw\twindows\tTP\tFN\tFP\t")
+		for _, g := range gs {
+			score := "-"
+			if g.Score != nil {
+				score = fmt.Sprintf("%.1f", *g.Score)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%d\t%d\t%d\t%d\t\n", g.Name, score, g.Result.Score, g.Windows, g.TP, g.FN, g.FP)
+		}
+		tw.Flush()
+	}
+	groups("By category", s.Categories)
+	if perFile {
+		groups("By file", s.PerFile)
+	}
+	return nil
+}
