@@ -47,9 +47,10 @@ type shard struct {
 // path does not allocate.
 type scratch struct {
 	x        [maxDims]float64
+	vec      []float64
 	perm     []int32
 	sample   []float32
-	builders [maxDims + 1]*forest.Builder
+	builders map[int]*forest.Builder // by dims
 }
 
 // series is the state of one model.
@@ -70,8 +71,9 @@ type series struct {
 	pcg      rand.PCG
 	rng      *rand.Rand
 
-	quant *scoreQuantile // only with Contamination > 0
-	inc   incident
+	quant   *scoreQuantile // only with Contamination > 0
+	inc     incident
+	members []member // multivariate models: latest value of each feature
 }
 
 // New returns a detector. cfg must be valid (see Config.Validate).
@@ -115,18 +117,125 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 		return Verdict{Status: st}
 	}
 
+	return d.judge(sh, s, p.Key, p.Time, x)
+}
+
+// MemberUpdate is a new value of one feature of a multivariate model.
+type MemberUpdate struct {
+	Index int   // the feature's position in the model's vector
+	Time  int64 // unix nanoseconds
+	Value float64
+}
+
+// ObserveMembers joins the features of a multivariate model: it records the
+// updates as the latest values of their members and, if every member has a
+// value no older than staleness (nanoseconds) before the newest update,
+// observes the vector of latest values. Metrics of one entity are scraped
+// separately, so members rarely share a timestamp; a vector with a missing
+// or stale member is not scored (Incomplete). An update not newer than its
+// member's last value is ignored.
+func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, staleness int64, now int64) Verdict {
+	sh := &d.shards[key%uint64(len(d.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s, v := d.vectorSeries(sh, key, n, now)
+	if s == nil {
+		return v
+	}
+	var t int64
+	fresh := false
+	for _, u := range ups {
+		m := &s.members[u.Index]
+		if isBad(u.Value) || (m.set && u.Time <= m.time) {
+			continue
+		}
+		m.value, m.time, m.set = u.Value, u.Time, true
+		t = max(t, u.Time)
+		fresh = true
+	}
+	if !fresh {
+		return Verdict{Status: OutOfOrder}
+	}
+	x := sh.scratch.vec[:0]
+	for _, m := range s.members {
+		if !m.set || t-m.time > staleness {
+			return Verdict{Status: Incomplete}
+		}
+		x = append(x, m.value)
+	}
+	sh.scratch.vec = x
+	s.rate.time = t
+	return d.judge(sh, s, key, t, x)
+}
+
+// member is the latest value of one feature of a multivariate model.
+type member struct {
+	value float64
+	time  int64
+	set   bool
+}
+
+// ObserveVector scores and learns one observation of a multivariate model:
+// x holds one value per feature, always in the same order for a key. t is
+// the observation's time (unix nanoseconds, 0 if unknown).
+func (d *Detector) ObserveVector(key uint64, t int64, x []float64, now int64) Verdict {
+	sh := &d.shards[key%uint64(len(d.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s, v := d.vectorSeries(sh, key, len(x), now)
+	if s == nil {
+		return v
+	}
+	if finite(x, len(x)) != Scored {
+		return Verdict{Status: InvalidValue}
+	}
+	if s.rate.time != 0 && t != 0 && t <= s.rate.time {
+		return Verdict{Status: OutOfOrder}
+	}
+	s.rate.time = t
+	return d.judge(sh, s, key, t, x)
+}
+
+// vectorSeries finds or makes the multivariate model of key with n
+// features; a model whose feature count changed starts over. With the
+// series limit reached it returns nil and the verdict to give.
+func (d *Detector) vectorSeries(sh *shard, key uint64, n int, now int64) (*series, Verdict) {
+	s := sh.series[key]
+	if s == nil || s.kind != Vector || s.dims != n {
+		if s == nil && d.maxShard > 0 && len(sh.series) >= d.maxShard {
+			return nil, Verdict{Status: OverLimit}
+		}
+		if s == nil {
+			sh.stats.Created++
+		}
+		s = d.newSeries(key, Vector)
+		s.dims = n
+		s.win = make([]float32, 0, d.cfg.WindowSize*n)
+		s.members = make([]member, n)
+		sh.series[key] = s
+	}
+	s.lastSeen = now
+	return s, Verdict{}
+}
+
+// judge scores x against the series' forest, explains and groups the
+// verdict, then learns x: score first, learn after.
+func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64) Verdict {
 	v := Verdict{Status: Warmup, Threshold: d.threshold(s)}
 	if s.learned >= d.cfg.Warmup && s.forest != nil {
 		v.Status = Scored
 		v.Score = s.forest.ScoreAsInserted(x)
 		v.Anomaly = v.Score >= v.Threshold
-		if v.Anomaly && s.dims == 1 {
+		if v.Anomaly && s.kind == Vector {
+			v.Contributions = make([]float64, s.dims)
+			s.forest.Attribution(x, v.Contributions)
+		} else if v.Anomaly && s.dims == 1 {
 			if lo, hi, ok := expectedRange(s.forest, s.win, v.Threshold); ok {
 				a, b := s.rate.offset+lo*s.rate.scale, s.rate.offset+hi*s.rate.scale
 				v.ExpectedMin, v.ExpectedMax, v.HasExpected = min(a, b), max(a, b), true
 			}
 		}
-		s.inc.update(&d.cfg.Incidents, p.Key, p.Time, &v)
+		s.inc.update(&d.cfg.Incidents, key, t, &v)
 	}
 	d.learn(sh, s, x, v)
 	return v
@@ -208,7 +317,9 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 	n := min(d.cfg.SampleSize, s.rows)
 	if cap(sc.perm) < s.rows {
 		sc.perm = make([]int32, d.cfg.WindowSize)
-		sc.sample = make([]float32, 0, d.cfg.SampleSize*maxDims)
+	}
+	if cap(sc.sample) < n*s.dims {
+		sc.sample = make([]float32, 0, d.cfg.SampleSize*max(s.dims, maxDims))
 	}
 	perm := sc.perm[:s.rows]
 	for i := range perm {
@@ -223,7 +334,11 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 	}
 	b := sc.builders[s.dims]
 	if b == nil {
+		if sc.builders == nil {
+			sc.builders = make(map[int]*forest.Builder)
+		}
 		b = forest.NewBuilder(s.dims)
+		b.KeepBoxes(true) // see forest.ScoreAsInserted: multi-input points beyond the data on any input
 		sc.builders[s.dims] = b
 	}
 	sh.stats.TreesBuilt++

@@ -17,6 +17,8 @@ const (
 	CumulativeHistogram
 	// DeltaHistogram: V0 is the interval's count, V1 its sum.
 	DeltaHistogram
+	// Vector: a multivariate observation given to ObserveVector.
+	Vector
 )
 
 // dims is the number of model inputs a kind produces.
@@ -56,10 +58,12 @@ const (
 	InvalidValue
 	// OverLimit: no model could be created for the series (memory limit).
 	OverLimit
+	// Incomplete: a multivariate model lacks a fresh value of some member.
+	Incomplete
 	numStatus
 )
 
-var statusNames = [numStatus]string{"scored", "warmup", "first_point", "counter_reset", "out_of_order", "invalid_value", "over_limit"}
+var statusNames = [numStatus]string{"scored", "warmup", "first_point", "counter_reset", "out_of_order", "invalid_value", "over_limit", "incomplete"}
 
 func (s Status) String() string {
 	if s < numStatus {
@@ -80,6 +84,9 @@ type Verdict struct {
 	// cumulative sum) that the model would have called normal.
 	ExpectedMin, ExpectedMax float64
 	HasExpected              bool
+	// For anomalous points of multivariate models: each feature's share in
+	// isolating the point (depth-based attribution), summing to 1.
+	Contributions []float64
 
 	// Incident is set on the points that open or close an incident;
 	// IncidentID on those and on every scored point while one is open.

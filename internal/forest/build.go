@@ -14,6 +14,10 @@ type Builder struct {
 	dims  int
 	idx   []uint16 // row indices of the sample, partitioned in place per node
 	nodes []node   // nodes of the tree under construction
+	// With keepBoxes, boxes holds each node's data range on every feature
+	// (lo, hi pairs, 2*dims per node) for multivariate ScoreAsInserted.
+	keepBoxes bool
+	boxes     []float32
 	// Scratch for picking among non-constant features at a node.
 	cand       []uint16
 	cmin, cmax []float32
@@ -31,6 +35,12 @@ func NewBuilder(dims int) *Builder {
 	}
 	return &Builder{dims: dims}
 }
+
+// KeepBoxes makes the trees built from now on record each internal node's
+// data range on every feature, not only on its split feature. It costs
+// 8*dims bytes per node and lets ScoreAsInserted see a point that is beyond
+// the data on a feature the node did not split on. Only useful for dims > 1.
+func (b *Builder) KeepBoxes(on bool) { b.keepBoxes = on && b.dims > 1 }
 
 // Build builds one isolation tree from all rows of sample (row-major, len =
 // rows*dims, 1 <= rows <= MaxSampleSize); drawing the subsample is the
@@ -57,12 +67,21 @@ func (b *Builder) Build(sample []float32, rng *rand.Rand) *Tree {
 		b.idx = append(b.idx, uint16(i))
 	}
 	b.nodes = append(b.nodes[:0], node{})
+	b.boxes = b.boxes[:0]
+	if b.keepBoxes {
+		b.boxes = append(b.boxes, make([]float32, 2*d)...)
+	}
 	b.grow(0, 0, rows, 0)
 
 	nodes := make([]node, len(b.nodes))
 	copy(nodes, b.nodes)
 	b.sample, b.rng = nil, nil
-	return newTree(nodes, rows)
+	t := newTree(nodes, rows)
+	if b.keepBoxes {
+		t.boxes = append([]float32(nil), b.boxes...)
+		t.dims = int32(d)
+	}
+	return t
 }
 
 // grow fills node ni from the sample rows idx[lo:hi] at the given depth.
@@ -93,6 +112,13 @@ func (b *Builder) grow(ni, lo, hi, depth int) {
 	a := len(b.nodes)
 	b.nodes = append(b.nodes, node{}, node{})
 	b.nodes[ni] = node{thr: thr, a: uint16(a), feat: uint16(f), lo: mn, hi: mx}
+	if b.keepBoxes {
+		box := b.boxes[ni*2*b.dims : (ni+1)*2*b.dims]
+		for g := range b.dims {
+			box[2*g], box[2*g+1] = b.rangeOf(g, lo, hi)
+		}
+		b.boxes = append(b.boxes, make([]float32, 4*b.dims)...)
+	}
 	b.grow(a, lo, mid, depth+1)
 	b.grow(a+1, mid, hi, depth+1)
 }

@@ -22,6 +22,9 @@ import "math"
 // PathLengthAsInserted returns the expected h(x) had x been in the sample.
 // For imported trees (no recorded ranges) it is PathLength.
 func (t *Tree) PathLengthAsInserted(x []float64) float64 {
+	if t.boxes != nil {
+		return t.pathLengthAsInsertedBoxes(x)
+	}
 	var h, stay float64 = 0, 1 // stay: probability that x is not cut off yet
 	i := 0
 	for depth := 1; ; depth++ {
@@ -53,6 +56,48 @@ func cutOff(v float64, n *node, depth int, h, stay float64) (float64, float64) {
 	return h + stay*p*float64(depth), stay * (1 - p)
 }
 
+// pathLengthAsInsertedBoxes is PathLengthAsInserted for trees that know
+// each node's full data box, so that a point beyond the data on any feature
+// is seen at every node, whatever the node split on. The cut-off chance at
+// a node is that of x's most outlying feature, ext_f / (range_f + ext_f):
+// as if the node had split on it. Averaging over features instead (the
+// node's feature is drawn uniformly) dilutes a one-metric spike by the
+// number of features and, in our two-metric tests, let spikes score below
+// the tail of normal points.
+func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
+	d := int(t.dims)
+	var h, stay float64 = 0, 1
+	i := 0
+	for depth := 1; ; depth++ {
+		n := &t.nodes[i]
+		if n.feat == leafFeat {
+			return h + stay*leafLen(*n)
+		}
+		box := t.boxes[i*2*d : (i+1)*2*d]
+		var p float64
+		for f := 0; f < d; f++ {
+			v, lo, hi := x[f], float64(box[2*f]), float64(box[2*f+1])
+			if v >= lo && v <= hi || v != v {
+				continue
+			}
+			ext := v - hi
+			if v < lo {
+				ext = lo - v
+			}
+			q := ext / (hi - lo + ext)
+			if q != q {
+				q = 1
+			}
+			p = max(p, q)
+		}
+		if p > 0 {
+			h += stay * p * float64(depth)
+			stay *= 1 - p
+		}
+		i = int(n.a) + b2i(x[n.feat] > float64(n.thr))
+	}
+}
+
 // lanes walks up to 8 trees in lockstep so that their node loads, which miss
 // the cache once a process holds many models, overlap instead of queueing.
 type lanes struct {
@@ -71,6 +116,12 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 	}
 	x = x[:f.dims]
 	var sum float64
+	if f.trees[0].boxes != nil {
+		for _, t := range f.trees {
+			sum += t.PathLengthAsInserted(x) * t.invC
+		}
+		return math.Exp2(-sum / float64(len(f.trees)))
+	}
 	var l lanes
 	for trees := f.trees; len(trees) > 0; trees = trees[l.n:] {
 		l.n = min(len(trees), 8)

@@ -84,6 +84,10 @@ type Tree struct {
 	invC  float64
 	psi   int32
 	depth int32 // deepest leaf; bounds the fixed-step walks in score.go
+	// boxes, when recorded (Builder.KeepBoxes), holds each node's data range
+	// on every one of dims features: lo, hi pairs, 2*dims values per node.
+	boxes []float32
+	dims  int32
 }
 
 // PathLength returns h(x): the depth of the leaf x falls into plus
@@ -101,11 +105,11 @@ func (t *Tree) SampleSize() int { return int(t.psi) }
 
 // MemoryBytes approximates the bytes retained by the tree: its node slice
 // plus the Tree header.
-func (t *Tree) MemoryBytes() int { return 16*cap(t.nodes) + treeHeaderBytes }
+func (t *Tree) MemoryBytes() int { return 16*cap(t.nodes) + 4*cap(t.boxes) + treeHeaderBytes }
 
-// treeHeaderBytes is sizeof(Tree) (slice header 24 + invC 8 + psi 4 +
-// depth 4) rounded up to the allocator's 48-byte size class.
-const treeHeaderBytes = 48
+// treeHeaderBytes is sizeof(Tree) (two slice headers 48 + invC 8 + psi,
+// depth, dims 12) rounded up to the allocator's 80-byte size class.
+const treeHeaderBytes = 80
 
 // Depth returns the depth of the deepest leaf.
 func (t *Tree) Depth() int { return int(t.depth) }

@@ -38,3 +38,29 @@ func SeedCPU(seed uint64, spikeStarts []int) []Row {
 	}
 	return rows
 }
+
+// Row2 is one sample of a generated two-metric series.
+type Row2 struct {
+	Time           time.Time
+	CPU, Mem       float64
+	CPUHit, MemHit bool // which metric was disturbed
+}
+
+// SeedCPUMem follows the seed's "mini-challenge": CPU as in SeedCPU and
+// memory utilisation from normal(55, 5) clipped to [40, 70] with three
+// 5-point spikes of its own from uniform(85, 98), at rows 1051, 1086 and 1322.
+func SeedCPUMem(seed uint64) []Row2 {
+	cpu := SeedCPU(seed, nil)
+	rng := rand.New(rand.NewPCG(seed, 0x3e3))
+	rows := make([]Row2, len(cpu))
+	for i, r := range cpu {
+		rows[i] = Row2{Time: r.Time, CPU: r.Value, CPUHit: r.Anomaly, Mem: math.Max(40, math.Min(70, 55+5*rng.NormFloat64()))}
+	}
+	for _, s := range []int{1051, 1086, 1322} {
+		for i := s; i < s+5; i++ {
+			rows[i].Mem = 85 + 13*rng.Float64()
+			rows[i].MemHit = true
+		}
+	}
+	return rows
+}
