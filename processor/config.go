@@ -30,6 +30,13 @@ type Config struct {
 	// scores their count rate and mean.
 	SummaryQuantile *float64 `mapstructure:"summary_quantile"`
 
+	// Models are multivariate models, each joining several metrics of one
+	// entity. Datapoints they take are not also scored on their own.
+	Models []ModelConfig `mapstructure:"models"`
+	// Univariate scores every selected datapoint that no model takes with a
+	// model of its own series.
+	Univariate bool `mapstructure:"univariate"`
+
 	// Incidents groups a series' anomalous points into incidents.
 	Incidents IncidentsConfig `mapstructure:"incidents"`
 
@@ -111,8 +118,9 @@ func createDefaultConfig() component.Config {
 			AttributePrefix: "anomaly.",
 			MetricSuffix:    ".anomaly_score",
 		},
-		MaxSeries: 10000,
-		SeriesTTL: time.Hour,
+		Univariate: true,
+		MaxSeries:  10000,
+		SeriesTTL:  time.Hour,
 	}
 }
 
@@ -146,6 +154,17 @@ func (c *Config) Validate() error {
 	for i, p := range c.Metrics.Exclude {
 		if _, err := compileAnchored(p); err != nil {
 			errs = append(errs, fmt.Errorf("metrics.exclude[%d]: invalid regular expression %q: %w", i, p, err))
+		}
+	}
+	seen := map[string]bool{}
+	for i := range c.Models {
+		m := &c.Models[i]
+		if err := m.validate(i, seen); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := m.detectorConfig(c.detectorConfig()).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("models[%d] (%s): %w", i, m.Name, err))
 		}
 	}
 	if q := c.SummaryQuantile; q != nil && !(*q >= 0 && *q <= 1) {

@@ -31,6 +31,9 @@ type iforestProcessor struct {
 	attr                    attrNames
 	writeAttrs, writeMetric bool
 
+	models []*model
+	refs   map[string][]featureRef // metric name -> model features it feeds
+
 	lastSweep atomic.Int64
 	skipAttrs [numSkip]metric.MeasurementOption
 }
@@ -38,7 +41,7 @@ type iforestProcessor struct {
 // Skip reasons: the detector's statuses plus what the processor itself
 // rejects before asking the detector.
 const (
-	skipNoValue = int(detector.OverLimit) + 1 + iota
+	skipNoValue = int(detector.Incomplete) + 1 + iota
 	numSkip
 )
 
@@ -77,6 +80,18 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		}
 		p.exclude = append(p.exclude, re)
 	}
+	for i := range cfg.Models {
+		mc := &cfg.Models[i]
+		m := &model{cfg: mc, det: detector.New(mc.detectorConfig(cfg.detectorConfig()), cfg.MaxSeries), staleness: int64(mc.Staleness)}
+		for j := range mc.Features {
+			m.featureNames = append(m.featureNames, mc.Features[j].name())
+			if p.refs == nil {
+				p.refs = map[string][]featureRef{}
+			}
+			p.refs[mc.Features[j].Metric] = append(p.refs[mc.Features[j].Metric], featureRef{m: i, f: j})
+		}
+		p.models = append(p.models, m)
+	}
 	for i := range p.skipAttrs {
 		if i == int(detector.Scored) {
 			continue
@@ -102,6 +117,14 @@ type batch struct {
 	scores    pmetric.MetricSlice // score metrics made for the current scope
 	cur       *scoreMetrics
 	det       detector.Stats
+
+	// Multivariate models: the current resource's attributes, the model
+	// features fed by the current metric, and what entities got this batch.
+	res        pcommon.Map
+	refs       []featureRef
+	univariate bool
+	pending    map[uint64]*pending
+	ups        []detector.MemberUpdate
 }
 
 // processMetrics scores md in place and always returns it: the processor
@@ -118,8 +141,15 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 			}
 		}()
 		p.walk(md, &b)
+		p.scoreEntities(&b)
 		p.maybeEvict(b.now)
 		b.det = p.det.TakeStats()
+		for _, m := range p.models {
+			st := m.det.TakeStats()
+			b.det.TreesBuilt += st.TreesBuilt
+			b.det.Created += st.Created
+			b.det.Evicted += st.Evicted
+		}
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
 	return md, nil
@@ -129,7 +159,8 @@ func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		rm := rms.At(i)
-		rh := hashMap(rm.Resource().Attributes())
+		b.res = rm.Resource().Attributes()
+		rh := hashMap(b.res)
 		sms := rm.ScopeMetrics()
 		for j := 0; j < sms.Len(); j++ {
 			sm := sms.At(j)
@@ -141,7 +172,9 @@ func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
 			}
 			for k := 0; k < ms.Len(); k++ {
 				m := ms.At(k)
-				if !p.selects(m.Name()) {
+				b.refs = p.refs[m.Name()]
+				b.univariate = p.cfg.Univariate && p.selects(m.Name())
+				if !b.univariate && b.refs == nil {
 					continue
 				}
 				b.cur = nil
@@ -155,6 +188,9 @@ func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
 }
 
 func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
+	if !b.univariate && m.Type() != pmetric.MetricTypeGauge && m.Type() != pmetric.MetricTypeSum {
+		return // models take number datapoints only
+	}
 	switch m.Type() {
 	case pmetric.MetricTypeGauge:
 		p.numbers(m, m.Gauge().DataPoints(), detector.Gauge, mh, b)
@@ -235,6 +271,9 @@ func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (
 func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
+		if b.refs != nil && p.claim(b.refs, b.res, dp, b) || !b.univariate {
+			continue
+		}
 		var v float64
 		switch dp.ValueType() {
 		case pmetric.NumberDataPointValueTypeInt:
@@ -281,6 +320,7 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint6
 type attrNames struct {
 	score, detected, threshold, expectedMin, expectedMax string
 	incident, incidentID, incidentDuration, incidentPeak string
+	model, topFeature, contributions                     string
 }
 
 func newAttrNames(prefix string) attrNames {
@@ -294,6 +334,9 @@ func newAttrNames(prefix string) attrNames {
 		incidentID:       prefix + "incident.id",
 		incidentDuration: prefix + "incident.duration",
 		incidentPeak:     prefix + "incident.peak_score",
+		model:            prefix + "model",
+		topFeature:       prefix + "top_feature",
+		contributions:    prefix + "contributions",
 	}
 }
 
@@ -386,7 +429,11 @@ func (p *iforestProcessor) maybeEvict(now int64) {
 	if now-last < ttl/2 || !p.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
-	if n := p.det.Evict(now - ttl); n > 0 {
+	n := p.det.Evict(now - ttl)
+	for _, m := range p.models {
+		n += m.det.Evict(now - ttl)
+	}
+	if n > 0 {
 		p.logger.Debug("evicted idle series", zap.Int("series", n))
 	}
 }

@@ -1,0 +1,228 @@
+package iforestprocessor
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/otel-iforest/iforest/internal/metadatatest"
+)
+
+func hostModel() ModelConfig {
+	return ModelConfig{
+		Name:   "host",
+		Entity: EntityConfig{ResourceAttributes: []string{"host.name"}},
+		Features: []FeatureConfig{
+			{Name: "cpu", Metric: "system.cpu.utilization", WhereNot: map[string]string{"state": "idle"}, Per: "cpu", Aggregate: "mean"},
+			{Name: "memory", Metric: "system.memory.utilization", Where: map[string]string{"state": "used"}},
+		},
+		Staleness: 2 * time.Minute,
+	}
+}
+
+// hostScrape is one scrape of two hosts' CPU (2 cpus x 3 states) and memory
+// (used, free), like the host metrics receiver's utilisation metrics.
+func hostScrape(step int, busyA float64, withMemory bool) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	ts := stepTime(step)
+	for h, host := range []string{"a", "b"} {
+		rm := md.ResourceMetrics().AppendEmpty()
+		rm.Resource().Attributes().PutStr("host.name", host)
+		ms := rm.ScopeMetrics().AppendEmpty().Metrics()
+		cpu := ms.AppendEmpty()
+		cpu.SetName("system.cpu.utilization")
+		dps := cpu.SetEmptyGauge().DataPoints()
+		busy := 0.30 + 0.02*math.Sin(float64(step+h))
+		if h == 0 && busyA > 0 {
+			busy = busyA
+		}
+		for c := 0; c < 2; c++ {
+			for state, v := range map[string]float64{"user": busy * 0.7, "system": busy * 0.3, "idle": 1 - busy} {
+				dp := dps.AppendEmpty()
+				dp.Attributes().PutStr("cpu", []string{"cpu0", "cpu1"}[c])
+				dp.Attributes().PutStr("state", state)
+				dp.SetTimestamp(ts)
+				dp.SetDoubleValue(v)
+			}
+		}
+		if !withMemory {
+			continue
+		}
+		mem := ms.AppendEmpty()
+		mem.SetName("system.memory.utilization")
+		mdps := mem.SetEmptyGauge().DataPoints()
+		used := 0.55 + 0.02*math.Cos(float64(step*3+h))
+		for state, v := range map[string]float64{"used": used, "free": 1 - used} {
+			dp := mdps.AppendEmpty()
+			dp.Attributes().PutStr("state", state)
+			dp.SetTimestamp(ts)
+			dp.SetDoubleValue(v)
+		}
+	}
+	return md
+}
+
+func dpsOf(md pmetric.Metrics, host, metric string) []pmetric.NumberDataPoint {
+	var out []pmetric.NumberDataPoint
+	for _, rm := range md.ResourceMetrics().All() {
+		if v, _ := rm.Resource().Attributes().Get("host.name"); v.Str() != host {
+			continue
+		}
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Name() == metric {
+					for _, dp := range m.Gauge().DataPoints().All() {
+						out = append(out, dp)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func TestHostModelJoinsCPUAndMemory(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Models = []ModelConfig{hostModel()}
+	require.NoError(t, cfg.Validate())
+	p, sink := newTestProcessor(t, cfg, metadatatest.NewSettings(componenttest.NewTelemetry()))
+	for step := 0; step < 80; step++ {
+		require.NoError(t, p.ConsumeMetrics(context.Background(), hostScrape(step, 0, true)))
+	}
+	require.NoError(t, p.ConsumeMetrics(context.Background(), hostScrape(80, 0.95, true)))
+	out := sink.AllMetrics()[80]
+
+	for _, dp := range dpsOf(out, "a", "system.cpu.utilization") {
+		attrs := dp.Attributes()
+		state, _ := attrs.Get("state")
+		model, ok := attrs.Get("anomaly.model")
+		if state.Str() == "idle" {
+			// Not a feature of the model: scored on its own series.
+			assert.False(t, ok)
+			_, scored := attrs.Get("anomaly.score")
+			assert.True(t, scored)
+			continue
+		}
+		require.True(t, ok, "busy CPU datapoints carry the model's verdict")
+		assert.Equal(t, "host", model.Str())
+		det, _ := attrs.Get("anomaly.detected")
+		assert.True(t, det.Bool(), "host a's CPU jump is anomalous")
+		top, _ := attrs.Get("anomaly.top_feature")
+		assert.Equal(t, "cpu", top.Str())
+		contrib, _ := attrs.Get("anomaly.contributions")
+		assert.Regexp(t, `^cpu 0\.\d\d, memory 0\.\d\d$`, contrib.Str())
+	}
+	for _, dp := range dpsOf(out, "a", "system.memory.utilization") {
+		state, _ := dp.Attributes().Get("state")
+		_, ok := dp.Attributes().Get("anomaly.model")
+		assert.Equal(t, state.Str() == "used", ok)
+	}
+	// Host b is its own entity and stays quiet.
+	for _, dp := range dpsOf(out, "b", "system.memory.utilization") {
+		if state, _ := dp.Attributes().Get("state"); state.Str() == "used" {
+			det, _ := dp.Attributes().Get("anomaly.detected")
+			assert.False(t, det.Bool())
+		}
+	}
+}
+
+func TestModelWaitsForStaleMembers(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	cfg := createDefaultConfig().(*Config)
+	cfg.Models = []ModelConfig{hostModel()}
+	cfg.Univariate = false
+	p, sink := newTestProcessor(t, cfg, metadatatest.NewSettings(tt))
+	require.NoError(t, p.ConsumeMetrics(context.Background(), hostScrape(0, 0, true)))
+	// CPU keeps coming, memory stops: from 3 minutes on memory is stale.
+	for step := 1; step < 5; step++ {
+		require.NoError(t, p.ConsumeMetrics(context.Background(), hostScrape(step, 0, false)))
+	}
+	m, err := tt.GetMetric("otelcol_processor_iforest_datapoints_skipped")
+	require.NoError(t, err)
+	got := map[string]int64{}
+	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+		r, _ := dp.Attributes.Value("reason")
+		got[r.AsString()] = dp.Value
+	}
+	// Each batch feeds 4 busy-CPU datapoints (+1 memory in the first) per host.
+	assert.Equal(t, int64(2*(5+4+4)), got["warmup"])
+	assert.Equal(t, int64(2*2*4), got["incomplete"])
+	// With univariate off, unclaimed datapoints pass through untouched.
+	for _, dp := range dpsOf(sink.AllMetrics()[4], "a", "system.cpu.utilization") {
+		if state, _ := dp.Attributes().Get("state"); state.Str() == "idle" {
+			assert.Equal(t, 2, dp.Attributes().Len())
+		}
+	}
+}
+
+func TestFeatureAggregation(t *testing.T) {
+	var a featureAcc
+	for _, v := range []float64{1, 2, 6} {
+		a.add(v, 5, "", false)
+	}
+	assert.Equal(t, 3.0, a.value("mean"))
+	assert.Equal(t, 9.0, a.value("sum"))
+	assert.Equal(t, 1.0, a.value("min"))
+	assert.Equal(t, 6.0, a.value("max"))
+	// Per cpu: cpu0 user+system = 0.3, cpu1 = 0.5; mean over cpus 0.4.
+	var per featureAcc
+	per.add(0.2, 1, "cpu0", true)
+	per.add(0.1, 2, "cpu0", true)
+	per.add(0.4, 1, "cpu1", true)
+	per.add(0.1, 1, "cpu1", true)
+	assert.InDelta(t, 0.4, per.value("mean"), 1e-12)
+	assert.InDelta(t, 0.8, per.value("sum"), 1e-12)
+	assert.Equal(t, int64(2), per.time)
+}
+
+func TestExplain(t *testing.T) {
+	top, text := explain([]string{"cpu", "memory", "disk"}, []float64{0.2, 0.7, 0.1})
+	assert.Equal(t, "memory", top)
+	assert.Equal(t, "memory 0.70, cpu 0.20, disk 0.10", text)
+}
+
+func TestModelConfigErrors(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	bad := hostModel()
+	bad.Features = bad.Features[:1]
+	bad.Staleness = 0
+	dup := hostModel()
+	dup.Features[1].Aggregate = "median"
+	dup.Trees = 5000
+	cfg.Models = []ModelConfig{hostModel(), dup, bad}
+	err := cfg.Validate()
+	require.Error(t, err)
+	for _, want := range []string{
+		`models[1].name: "host" is used by another model`,
+		"models[1].features[1].aggregate: must be one of mean, sum, min, max",
+		"models[2].features: a model joins at least 2 features, got 1",
+		"models[2].staleness: must be positive",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+	cfg.Models = []ModelConfig{hostModel()}
+	cfg.Models[0].Trees = 5000
+	assert.ErrorContains(t, cfg.Validate(), "models[0] (host): trees: must be between 1 and 1000, got 5000")
+}
+
+func TestSkipReasonsAreDistinct(t *testing.T) {
+	seen := map[string]int{}
+	for i := 0; i < numSkip; i++ {
+		if i == 0 {
+			continue // scored
+		}
+		r := skipReason(i)
+		_, dup := seen[r]
+		assert.False(t, dup, "reason %q used by %d and %d", r, seen[r], i)
+		assert.NotEqual(t, "unknown", r)
+		seen[r] = i
+	}
+}
