@@ -90,7 +90,7 @@ func (b *Builder) Build(sample []float32, rng *rand.Rand) *Tree {
 func (b *Builder) grow(ni, lo, hi, depth int) {
 	size := hi - lo
 	if size <= 1 || depth >= b.limit {
-		b.nodes[ni] = node{thr: float32(depth), a: uint16(size), feat: leafFeat}
+		b.leaf(ni, lo, hi, depth)
 		return
 	}
 	f := b.rng.IntN(b.dims)
@@ -102,7 +102,7 @@ func (b *Builder) grow(ni, lo, hi, depth int) {
 		var ok bool
 		f, mn, mx, ok = b.pickNonConstant(lo, hi)
 		if !ok {
-			b.nodes[ni] = node{thr: float32(depth), a: uint16(size), feat: leafFeat}
+			b.leaf(ni, lo, hi, depth)
 			return
 		}
 	}
@@ -121,6 +121,24 @@ func (b *Builder) grow(ni, lo, hi, depth int) {
 	}
 	b.grow(a, lo, mid, depth+1)
 	b.grow(a+1, mid, hi, depth+1)
+}
+
+// leaf makes node ni a leaf over rows idx[lo:hi]. Its data range (on the
+// one feature of a one-feature tree, or its box when boxes are kept) lets
+// ScoreAsInserted see a point beyond what the leaf holds, e.g. a series that
+// was constant until now; other leaves get an unbounded range.
+func (b *Builder) leaf(ni, lo, hi, depth int) {
+	n := node{thr: float32(depth), a: uint16(hi - lo), feat: leafFeat, lo: float32(math.Inf(-1)), hi: float32(math.Inf(1))}
+	if b.dims == 1 {
+		n.lo, n.hi = b.rangeOf(0, lo, hi)
+	}
+	b.nodes[ni] = n
+	if b.keepBoxes {
+		box := b.boxes[ni*2*b.dims : (ni+1)*2*b.dims]
+		for g := range b.dims {
+			box[2*g], box[2*g+1] = b.rangeOf(g, lo, hi)
+		}
+	}
 }
 
 // rangeOf returns the min and max of feature f over idx[lo:hi], ignoring NaNs

@@ -17,7 +17,12 @@ import "math"
 // [lo, hi]; x would then end at depth+1. Otherwise the split falls inside
 // [lo, hi], distributed exactly like the split the tree has, and the walk
 // goes on. The expected path length is the sum over the path of these
-// stopping chances. Inside the data's ranges this equals PathLength.
+// stopping chances. A tree that is a single leaf (its whole sample was
+// identical) is treated alike: any other x would be cut off at the first
+// split, which lets a series that was constant so far flag its first change.
+// (Doing the same at every leaf of identical points made NAB's false alarms
+// grow: quantised series have many such leaves, and a value next to one is
+// not news.) Inside the data's ranges this equals PathLength.
 
 // PathLengthAsInserted returns the expected h(x) had x been in the sample.
 // For imported trees (no recorded ranges) it is PathLength.
@@ -30,6 +35,9 @@ func (t *Tree) PathLengthAsInserted(x []float64) float64 {
 	for depth := 1; ; depth++ {
 		n := &t.nodes[i]
 		if n.feat == leafFeat {
+			if i == 0 && n.a > 1 {
+				h, stay = cutOff(x[0], n, depth, h, stay)
+			}
 			return h + stay*leafLen(*n)
 		}
 		v := x[n.feat]
@@ -41,6 +49,10 @@ func (t *Tree) PathLengthAsInserted(x []float64) float64 {
 // cutOff accounts for the chance that x is split off alone at internal node
 // n, ending at depth.
 func cutOff(v float64, n *node, depth int, h, stay float64) (float64, float64) {
+	// Ranges come from float32 training data: compare at that precision so
+	// that rounding noise (a constant mean computed as 0.20000000000000284)
+	// is not "beyond the data".
+	v = float64(float32(v))
 	lo, hi := float64(n.lo), float64(n.hi)
 	if v >= lo && v <= hi || v != v {
 		return h, stay
@@ -70,13 +82,13 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 	i := 0
 	for depth := 1; ; depth++ {
 		n := &t.nodes[i]
-		if n.feat == leafFeat {
+		if n.feat == leafFeat && (i != 0 || n.a <= 1) {
 			return h + stay*leafLen(*n)
 		}
 		box := t.boxes[i*2*d : (i+1)*2*d]
 		var p float64
 		for f := 0; f < d; f++ {
-			v, lo, hi := x[f], float64(box[2*f]), float64(box[2*f+1])
+			v, lo, hi := float64(float32(x[f])), float64(box[2*f]), float64(box[2*f+1])
 			if v >= lo && v <= hi || v != v {
 				continue
 			}
@@ -93,6 +105,9 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 		if p > 0 {
 			h += stay * p * float64(depth)
 			stay *= 1 - p
+		}
+		if n.feat == leafFeat {
+			return h + stay*leafLen(*n)
 		}
 		i = int(n.a) + b2i(x[n.feat] > float64(n.thr))
 	}
@@ -142,7 +157,12 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 			}
 		}
 		for k, t := range trees[:l.n] {
-			sum += (l.h[k] + l.stay[k]*leafLen(l.nodes[k][l.i[k]])) * t.invC
+			n := &l.nodes[k][l.i[k]]
+			h, stay := l.h[k], l.stay[k]
+			if l.i[k] == 0 && n.a > 1 {
+				h, stay = cutOff(x[0], n, 1, h, stay)
+			}
+			sum += (h + stay*leafLen(*n)) * t.invC
 		}
 	}
 	return math.Exp2(-sum / float64(len(f.trees)))

@@ -120,3 +120,12 @@ func TestScoreAsInsertedMatchesPerTreeWalk(t *testing.T) {
 		}
 	}
 }
+
+func TestAsInsertedFlagsTheFirstChangeOfAConstantSeries(t *testing.T) {
+	data := make([]float32, 64) // all zero
+	f := Fit(data, 1, Options{Trees: 20, SampleSize: 32, Seed: 1})
+	assert.InDelta(t, 0.5, f.Score([]float64{0.127}), 1e-9, "the paper's score cannot tell")
+	assert.InDelta(t, 0.5, f.ScoreAsInserted([]float64{0}), 1e-9)
+	// Cut off at the root of every tree: h = 1.
+	assert.InDelta(t, math.Exp2(-1/AvgPathLength(32)), f.ScoreAsInserted([]float64{0.127}), 1e-9)
+}
