@@ -57,5 +57,10 @@ func expectedRange(f *forest.Forest, win []float32, thr float64) (lo, hi float64
 	}
 	lo, okLo := edge(-1)
 	hi, okHi := edge(1)
+	if mn >= 0 {
+		// A series that has never been negative (utilisation, counts,
+		// rates) has no normal values below 0.
+		lo = max(lo, 0)
+	}
 	return lo, hi, okLo && okHi
 }
