@@ -69,6 +69,7 @@ func freePort(t *testing.T) int {
 type collector struct {
 	cmd      *exec.Cmd
 	endpoint string
+	dir      string // the run's temporary directory, for further output files
 	outFile  string
 	logs     *bytes.Buffer
 }
@@ -76,10 +77,8 @@ type collector struct {
 // startCollector runs the distribution with processorYAML as the iforest
 // processor's settings.
 func startCollector(t *testing.T, processorYAML string) *collector {
-	dir := t.TempDir()
-	port := freePort(t)
-	c := &collector{endpoint: fmt.Sprintf("127.0.0.1:%d", port), outFile: filepath.Join(dir, "out.jsonl"), logs: new(bytes.Buffer)}
-	cfg := fmt.Sprintf(`receivers:
+	return startCollectorWith(t, func(c *collector) string {
+		return fmt.Sprintf(`receivers:
   otlp:
     protocols:
       grpc:
@@ -100,6 +99,17 @@ service:
       processors: [iforest]
       exporters: [file]
 `, c.endpoint, processorYAML, c.outFile)
+	})
+}
+
+// startCollectorWith runs the distribution with the whole configuration that
+// config returns; config is given the collector with its OTLP endpoint, its
+// temporary directory and outFile (dir/out.jsonl) set.
+func startCollectorWith(t *testing.T, config func(c *collector) string) *collector {
+	dir := t.TempDir()
+	port := freePort(t)
+	c := &collector{endpoint: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, outFile: filepath.Join(dir, "out.jsonl"), logs: new(bytes.Buffer)}
+	cfg := config(c)
 	cfgFile := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(cfg), 0o600))
 	c.cmd = exec.Command(distBinary(t), "--config", cfgFile)
