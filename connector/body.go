@@ -44,7 +44,11 @@ func anomalousBody(metricName string, p point, prefix string, v verdict) string 
 	if v.expectedMin.ok && v.expectedMax.ok {
 		details = append(details, "normal "+formatRange(v.expectedMin.v, v.expectedMax.v))
 	}
-	if v.topFeature != "" {
+	switch {
+	case v.contributions != "":
+		// Multivariate models: every feature's share, largest first.
+		details = append(details, "model "+v.model+": "+v.contributions)
+	case v.topFeature != "":
 		details = append(details, "top feature "+v.topFeature)
 	}
 	if len(details) > 0 {

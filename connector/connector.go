@@ -55,6 +55,7 @@ type keys struct {
 	// read from datapoints (and copied to records when present)
 	score, detected, threshold, expectedMin, expectedMax, topFeature string
 	incident, incidentID, incidentDuration, incidentPeak             string
+	model, contributions                                             string
 	// written by the connector
 	value, count string
 }
@@ -68,6 +69,8 @@ func newKeys(prefix string) keys {
 		expectedMin:      prefix + "expected.min",
 		expectedMax:      prefix + "expected.max",
 		topFeature:       prefix + "top_feature",
+		model:            prefix + "model",
+		contributions:    prefix + "contributions",
 		incident:         prefix + "incident",
 		incidentID:       prefix + "incident.id",
 		incidentDuration: prefix + "incident.duration",
@@ -329,6 +332,8 @@ func (b *batch) record(kind eventKind, m pmetric.Metric, p point) {
 	copyAttr(attrs, p.attrs, k.expectedMin)
 	copyAttr(attrs, p.attrs, k.expectedMax)
 	copyAttr(attrs, p.attrs, k.topFeature)
+	copyAttr(attrs, p.attrs, k.contributions)
+	copyAttr(attrs, p.attrs, k.model)
 	copyAttr(attrs, p.attrs, k.incidentID)
 	if kind == eventEnded {
 		copyAttr(attrs, p.attrs, k.incidentDuration)
@@ -354,7 +359,7 @@ type opt struct {
 type verdict struct {
 	score, threshold, expectedMin, expectedMax opt
 	duration, peak                             opt
-	topFeature                                 string
+	topFeature, contributions, model           string
 }
 
 func readVerdict(attrs pcommon.Map, k *keys) verdict {
@@ -368,6 +373,12 @@ func readVerdict(attrs pcommon.Map, k *keys) verdict {
 	}
 	if tf, ok := attrs.Get(k.topFeature); ok {
 		v.topFeature = tf.AsString()
+	}
+	if c, ok := attrs.Get(k.contributions); ok {
+		v.contributions = c.AsString()
+	}
+	if m, ok := attrs.Get(k.model); ok {
+		v.model = m.AsString()
 	}
 	return v
 }

@@ -352,3 +352,25 @@ func TestNextConsumerError(t *testing.T) {
 	_, err = tt.GetMetric("otelcol_connector_anomalyevents_events_emitted")
 	assert.Error(t, err, "nothing counted")
 }
+
+func TestMultivariateExplanation(t *testing.T) {
+	c, sink := newTestConnector(t, defaultConfig(), connectortest.NewNopSettings(metadata.Type))
+	md := pmetric.NewMetrics()
+	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
+	dp := gaugePoint(sm, "cpu_usage", 91.5)
+	flagged(dp.Attributes(), 0.86, 0.78)
+	started(dp.Attributes(), "00000000000000aa")
+	dp.Attributes().PutStr("anomaly.model", "machine")
+	dp.Attributes().PutStr("anomaly.top_feature", "cpu_usage")
+	dp.Attributes().PutStr("anomaly.contributions", "cpu_usage 0.83, memory_usage 0.17")
+	require.NoError(t, c.ConsumeMetrics(context.Background(), md))
+	recs := records(sink.AllLogs()[0])
+	require.Len(t, recs, 1)
+	assert.Equal(t, "cpu_usage = 91.5 is anomalous (score 0.86 >= 0.78; model machine: cpu_usage 0.83, memory_usage 0.17)", recs[0].Body().Str())
+	top, _ := recs[0].Attributes().Get("anomaly.top_feature")
+	assert.Equal(t, "cpu_usage", top.Str())
+	model, _ := recs[0].Attributes().Get("anomaly.model")
+	assert.Equal(t, "machine", model.Str())
+	contrib, _ := recs[0].Attributes().Get("anomaly.contributions")
+	assert.Equal(t, "cpu_usage 0.83, memory_usage 0.17", contrib.Str())
+}
