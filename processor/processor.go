@@ -207,28 +207,14 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 	case pmetric.MetricTypeHistogram:
 		h := m.Histogram()
 		kind := histKind(h.AggregationTemporality())
-		dps := h.DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			dp := dps.At(i)
-			if dp.Flags().NoRecordedValue() {
-				b.skipped[skipNoValue]++
-				continue
-			}
-			pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
-			p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+		for _, dp := range h.DataPoints().All() {
+			p.histogram(m, dp, kind, mh, b)
 		}
 	case pmetric.MetricTypeExponentialHistogram:
 		h := m.ExponentialHistogram()
 		kind := histKind(h.AggregationTemporality())
-		dps := h.DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			dp := dps.At(i)
-			if dp.Flags().NoRecordedValue() {
-				b.skipped[skipNoValue]++
-				continue
-			}
-			pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
-			p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+		for _, dp := range h.DataPoints().All() {
+			p.histogram(m, dp, kind, mh, b)
 		}
 	case pmetric.MetricTypeSummary:
 		dps := m.Summary().DataPoints()
@@ -250,6 +236,26 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 			p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 		}
 	}
+}
+
+// histPoint is what explicit and exponential histogram datapoints share.
+type histPoint interface {
+	Count() uint64
+	Sum() float64
+	Flags() pmetric.DataPointFlags
+	Attributes() pcommon.Map
+	StartTimestamp() pcommon.Timestamp
+	Timestamp() pcommon.Timestamp
+}
+
+// histogram scores a histogram datapoint by its count and sum.
+func (p *iforestProcessor) histogram(m pmetric.Metric, dp histPoint, kind detector.Kind, mh uint64, b *batch) {
+	if dp.Flags().NoRecordedValue() {
+		b.skipped[skipNoValue]++
+		return
+	}
+	pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
+	p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 }
 
 func histKind(t pmetric.AggregationTemporality) detector.Kind {
