@@ -49,6 +49,14 @@ type Config struct {
 	// SeriesTTL drops the model of a series not seen for this long.
 	SeriesTTL time.Duration `mapstructure:"series_ttl"`
 
+	// Storage names a storage extension (e.g. file_storage) in which the
+	// models are saved, so that a restart resumes them (see persist.go).
+	// Unset keeps them in memory only.
+	Storage *component.ID `mapstructure:"storage"`
+	// CheckpointInterval is how often the models are saved while data flows
+	// (they are saved at shutdown too).
+	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -118,9 +126,10 @@ func createDefaultConfig() component.Config {
 			AttributePrefix: "anomaly.",
 			MetricSuffix:    ".anomaly_score",
 		},
-		Univariate: true,
-		MaxSeries:  10000,
-		SeriesTTL:  time.Hour,
+		Univariate:         true,
+		MaxSeries:          10000,
+		SeriesTTL:          time.Hour,
+		CheckpointInterval: time.Minute,
 	}
 }
 
@@ -187,6 +196,7 @@ func (c *Config) Validate() error {
 	if c.SeriesTTL < 0 {
 		errs = append(errs, fmt.Errorf("series_ttl: must be 0 (never) or positive, got %v", c.SeriesTTL))
 	}
+	errs = append(errs, c.validatePersistence())
 	return errors.Join(errs...)
 }
 

@@ -27,8 +27,10 @@ func createMetrics(ctx context.Context, set processor.Settings, cfg component.Co
 	if err != nil {
 		return nil, err
 	}
-	return processorhelper.NewMetrics(ctx, set, cfg, next, p.processMetrics,
+	ps := newPersister(p, set.ID) // see persist.go
+	return processorhelper.NewMetrics(ctx, set, cfg, next, ps.process,
 		processorhelper.WithCapabilities(consumer.Capabilities{MutatesData: true}),
-		processorhelper.WithShutdown(p.shutdown),
+		processorhelper.WithStart(ps.start),
+		processorhelper.WithShutdown(ps.shutdown),
 	)
 }

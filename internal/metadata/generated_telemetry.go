@@ -33,6 +33,7 @@ type TelemetryBuilder struct {
 	ProcessorIforestErrors            metric.Int64Counter
 	ProcessorIforestSeriesActive      metric.Int64UpDownCounter
 	ProcessorIforestSeriesEvicted     metric.Int64Counter
+	ProcessorIforestSnapshotErrors    metric.Int64Counter
 	ProcessorIforestTreesRefit        metric.Int64Counter
 }
 
@@ -106,6 +107,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_iforest_series_evicted",
 		metric.WithDescription("Number of series models dropped because the series was not seen for series_ttl. [Alpha]"),
 		metric.WithUnit("{series}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorIforestSnapshotErrors, err = builder.meter.Int64Counter(
+		"otelcol_processor_iforest_snapshot_errors",
+		metric.WithDescription("Number of times the processor could not use its storage (with storage set) - could not open it or restore the saved models at start (the affected models start fresh), or could not save them (the previous snapshot stays). [Alpha]"),
+		metric.WithUnit("{error}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestTreesRefit, err = builder.meter.Int64Counter(

@@ -26,6 +26,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorIforestErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestSeriesActive.Add(context.Background(), 1)
 	tb.ProcessorIforestSeriesEvicted.Add(context.Background(), 1)
+	tb.ProcessorIforestSnapshotErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestTreesRefit.Add(context.Background(), 1)
 	AssertEqualProcessorIforestAnomalies(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
@@ -46,6 +47,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestSeriesEvicted(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorIforestSnapshotErrors(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestTreesRefit(t, testTel,

@@ -1,0 +1,606 @@
+package detector
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc64"
+	"io"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/otel-iforest/iforest/internal/forest"
+)
+
+// Snapshots: the detector's whole state as bytes, so that a restarted
+// process resumes exactly where it stopped (same verdicts, same incident
+// ids, no new warm-up).
+//
+// Format, version 1. Integers and floats are little-endian and fixed-width
+// unless marked uvarint.
+//
+//	header
+//	  [8]byte  magic "\x89IFSNAP\n"
+//	  uint16   format version (1)
+//	  uint16   number of config fields that follow (7)
+//	  uint64 × 7: trees, sample_size, window_size, warmup, refit_interval,
+//	           seed, adaptive threshold (1 if contamination > 0)
+//	records, each a type byte:
+//	  1 = a model: uvarint body length, then the body (below)
+//	  0 = the end: uint64 number of models, uint64 CRC-64/ECMA of every
+//	      byte before it (magic to count). Nothing may follow.
+//
+//	model body
+//	  uint64 key, uint8 kind, uint32 dims, int64 last seen (unix ns)
+//	  rate state: int64 start, int64 time, float64 v0, v1, last mean,
+//	              offset, scale, uint8 primed
+//	  uint32 head, uint32 rows, uint64 learned
+//	  float32 × rows*dims: the window ring as stored (row-major)
+//	  uint8 n, n bytes: the PCG state (rand.PCG.MarshalBinary)
+//	  uint32 next tree, uint32 points to next refit
+//	  uint32 trees, then each tree as forest.Tree.AppendBinary writes it
+//	  uint8 quantile present; if 1: float32 × 200 bins, float32 inc, grow,
+//	        total, uint64 scores added
+//	  incident: uint64 recent bits, uint8 open, uint64 id, int64 start,
+//	            float64 peak, uint32 quiet, uint32 cooldown
+//	  uint32 members, each float64 value, int64 time, uint8 set
+//
+// The config fields are those that shape a model's state; a snapshot taken
+// with any of them different is rejected as incompatible. Settings that only
+// change how a verdict is read from the state (threshold, contamination's
+// value, incidents, limits) may change across a restart.
+//
+// Restore trusts nothing it reads: the checksum catches accidents, and every
+// decoded value is validated as well (a crafted snapshot with a valid
+// checksum cannot make the detector panic or read out of range; trees go
+// through forest.DecodeTree). It decodes into new maps and swaps them in
+// only when the whole snapshot is good, so a failed restore leaves the
+// detector as it was.
+
+var snapshotMagic = [8]byte{0x89, 'I', 'F', 'S', 'N', 'A', 'P', '\n'}
+
+const (
+	snapshotVersion = 1
+	recEnd          = 0
+	recSeries       = 1
+)
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+// Snapshot errors. Every error of Restore wraps one of them.
+var (
+	// ErrSnapshotCorrupt: the bytes are not a complete, intact snapshot.
+	ErrSnapshotCorrupt = errors.New("snapshot is corrupt")
+	// ErrSnapshotIncompatible: an intact snapshot of another format version
+	// or another model configuration.
+	ErrSnapshotIncompatible = errors.New("snapshot is incompatible")
+)
+
+// configField is one setting recorded in a snapshot's header.
+type configField struct {
+	name  string // the processor's YAML key
+	value uint64
+	flag  bool // value is 0 or 1, shown as false/true
+}
+
+func (f configField) show(v uint64) string {
+	if f.flag {
+		return fmt.Sprint(v == 1)
+	}
+	return fmt.Sprint(v)
+}
+
+// fingerprint lists the settings a snapshot's state depends on. Append new
+// fields at the end (older snapshots then fail the field count check).
+func fingerprint(c *Config) []configField {
+	adaptive := uint64(0)
+	if c.Contamination > 0 {
+		adaptive = 1
+	}
+	return []configField{
+		{"trees", uint64(c.Trees), false},
+		{"sample_size", uint64(c.SampleSize), false},
+		{"window_size", uint64(c.WindowSize), false},
+		{"warmup", uint64(c.Warmup), false},
+		{"refit_interval", uint64(c.RefitInterval), false},
+		{"seed", c.Seed, false},
+		{"contamination > 0", adaptive, true},
+	}
+}
+
+// Snapshot writes the state of every model to w. Shards are copied one at
+// a time under their own lock, so concurrent Observe calls wait at most for
+// one shard to be encoded (never for w). Each model is captured whole; the
+// snapshot as a whole is not one instant of the detector (a model of one
+// shard may have learned a point that a model of an earlier shard already
+// copied had not seen), which does not matter for resuming.
+func (d *Detector) Snapshot(w io.Writer) error {
+	crc := crc64.New(crcTable)
+	out := io.MultiWriter(w, crc)
+	buf := append([]byte(nil), snapshotMagic[:]...)
+	buf = binary.LittleEndian.AppendUint16(buf, snapshotVersion)
+	fp := fingerprint(&d.cfg)
+	buf = binary.LittleEndian.AppendUint16(buf, uint16(len(fp)))
+	for _, f := range fp {
+		buf = binary.LittleEndian.AppendUint64(buf, f.value)
+	}
+	var count uint64
+	var body []byte
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		for _, k := range slices.Sorted(maps.Keys(sh.series)) {
+			body = appendSeries(body[:0], k, sh.series[k])
+			buf = append(buf, recSeries)
+			buf = binary.AppendUvarint(buf, uint64(len(body)))
+			buf = append(buf, body...)
+			count++
+		}
+		sh.mu.Unlock()
+		if _, err := out.Write(buf); err != nil {
+			return fmt.Errorf("writing snapshot: %w", err)
+		}
+		buf = buf[:0]
+	}
+	buf = append(buf, recEnd)
+	buf = binary.LittleEndian.AppendUint64(buf, count)
+	if _, err := out.Write(buf); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if _, err := w.Write(binary.LittleEndian.AppendUint64(nil, crc.Sum64())); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	return nil
+}
+
+func appendSeries(b []byte, key uint64, s *series) []byte {
+	le := binary.LittleEndian
+	f64 := func(b []byte, v float64) []byte { return le.AppendUint64(b, math.Float64bits(v)) }
+	b = le.AppendUint64(b, key)
+	b = append(b, byte(s.kind))
+	b = le.AppendUint32(b, uint32(s.dims))
+	b = le.AppendUint64(b, uint64(s.lastSeen))
+
+	r := &s.rate
+	b = le.AppendUint64(b, uint64(r.start))
+	b = le.AppendUint64(b, uint64(r.time))
+	b = f64(b, r.v0)
+	b = f64(b, r.v1)
+	b = f64(b, r.lastMean)
+	b = f64(b, r.offset)
+	b = f64(b, r.scale)
+	b = append(b, b2byte(r.primed))
+
+	b = le.AppendUint32(b, uint32(s.head))
+	b = le.AppendUint32(b, uint32(s.rows))
+	b = le.AppendUint64(b, uint64(s.learned))
+	for _, v := range s.win[:s.rows*s.dims] {
+		b = le.AppendUint32(b, math.Float32bits(v))
+	}
+
+	pcg, _ := s.pcg.MarshalBinary() // never fails
+	b = append(b, byte(len(pcg)))
+	b = append(b, pcg...)
+
+	b = le.AppendUint32(b, uint32(s.nextTree))
+	b = le.AppendUint32(b, uint32(s.toRefit))
+	if s.forest == nil {
+		b = le.AppendUint32(b, 0)
+	} else {
+		trees := s.forest.Trees()
+		b = le.AppendUint32(b, uint32(len(trees)))
+		for _, t := range trees {
+			b, _ = t.AppendBinary(b) // never fails
+		}
+	}
+
+	if q := s.quant; q == nil {
+		b = append(b, 0)
+	} else {
+		b = append(b, 1)
+		for _, v := range q.bins {
+			b = le.AppendUint32(b, math.Float32bits(v))
+		}
+		for _, v := range []float32{q.inc, q.grow, q.total} {
+			b = le.AppendUint32(b, math.Float32bits(v))
+		}
+		b = le.AppendUint64(b, uint64(q.n))
+	}
+
+	in := &s.inc
+	b = le.AppendUint64(b, in.recent)
+	b = append(b, b2byte(in.open))
+	b = le.AppendUint64(b, in.id)
+	b = le.AppendUint64(b, uint64(in.start))
+	b = f64(b, in.peak)
+	b = le.AppendUint32(b, uint32(in.quiet))
+	b = le.AppendUint32(b, uint32(in.cooldown))
+
+	b = le.AppendUint32(b, uint32(len(s.members)))
+	for _, m := range s.members {
+		b = f64(b, m.value)
+		b = le.AppendUint64(b, uint64(m.time))
+		b = append(b, b2byte(m.set))
+	}
+	return b
+}
+
+func b2byte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Restore replaces the detector's state with the snapshot read from r (all
+// of r). On any error the detector is left unchanged and the error wraps
+// ErrSnapshotCorrupt or ErrSnapshotIncompatible. Models beyond the
+// detector's series limit are dropped, least recently seen first.
+func (d *Detector) Restore(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("reading snapshot: %w", err)
+	}
+	return d.RestoreBytes(b)
+}
+
+// RestoreBytes is Restore from a byte slice; b is not retained.
+func (d *Detector) RestoreBytes(b []byte) error {
+	decoded, err := d.decodeSnapshot(b)
+	if err != nil {
+		return err
+	}
+	for i := range d.shards {
+		sh := &d.shards[i]
+		m := decoded[i]
+		if d.maxShard > 0 && len(m) > d.maxShard {
+			trimOldest(m, d.maxShard)
+		}
+		sh.mu.Lock()
+		sh.stats.Created += int64(len(m)) - int64(len(sh.series))
+		sh.series = m
+		sh.mu.Unlock()
+	}
+	return nil
+}
+
+// trimOldest keeps the n most recently seen models of m.
+func trimOldest(m map[uint64]*series, n int) {
+	keys := slices.Collect(maps.Keys(m))
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := m[keys[i]], m[keys[j]]
+		if a.lastSeen != b.lastSeen {
+			return a.lastSeen > b.lastSeen
+		}
+		return keys[i] < keys[j]
+	})
+	for _, k := range keys[n:] {
+		delete(m, k)
+	}
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrSnapshotCorrupt}, args...)...)
+}
+
+const (
+	headerFixed = len(snapshotMagic) + 2 + 2
+	trailerLen  = 1 + 8 + 8
+)
+
+func (d *Detector) decodeSnapshot(b []byte) ([]map[uint64]*series, error) {
+	le := binary.LittleEndian
+	if len(b) < len(snapshotMagic) || [8]byte(b[:8]) != snapshotMagic {
+		if len(b) == 0 {
+			return nil, corrupt("empty")
+		}
+		return nil, corrupt("not an iforest detector snapshot (bad magic)")
+	}
+	if len(b) < headerFixed {
+		return nil, corrupt("truncated header (%d bytes)", len(b))
+	}
+	if v := le.Uint16(b[8:]); v != snapshotVersion {
+		return nil, fmt.Errorf("%w: format version %d, this build reads version %d", ErrSnapshotIncompatible, v, snapshotVersion)
+	}
+	nfields := int(le.Uint16(b[10:]))
+	if len(b) < headerFixed+8*nfields+trailerLen {
+		return nil, corrupt("truncated (%d bytes)", len(b))
+	}
+	body, sum := b[:len(b)-8], le.Uint64(b[len(b)-8:])
+	if got := crc64.Checksum(body, crcTable); got != sum {
+		return nil, corrupt("checksum mismatch (stored %016x, computed %016x): the data is damaged or truncated", sum, got)
+	}
+
+	want := fingerprint(&d.cfg)
+	if nfields != len(want) {
+		return nil, fmt.Errorf("%w: %d config fields, this build writes %d", ErrSnapshotIncompatible, nfields, len(want))
+	}
+	var diffs []string
+	for i, f := range want {
+		if v := le.Uint64(b[headerFixed+8*i:]); v != f.value {
+			diffs = append(diffs, fmt.Sprintf("%s was %s, now %s", f.name, f.show(v), f.show(f.value)))
+		}
+	}
+	if len(diffs) > 0 {
+		return nil, fmt.Errorf("%w: taken with a different model configuration: %s", ErrSnapshotIncompatible, strings.Join(diffs, ", "))
+	}
+
+	out := make([]map[uint64]*series, len(d.shards))
+	for i := range out {
+		out[i] = make(map[uint64]*series)
+	}
+	rec := b[headerFixed+8*nfields : len(b)-8]
+	var count uint64
+	for {
+		if len(rec) == 0 {
+			return nil, corrupt("no end record")
+		}
+		typ := rec[0]
+		rec = rec[1:]
+		if typ == recEnd {
+			break
+		}
+		if typ != recSeries {
+			return nil, corrupt("unknown record type %d after %d models", typ, count)
+		}
+		n, k := binary.Uvarint(rec)
+		if k <= 0 || n > uint64(len(rec)-k) {
+			return nil, corrupt("bad length of model record %d", count)
+		}
+		key, s, err := d.decodeSeries(rec[k : k+int(n)])
+		if err != nil {
+			return nil, fmt.Errorf("model record %d: %w", count, err)
+		}
+		m := out[key%uint64(len(out))]
+		if m[key] != nil {
+			return nil, corrupt("model %016x appears twice", key)
+		}
+		m[key] = s
+		rec = rec[k+int(n):]
+		count++
+	}
+	if len(rec) != 8 {
+		return nil, corrupt("%d bytes where the end record's count should be", len(rec))
+	}
+	if c := le.Uint64(rec); c != count {
+		return nil, corrupt("end record counts %d models, found %d", c, count)
+	}
+	return out, nil
+}
+
+// reader is a cursor over one record; after the first short read every
+// read returns zero and err stays set.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(r.b) {
+		r.err = corrupt("model record truncated")
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) u8() byte {
+	if v := r.take(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (r *reader) u32() uint32 {
+	if v := r.take(4); v != nil {
+		return binary.LittleEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (r *reader) u64() uint64 {
+	if v := r.take(8); v != nil {
+		return binary.LittleEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (r *reader) f32() float32 { return math.Float32frombits(r.u32()) }
+func (r *reader) f64() float64 { return math.Float64frombits(r.u64()) }
+
+func (r *reader) flag(what string) bool {
+	v := r.u8()
+	if v > 1 && r.err == nil {
+		r.err = corrupt("%s: %d is not a boolean", what, v)
+	}
+	return v == 1
+}
+
+// decodeSeries decodes and validates one model record.
+func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
+	cfg := &d.cfg
+	r := &reader{b: b}
+	key := r.u64()
+	kind := Kind(r.u8())
+	dims := r.u32()
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	if kind > Vector {
+		return 0, nil, corrupt("unknown kind %d", kind)
+	}
+	if kind == Vector {
+		if dims < 1 || dims > forest.MaxFeatures {
+			return 0, nil, corrupt("multivariate model with %d inputs", dims)
+		}
+	} else if int(dims) != kind.dims() {
+		return 0, nil, corrupt("kind %d with %d inputs", kind, dims)
+	}
+	s := &series{kind: kind, dims: int(dims)}
+	s.lastSeen = int64(r.u64())
+
+	rs := &s.rate
+	rs.start = int64(r.u64())
+	rs.time = int64(r.u64())
+	rs.v0, rs.v1, rs.lastMean, rs.offset, rs.scale = r.f64(), r.f64(), r.f64(), r.f64(), r.f64()
+	rs.primed = r.flag("rate primed")
+
+	head, rows, learned := r.u32(), r.u32(), r.u64()
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	w := uint32(cfg.WindowSize)
+	switch {
+	case rows > w:
+		return 0, nil, corrupt("window holds %d rows, window_size is %d", rows, w)
+	case rows < w && head != rows, rows == w && head >= w:
+		return 0, nil, corrupt("window head %d with %d of %d rows", head, rows, w)
+	case learned < uint64(rows) || learned > 1<<62:
+		return 0, nil, corrupt("%d points learned with %d in the window", learned, rows)
+	}
+	s.head, s.rows, s.learned = int(head), int(rows), int(learned)
+	raw := r.take(int(rows) * int(dims) * 4)
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	// Live models allocate the whole window up front; so does a restored
+	// one, unless that is large and the snapshot does not fill it (no
+	// gigabytes for a few bytes of crafted input): append grows it then.
+	capRows := int(rows)
+	if cfg.WindowSize*int(dims) <= 1<<16 {
+		capRows = cfg.WindowSize
+	}
+	s.win = make([]float32, int(rows)*int(dims), capRows*int(dims))
+	for i := range s.win {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return 0, nil, corrupt("window value %v", v)
+		}
+		s.win[i] = v
+	}
+
+	pcg := r.take(int(r.u8()))
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	if err := s.pcg.UnmarshalBinary(pcg); err != nil {
+		return 0, nil, corrupt("random state: %v", err)
+	}
+	s.rng = rand.New(&s.pcg)
+
+	next, toRefit, ntrees := r.u32(), r.u32(), r.u32()
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	switch {
+	case ntrees > uint32(cfg.Trees):
+		return 0, nil, corrupt("%d trees, trees is %d", ntrees, cfg.Trees)
+	case ntrees > 0 && rows < minTrain:
+		return 0, nil, corrupt("%d trees with only %d rows", ntrees, rows)
+	case next >= uint32(cfg.Trees) || toRefit >= uint32(cfg.RefitInterval):
+		return 0, nil, corrupt("refit position %d/%d", next, toRefit)
+	case ntrees < uint32(cfg.Trees) && (next != 0 || toRefit != 0):
+		return 0, nil, corrupt("refit position %d/%d while growing", next, toRefit)
+	}
+	s.nextTree, s.toRefit = int(next), int(toRefit)
+	if ntrees > 0 {
+		trees := make([]*forest.Tree, 0, ntrees)
+		for i := range ntrees {
+			if r.err != nil {
+				return 0, nil, r.err
+			}
+			t, n, err := forest.DecodeTree(r.b, int(dims))
+			if err != nil {
+				return 0, nil, fmt.Errorf("%w: tree %d: %w", ErrSnapshotCorrupt, i, err)
+			}
+			if t.SampleSize() > cfg.SampleSize || t.SampleSize() > int(rows) {
+				return 0, nil, corrupt("tree %d built on %d points (sample_size %d, %d rows)", i, t.SampleSize(), cfg.SampleSize, rows)
+			}
+			r.take(n)
+			trees = append(trees, t)
+		}
+		s.forest = forest.New(int(dims), trees) // cannot panic: DecodeTree checked the features
+	}
+
+	switch r.u8() {
+	case 0:
+		if cfg.Contamination > 0 {
+			return 0, nil, corrupt("no score quantile with contamination set")
+		}
+	case 1:
+		if cfg.Contamination == 0 {
+			return 0, nil, corrupt("score quantile without contamination")
+		}
+		q := newScoreQuantile(cfg.WindowSize)
+		grow := q.grow
+		for i := range q.bins {
+			q.bins[i] = r.f32()
+		}
+		q.inc, q.grow, q.total = r.f32(), r.f32(), r.f32()
+		n := r.u64()
+		if r.err != nil {
+			return 0, nil, r.err
+		}
+		ok := q.grow == grow && q.inc >= 1 && q.inc <= 1e30*grow && q.total >= 0 && q.total < math.MaxFloat32 && n < 1<<62
+		for _, v := range q.bins {
+			ok = ok && v >= 0 && v < math.MaxFloat32
+		}
+		if !ok {
+			return 0, nil, corrupt("score quantile out of range")
+		}
+		q.n = int(n)
+		s.quant = q
+	default:
+		if r.err == nil {
+			return 0, nil, corrupt("bad score quantile flag")
+		}
+	}
+
+	in := &s.inc
+	in.recent = r.u64()
+	if ow := cfg.Incidents.OpenWindow; ow < 64 {
+		in.recent &= 1<<ow - 1 // open_window may have changed
+	}
+	in.open = r.flag("incident open")
+	in.id = r.u64()
+	in.start = int64(r.u64())
+	in.peak = r.f64()
+	quiet, cooldown := r.u32(), r.u32()
+	if quiet > math.MaxInt32 || cooldown > math.MaxInt32 {
+		return 0, nil, corrupt("incident counters %d/%d", quiet, cooldown)
+	}
+	in.quiet, in.cooldown = int(quiet), int(cooldown)
+
+	nm := r.u32()
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	if (kind == Vector && nm != dims) || (kind != Vector && nm != 0) {
+		return 0, nil, corrupt("%d members for a model with %d inputs", nm, dims)
+	}
+	if nm > 0 {
+		if uint64(len(r.b)) < 17*uint64(nm) {
+			return 0, nil, corrupt("model record truncated")
+		}
+		s.members = make([]member, nm)
+		for i := range s.members {
+			m := &s.members[i]
+			m.value, m.time, m.set = r.f64(), int64(r.u64()), r.flag("member set")
+		}
+	}
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	if len(r.b) != 0 {
+		return 0, nil, corrupt("%d unread bytes at the end of a model record", len(r.b))
+	}
+	return key, s, nil
+}

@@ -1,0 +1,385 @@
+package detector
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/crc64"
+	"math"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otel-iforest/iforest/internal/scenario"
+)
+
+// mixedFeed returns a function feeding step i of a scenario with every kind
+// of model: gauges (spikes in both halves), a cumulative counter, a delta
+// sum, cumulative and delta histograms (two inputs, trees with boxes) and a
+// joined multivariate model. It returns all verdicts of the step.
+func mixedFeed(rows []scenario.Row) func(d *Detector, i int) []Verdict {
+	s := int64(time.Second)
+	return func(d *Detector, i int) []Verdict {
+		r := rows[i]
+		t := int64(i+1) * 60 * s
+		now := int64(1_700_000_000)*s + t
+		var out []Verdict
+		for k := uint64(1); k <= 3; k++ {
+			out = append(out, d.Observe(Point{Key: k * 1000, Kind: Gauge, Time: t, V0: r.Value + float64(k)}, now))
+		}
+		total := float64(i*(i+1)/2) + r.Value*10
+		out = append(out,
+			d.Observe(Point{Key: 11, Kind: CumulativeSum, Start: s, Time: t, V0: total}, now),
+			d.Observe(Point{Key: 12, Kind: DeltaSum, Start: t - 60*s, Time: t, V0: r.Value}, now),
+			d.Observe(Point{Key: 13, Kind: CumulativeHistogram, Start: s, Time: t, V0: float64(i * 10), V1: total}, now),
+			d.Observe(Point{Key: 14, Kind: DeltaHistogram, Start: t - 60*s, Time: t, V0: 10, V1: r.Value * 10}, now),
+			d.ObserveMembers(15, 2, []MemberUpdate{{0, t, r.Value}, {1, t - 5*s, 100 - r.Value}}, 2*60*s, now),
+		)
+		return out
+	}
+}
+
+func snapshotBytes(t testing.TB, d *Detector) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, d.Snapshot(&buf))
+	return buf.Bytes()
+}
+
+// Feed half a scenario, snapshot, restore into a new detector, feed the
+// other half to both: every verdict is the same, bit for bit (scores,
+// thresholds, expected bands, contributions, incident ids and transitions).
+func TestSnapshotResumesExactly(t *testing.T) {
+	for _, contamination := range []float64{0, 0.02} {
+		cfg := DefaultConfig()
+		cfg.Contamination = contamination
+		rows := scenario.SeedCPU(7, []int{300, 310, 900, 1200})
+		feed := mixedFeed(rows)
+		half := 720
+
+		orig := New(cfg, 0)
+		for i := range half {
+			feed(orig, i)
+		}
+		snap := snapshotBytes(t, orig)
+		restored := New(cfg, 0)
+		require.NoError(t, restored.RestoreBytes(snap))
+		require.Equal(t, orig.Len(), restored.Len())
+		// The restored state is the state: it snapshots to the same bytes.
+		require.Equal(t, snap, snapshotBytes(t, restored))
+
+		var scored, anomalies, incidents int
+		for i := half; i < len(rows); i++ {
+			want, got := feed(orig, i), feed(restored, i)
+			require.Equal(t, want, got, "contamination %v, row %d", contamination, i)
+			for _, v := range want {
+				if v.Status == Scored {
+					scored++
+				}
+				if v.Anomaly {
+					anomalies++
+				}
+				if v.Incident == Started {
+					incidents++
+				}
+			}
+		}
+		// The comparison is not vacuous: the second half is scored at once
+		// (no new warm-up) and has anomalies and incidents.
+		assert.Equal(t, 8*(len(rows)-half), scored, "contamination %v", contamination)
+		assert.Greater(t, anomalies, 10)
+		assert.Greater(t, incidents, 2)
+		require.Equal(t, snapshotBytes(t, orig), snapshotBytes(t, restored))
+	}
+}
+
+// A snapshot taken mid warm-up (partial forests, windows not full) resumes
+// exactly too.
+func TestSnapshotDuringWarmup(t *testing.T) {
+	rows := scenario.SeedCPU(3, nil)
+	feed := mixedFeed(rows)
+	cfg := DefaultConfig()
+	for _, cut := range []int{0, 1, 5, 9, 20, 33} {
+		orig := New(cfg, 0)
+		for i := range cut {
+			feed(orig, i)
+		}
+		restored := New(cfg, 0)
+		require.NoError(t, restored.RestoreBytes(snapshotBytes(t, orig)))
+		for i := cut; i < cut+80; i++ {
+			require.Equal(t, feed(orig, i), feed(restored, i), "cut %d row %d", cut, i)
+		}
+	}
+}
+
+func TestRestoreCountsModelsAndKeepsLimit(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Shards = 2
+	src := New(cfg, 0)
+	for k := uint64(0); k < 10; k++ {
+		src.Observe(gaugeAt(k, 0, 1), int64(100+k))
+	}
+	snap := snapshotBytes(t, src)
+
+	d := New(cfg, 0)
+	d.Observe(gaugeAt(99, 0, 1), 1)
+	d.TakeStats()
+	require.NoError(t, d.RestoreBytes(snap))
+	assert.Equal(t, 10, d.Len())
+	// The series gauge follows: +10 restored, -1 replaced.
+	assert.Equal(t, int64(9), d.TakeStats().Created)
+
+	// With a limit of 3 per shard the most recently seen models stay.
+	lim := New(cfg, 6)
+	require.NoError(t, lim.RestoreBytes(snap))
+	assert.Equal(t, 6, lim.Len())
+	for k := uint64(6); k < 10; k++ {
+		assert.NotNil(t, lim.shards[k%2].series[k], "key %d", k)
+	}
+}
+
+func smallSnapshot(t testing.TB) (Config, []byte) {
+	cfg := DefaultConfig()
+	cfg.Trees, cfg.SampleSize, cfg.WindowSize, cfg.Warmup, cfg.RefitInterval, cfg.Contamination = 2, 4, 8, 8, 3, 0.1
+	cfg.Shards = 2
+	d := New(cfg, 0)
+	rows := scenario.SeedCPU(1, []int{15})
+	feed := mixedFeed(rows)
+	// Past the window's size, so the rings have wrapped.
+	for i := range 12 {
+		feed(d, i)
+	}
+	return cfg, snapshotBytes(t, d)
+}
+
+// reseal recomputes the checksum, so that damage gets past it and reaches
+// the validation of decoded values, as a crafted snapshot would.
+func reseal(b []byte) []byte {
+	if len(b) < 8 {
+		return b
+	}
+	b = bytes.Clone(b)
+	binary.LittleEndian.PutUint64(b[len(b)-8:], crc64.Checksum(b[:len(b)-8], crcTable))
+	return b
+}
+
+// exercise uses a restored detector on every kind of input.
+func exercise(d *Detector, from int) {
+	rows := scenario.SeedCPU(9, []int{from + 1})
+	feed := mixedFeed(rows)
+	for i := from; i < from+4 && i < len(rows); i++ {
+		feed(d, i)
+	}
+	var buf bytes.Buffer
+	_ = d.Snapshot(&buf)
+	d.Evict(math.MaxInt64)
+}
+
+func TestRestoreRejectsTruncated(t *testing.T) {
+	cfg, snap := smallSnapshot(t)
+	t.Logf("snapshot of 8 small models: %d bytes", len(snap))
+	d := New(cfg, 0)
+	for i := range len(snap) {
+		err := d.RestoreBytes(snap[:i])
+		require.ErrorIs(t, err, ErrSnapshotCorrupt, "truncated at %d", i)
+		require.Equal(t, 0, d.Len(), "a failed restore must change nothing")
+	}
+	// And with trailing bytes.
+	require.ErrorIs(t, d.RestoreBytes(append(bytes.Clone(snap), 0)), ErrSnapshotCorrupt)
+	require.NoError(t, d.RestoreBytes(snap))
+}
+
+func TestRestoreRejectsFlippedBytes(t *testing.T) {
+	cfg, snap := smallSnapshot(t)
+	stride := 1
+	if testing.Short() {
+		stride = 3
+	}
+	for i := 0; i < len(snap); i += stride {
+		for _, mask := range []byte{0x01, 0x80, 0xFF} {
+			b := bytes.Clone(snap)
+			b[i] ^= mask
+			d := New(cfg, 0)
+			d.Observe(gaugeAt(42, 0, 1), 0)
+			err := d.RestoreBytes(b)
+			require.Error(t, err, "byte %d ^ %#x", i, mask)
+			require.Equal(t, 1, d.Len(), "a failed restore must change nothing")
+		}
+	}
+}
+
+// With the checksum recomputed, every single-byte change either is rejected
+// by validation or yields a detector that works: no panic, no out-of-range
+// read in the scoring kernels.
+func TestRestoreValidatesResealed(t *testing.T) {
+	cfg, snap := smallSnapshot(t)
+	rejected := 0
+	masks := []byte{0x01, 0x80, 0xFF}
+	stride := 1
+	if testing.Short() {
+		masks, stride = masks[:1], 3
+	}
+	for i := 0; i < len(snap)-8; i += stride {
+		for _, mask := range masks {
+			b := bytes.Clone(snap)
+			b[i] ^= mask
+			d := New(cfg, 0)
+			if err := d.RestoreBytes(reseal(b)); err != nil {
+				rejected++
+				require.Equal(t, 0, d.Len())
+				continue
+			}
+			exercise(d, 12)
+		}
+	}
+	// Most bytes are floats (window values, ranges, thresholds) any value
+	// of which is valid; the structure around them is what gets rejected.
+	t.Logf("%d of %d resealed mutations rejected by validation", rejected, len(masks)*(len(snap)-8)/stride)
+	total := len(masks) * ((len(snap) - 8 + stride - 1) / stride)
+	assert.Positive(t, rejected)
+	assert.Less(t, rejected, total, "some mutations are valid snapshots, and were exercised")
+}
+
+func TestRestoreRejectsOtherConfig(t *testing.T) {
+	cfg, snap := smallSnapshot(t)
+	for name, change := range map[string]func(*Config){
+		"trees was 2, now 4":                    func(c *Config) { c.Trees = 4 },
+		"sample_size was 4, now 16":             func(c *Config) { c.SampleSize = 16 },
+		"window_size was 8, now 13":             func(c *Config) { c.WindowSize = 13 },
+		"warmup was 8, now 9":                   func(c *Config) { c.Warmup = 9 },
+		"refit_interval was 3, now 2":           func(c *Config) { c.RefitInterval = 2 },
+		"seed was 1, now 2":                     func(c *Config) { c.Seed = 2 },
+		"contamination > 0 was true, now false": func(c *Config) { c.Contamination = 0 },
+		"trees was 2, now 5, seed was 1, now 7": func(c *Config) { c.Trees, c.Seed = 5, 7 },
+	} {
+		c := cfg
+		change(&c)
+		err := New(c, 0).RestoreBytes(snap)
+		require.ErrorIs(t, err, ErrSnapshotIncompatible, name)
+		assert.Contains(t, err.Error(), name)
+	}
+	// What only changes how verdicts are read may change.
+	c := cfg
+	c.Threshold, c.Contamination, c.Shards = 0.7, 0.05, 7
+	c.Incidents.CloseAfter, c.Incidents.OpenWindow = 2, 1
+	d := New(c, 0)
+	require.NoError(t, d.RestoreBytes(snap))
+	exercise(d, 12)
+
+	// Another format version is named as such.
+	b := bytes.Clone(snap)
+	binary.LittleEndian.PutUint16(b[8:], 2)
+	err := New(cfg, 0).RestoreBytes(b)
+	require.ErrorIs(t, err, ErrSnapshotIncompatible)
+	assert.Contains(t, err.Error(), "format version 2")
+	// Not a snapshot at all.
+	err = New(cfg, 0).RestoreBytes([]byte("{\"hello\": 1}"))
+	require.ErrorIs(t, err, ErrSnapshotCorrupt)
+	assert.Contains(t, err.Error(), "not an iforest detector snapshot")
+}
+
+func TestRestoreErrorsAreClear(t *testing.T) {
+	cfg, snap := smallSnapshot(t)
+	b := bytes.Clone(snap)
+	b[len(b)/2] ^= 4
+	err := New(cfg, 0).RestoreBytes(b)
+	assert.Contains(t, err.Error(), "checksum mismatch")
+	err = New(cfg, 0).RestoreBytes(snap[:len(snap)/2])
+	assert.Contains(t, err.Error(), "snapshot is corrupt")
+}
+
+func TestEmptySnapshot(t *testing.T) {
+	cfg := DefaultConfig()
+	snap := snapshotBytes(t, New(cfg, 0))
+	assert.Len(t, snap, headerFixed+8*len(fingerprint(&cfg))+trailerLen)
+	d := New(cfg, 0)
+	require.NoError(t, d.RestoreBytes(snap))
+	assert.Equal(t, 0, d.Len())
+}
+
+// Every field of series must be in the snapshot. A new field fails this
+// test until appendSeries and decodeSeries handle it and the list below
+// names it.
+func TestSnapshotCoversSeries(t *testing.T) {
+	var names []string
+	typ := reflect.TypeFor[series]()
+	for i := range typ.NumField() {
+		names = append(names, typ.Field(i).Name)
+	}
+	assert.Equal(t, []string{
+		"rate", "kind", "dims", "lastSeen", "win", "head", "rows", "learned",
+		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "members",
+	}, names, "series changed: update snapshot.go (and its format version) first")
+	assert.Equal(t, 8, reflect.TypeFor[rateState]().NumField(), "rateState changed: update snapshot.go")
+	assert.Equal(t, 7, reflect.TypeFor[incident]().NumField(), "incident changed: update snapshot.go")
+	assert.Equal(t, 5, reflect.TypeFor[scoreQuantile]().NumField(), "scoreQuantile changed: update snapshot.go")
+	assert.Equal(t, 3, reflect.TypeFor[member]().NumField(), "member changed: update snapshot.go")
+}
+
+// FuzzRestore: no input makes Restore panic; an accepted snapshot gives a
+// detector that works. Each input is tried as is and resealed (checksum
+// recomputed), so that the fuzzer reaches the validation of decoded values.
+func FuzzRestore(f *testing.F) {
+	cfg, snap := smallSnapshot(f)
+	f.Add(snap)
+	f.Add(snap[:len(snap)/3])
+	for _, i := range []int{9, 20, 80, 81, 200, len(snap) / 2, len(snap) - 12} {
+		b := bytes.Clone(snap)
+		b[i] ^= 0x5A
+		f.Add(b)
+	}
+	f.Add(snapshotBytes(f, New(cfg, 0)))
+	f.Add([]byte{})
+	f.Add(snapshotMagic[:])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, in := range [][]byte{b, reseal(b)} {
+			d := New(cfg, 0)
+			if err := d.RestoreBytes(in); err != nil {
+				if d.Len() != 0 {
+					t.Fatalf("failed restore left %d models", d.Len())
+				}
+				continue
+			}
+			exercise(d, 12)
+		}
+	})
+}
+
+// BenchmarkSnapshot measures a snapshot and a restore of n models with
+// full windows and forests (default settings).
+func BenchmarkSnapshot(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		cfg := DefaultConfig()
+		d := New(cfg, 0)
+		rows := scenario.SeedCPU(1, nil)
+		for i := range cfg.WindowSize {
+			for k := range n {
+				d.Observe(gaugeAt(uint64(k), i, rows[i].Value+float64(k%7)), 0)
+			}
+		}
+		snap := snapshotBytes(b, d)
+		b.Run("snapshot/series="+strconv.Itoa(n), func(b *testing.B) {
+			b.SetBytes(int64(len(snap)))
+			var buf bytes.Buffer
+			buf.Grow(len(snap))
+			for b.Loop() {
+				buf.Reset()
+				if err := d.Snapshot(&buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(snap))/float64(n), "B/series")
+		})
+		b.Run("restore/series="+strconv.Itoa(n), func(b *testing.B) {
+			b.SetBytes(int64(len(snap)))
+			for b.Loop() {
+				if err := New(cfg, 0).RestoreBytes(snap); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
