@@ -296,7 +296,8 @@ func readEvents(t *testing.T, file string) []event {
 }
 
 // TestExamplesValidate checks every examples/*.yaml with the distribution's
-// validate command.
+// validate command; a file with only the processor's settings is checked
+// under processors: iforest: of a minimal configuration.
 func TestExamplesValidate(t *testing.T) {
 	bin := distBinary(t)
 	files, err := filepath.Glob(filepath.Join(repoRoot, "examples", "*.yaml"))
@@ -304,8 +305,13 @@ func TestExamplesValidate(t *testing.T) {
 	require.NotEmpty(t, files)
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			cmd := exec.Command(bin, "validate", "--config", f)
-			cmd.Dir = t.TempDir() // relative output paths in the examples stay out of the repository
+			dir := t.TempDir() // relative output paths in the examples stay out of the repository
+			cfg := f
+			if isProcessorSettings(t, f) {
+				cfg = processorSettingsConfig(t, f, dir)
+			}
+			cmd := exec.Command(bin, "validate", "--config", cfg)
+			cmd.Dir = dir
 			out, err := cmd.CombinedOutput()
 			require.NoError(t, err, "%s validate --config %s:\n%s", bin, f, out)
 		})

@@ -9,6 +9,7 @@
 //	nab   stream the NAB corpus through the processor, write and score results
 //	score score existing NAB-format results
 //	plot  draw one results file as a PNG
+//	replay run a CSV through the processor built from a config, write verdicts
 //
 // Each subcommand lives in its own file as run<Name>(args []string) error
 // with its own flag.FlagSet; add new ones to the switch below and to usage.
@@ -28,6 +29,8 @@ subcommands:
   nab    run the iforest processor over the NAB corpus, write NAB results, score them
   score  score NAB-format results of any detector against the label windows
   plot   draw a NAB results file (series, score, threshold, windows) as a PNG
+  replay run a CSV's rows through the processor built from a config file and
+         write every row's verdicts (per model and per column) as CSV
 
 Run "iforest-eval <subcommand> -h" for its flags.
 `
@@ -71,6 +74,8 @@ func main() {
 		err = runScore(args)
 	case "plot":
 		err = runPlot(args)
+	case "replay":
+		err = runReplay(args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, usageText)
 		return
