@@ -227,9 +227,17 @@ func entityKey(m *ModelConfig, res, dp pcommon.Map) uint64 {
 	return h
 }
 
-// claim feeds a number datapoint to every model feature that wants it and
-// reports whether any did (then it is not also scored on its own).
-func (p *iforestProcessor) claim(refs []featureRef, res pcommon.Map, dp pmetric.NumberDataPoint, b *batch) bool {
+// claim feeds a number datapoint to the first model feature that wants it
+// (in configuration order: a datapoint feeds one model, so verdicts never
+// mix) and reports whether one did; a claimed datapoint is not also scored
+// on its own. Models read levels: gauges and non-monotonic sums as they are,
+// delta sums per second of their interval. Cumulative counters need a
+// per-datapoint rate state that models do not keep, so they are left to the
+// per-series models.
+func (p *iforestProcessor) claim(refs []featureRef, res pcommon.Map, dp pmetric.NumberDataPoint, kind detector.Kind, b *batch) bool {
+	if kind == detector.CumulativeSum {
+		return false
+	}
 	var v float64
 	switch dp.ValueType() {
 	case pmetric.NumberDataPointValueTypeInt:
@@ -239,17 +247,22 @@ func (p *iforestProcessor) claim(refs []featureRef, res pcommon.Map, dp pmetric.
 	default:
 		return false
 	}
-	claimed := false
+	start, t := int64(dp.StartTimestamp()), int64(dp.Timestamp())
+	if kind == detector.DeltaSum && start != 0 && t > start {
+		v /= float64(t-start) / 1e9
+	}
+	if t == 0 {
+		t = b.now // no timestamp: the time it arrived
+	}
 	for _, r := range refs {
 		m := p.models[r.m]
 		f := &m.cfg.Features[r.f]
 		if !f.matches(dp.Attributes()) {
 			continue
 		}
-		claimed = true
 		if dp.Flags().NoRecordedValue() || math.IsNaN(v) || math.IsInf(v, 0) {
 			b.skipped[skipNoValue]++
-			continue
+			return true
 		}
 		key := entityKey(m.cfg, res, dp.Attributes())
 		if b.pending == nil {
@@ -266,10 +279,11 @@ func (p *iforestProcessor) claim(refs []featureRef, res pcommon.Map, dp pmetric.
 				perKey = pv.AsString()
 			}
 		}
-		pe.feats[r.f].add(v, int64(dp.Timestamp()), perKey, f.Per != "")
+		pe.feats[r.f].add(v, t, perKey, f.Per != "")
 		pe.dps = append(pe.dps, dp.Attributes())
+		return true
 	}
-	return claimed
+	return false
 }
 
 // scoreEntities observes one joined vector per entity touched by the batch
@@ -297,7 +311,13 @@ func (p *iforestProcessor) scoreEntities(b *batch) {
 			continue
 		}
 		top, contrib := explain(m.featureNames, v.Contributions)
-		for _, attrs := range pe.dps {
+		for i, attrs := range pe.dps {
+			if i == 1 {
+				// One incident, one start and one end: the transition goes on
+				// the first datapoint only, so that downstream events are not
+				// repeated per datapoint that fed the vector.
+				v.Incident = detector.NoTransition
+			}
 			p.attr.write(attrs, &v)
 			attrs.PutStr(p.attr.model, m.cfg.Name)
 			if v.Anomaly {

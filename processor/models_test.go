@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -44,7 +45,11 @@ func hostScrape(step int, busyA float64, withMemory bool) pmetric.Metrics {
 			busy = busyA
 		}
 		for c := 0; c < 2; c++ {
-			for state, v := range map[string]float64{"user": busy * 0.7, "system": busy * 0.3, "idle": 1 - busy} {
+			for _, sv := range []struct {
+				state string
+				v     float64
+			}{{"user", busy * 0.7}, {"system", busy * 0.3}, {"idle", 1 - busy}} {
+				state, v := sv.state, sv.v
 				dp := dps.AppendEmpty()
 				dp.Attributes().PutStr("cpu", []string{"cpu0", "cpu1"}[c])
 				dp.Attributes().PutStr("state", state)
@@ -59,7 +64,11 @@ func hostScrape(step int, busyA float64, withMemory bool) pmetric.Metrics {
 		mem.SetName("system.memory.utilization")
 		mdps := mem.SetEmptyGauge().DataPoints()
 		used := 0.55 + 0.02*math.Cos(float64(step*3+h))
-		for state, v := range map[string]float64{"used": used, "free": 1 - used} {
+		for _, sv := range []struct {
+			state string
+			v     float64
+		}{{"used", used}, {"free", 1 - used}} {
+			state, v := sv.state, sv.v
 			dp := mdps.AppendEmpty()
 			dp.Attributes().PutStr("state", state)
 			dp.SetTimestamp(ts)
@@ -225,4 +234,90 @@ func TestSkipReasonsAreDistinct(t *testing.T) {
 		assert.NotEqual(t, "unknown", r)
 		seen[r] = i
 	}
+}
+
+// twoGauges is one batch of metrics a and b (and a monotonic counter c) of
+// one resource; ts 0 leaves the timestamps unset.
+func twoGauges(a, bv float64, ts pcommon.Timestamp, counter int64) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+	for _, g := range []struct {
+		name string
+		v    float64
+	}{{"a", a}, {"b", bv}} {
+		m := ms.AppendEmpty()
+		m.SetName(g.name)
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(ts)
+		dp.SetDoubleValue(g.v)
+	}
+	c := ms.AppendEmpty()
+	c.SetName("c")
+	sum := c.SetEmptySum()
+	sum.SetIsMonotonic(true)
+	sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	dp := sum.DataPoints().AppendEmpty()
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(counter)
+	return md
+}
+
+func abModel(name string, threshold float64, metrics ...string) ModelConfig {
+	m := ModelConfig{Name: name, Staleness: time.Minute, Threshold: threshold}
+	for _, n := range metrics {
+		m.Features = append(m.Features, FeatureConfig{Metric: n})
+	}
+	return m
+}
+
+func TestModelEdgeCases(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	// m1 and m2 both want a; a datapoint feeds only the first model. c is a
+	// counter: models leave counters to the per-series path.
+	cfg.Models = []ModelConfig{abModel("m1", 0.8, "a", "b"), abModel("m2", 0.99, "a", "b"), abModel("m3", 0.8, "b", "c")}
+	require.NoError(t, cfg.Validate())
+	p, sink := newTestProcessor(t, cfg, metadatatest.NewSettings(componenttest.NewTelemetry()))
+	for i := 0; i < 60; i++ {
+		// No timestamps at all: models use the arrival time.
+		require.NoError(t, p.ConsumeMetrics(context.Background(), twoGauges(1+0.01*float64(i%7), 2+0.01*float64(i%5), 0, int64(i*10))))
+	}
+	out := sink.AllMetrics()[59].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := 0; i < 2; i++ {
+		attrs := out.At(i).Gauge().DataPoints().At(0).Attributes()
+		model, ok := attrs.Get("anomaly.model")
+		require.True(t, ok, "metric %s scored by a model without timestamps", out.At(i).Name())
+		assert.Equal(t, "m1", model.Str())
+	}
+	// m3 never gets b (m1 took it) nor c (a counter): c goes per-series.
+	cAttrs := out.At(2).Sum().DataPoints().At(0).Attributes()
+	_, byModel := cAttrs.Get("anomaly.model")
+	assert.False(t, byModel)
+	_, scored := cAttrs.Get("anomaly.score")
+	assert.True(t, scored, "the counter is scored on its own")
+}
+
+func TestModelIncidentTransitionOnOneDatapoint(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Models = []ModelConfig{hostModel()}
+	p, sink := newTestProcessor(t, cfg, metadatatest.NewSettings(componenttest.NewTelemetry()))
+	for step := 0; step < 80; step++ {
+		require.NoError(t, p.ConsumeMetrics(context.Background(), hostScrape(step, 0, true)))
+	}
+	require.NoError(t, p.ConsumeMetrics(context.Background(), hostScrape(80, 0.95, true)))
+	var started, withID int
+	for _, metric := range []string{"system.cpu.utilization", "system.memory.utilization"} {
+		for _, dp := range dpsOf(sink.AllMetrics()[80], "a", metric) {
+			if _, ok := dp.Attributes().Get("anomaly.model"); !ok {
+				continue // idle CPU and free memory: per-series models
+			}
+			if v, ok := dp.Attributes().Get("anomaly.incident"); ok && v.Str() == "started" {
+				started++
+			}
+			if _, ok := dp.Attributes().Get("anomaly.incident.id"); ok {
+				withID++
+			}
+		}
+	}
+	assert.Equal(t, 1, started, "one incident, one started mark")
+	assert.Equal(t, 5, withID, "every datapoint that fed the vector names the incident")
 }

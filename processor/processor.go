@@ -277,7 +277,7 @@ func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (
 func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
-		if b.refs != nil && p.claim(b.refs, b.res, dp, b) || !b.univariate {
+		if b.refs != nil && p.claim(b.refs, b.res, dp, kind, b) || !b.univariate {
 			continue
 		}
 		var v float64
