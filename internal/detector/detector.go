@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 
 	"github.com/otel-iforest/iforest/internal/forest"
 )
@@ -22,6 +23,8 @@ type Detector struct {
 	cfg      Config
 	shards   []shard
 	maxShard int // series per shard, 0 = unlimited
+	// Counters for TakeStats.
+	treesBuilt, created, evicted atomic.Int64
 	// growPerPoint is how many trees a warming model builds per observation,
 	// so that it has a full forest exactly when warm-up ends.
 	growPerPoint int
@@ -38,7 +41,6 @@ type Stats struct {
 type shard struct {
 	mu      sync.Mutex
 	series  map[uint64]*series
-	stats   Stats
 	scratch scratch
 	_       [64]byte // keep shards' locks on separate cache lines
 }
@@ -105,7 +107,7 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 			return Verdict{Status: OverLimit}
 		}
 		if s == nil {
-			sh.stats.Created++
+			d.created.Add(1)
 		}
 		s = d.newSeries(p.Key, p.Kind)
 		sh.series[p.Key] = s
@@ -206,7 +208,7 @@ func (d *Detector) vectorSeries(sh *shard, key uint64, n int, now int64) (*serie
 			return nil, Verdict{Status: OverLimit}
 		}
 		if s == nil {
-			sh.stats.Created++
+			d.created.Add(1)
 		}
 		s = d.newSeries(key, Vector)
 		s.dims = n
@@ -341,7 +343,7 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 		b.KeepBoxes(true) // see forest.ScoreAsInserted: multi-input points beyond the data on any input
 		sc.builders[s.dims] = b
 	}
-	sh.stats.TreesBuilt++
+	d.treesBuilt.Add(1)
 	return b.Build(sample, s.rng)
 }
 
@@ -359,7 +361,7 @@ func (d *Detector) Evict(cutoff int64) int {
 				n++
 			}
 		}
-		sh.stats.Evicted += int64(n)
+		d.evicted.Add(int64(n))
 		sh.mu.Unlock()
 		total += n
 	}
@@ -380,15 +382,7 @@ func (d *Detector) Len() int {
 
 // TakeStats returns the counters accumulated since the previous call.
 func (d *Detector) TakeStats() Stats {
-	var t Stats
-	for i := range d.shards {
-		sh := &d.shards[i]
-		sh.mu.Lock()
-		t.TreesBuilt += sh.stats.TreesBuilt
-		t.Created += sh.stats.Created
-		t.Evicted += sh.stats.Evicted
-		sh.stats = Stats{}
-		sh.mu.Unlock()
-	}
-	return t
+	// Atomics, not the shard locks: every batch takes the stats, and taking
+	// 64 locks per batch made concurrent callers contend.
+	return Stats{TreesBuilt: d.treesBuilt.Swap(0), Created: d.created.Swap(0), Evicted: d.evicted.Swap(0)}
 }

@@ -261,7 +261,7 @@ func (d *Detector) RestoreBytes(b []byte) error {
 			trimOldest(m, d.maxShard)
 		}
 		sh.mu.Lock()
-		sh.stats.Created += int64(len(m)) - int64(len(sh.series))
+		d.created.Add(int64(len(m)) - int64(len(sh.series)))
 		sh.series = m
 		sh.mu.Unlock()
 	}
