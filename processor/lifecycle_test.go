@@ -2,7 +2,10 @@ package iforestprocessor
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -55,4 +58,65 @@ func TestFailsOpen(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, want.DataPointCount(), out.DataPointCount())
 	metadatatest.AssertEqualProcessorIforestErrors(t, tt, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
+}
+
+// Several lives of the processor over one storage: each starts from what
+// the previous one saved, and Shutdown is safe to call twice.
+func TestRepeatedStartShutdownWithStorage(t *testing.T) {
+	store := newMemStorage()
+	host := extHost{storageID: store}
+	sent := 0
+	for life := 0; life < 3; life++ {
+		r, err := startPersisting(t, persistConfig(), host)
+		require.NoError(t, err)
+		from := life * 40 // past the 32-point warm-up within the first life
+		r.feed(t, from, from+40)
+		sent += 40
+		if life > 0 {
+			// Restored models score from the first point of this life.
+			first := r.sink.AllMetrics()[0]
+			scored, _ := scoredIn(first)
+			assert.Positive(t, scored, "life %d: first batch unscored", life)
+		}
+		require.NoError(t, r.p.Shutdown(context.Background()))
+		require.NoError(t, r.p.Shutdown(context.Background()))
+		assert.Len(t, r.sink.AllMetrics(), 40)
+	}
+	assert.Equal(t, 120, sent)
+}
+
+// Shutdown while other goroutines are still sending: no panic, no race, and
+// every batch a ConsumeMetrics call accepted reaches the next consumer.
+func TestShutdownWhileBatchesInFlight(t *testing.T) {
+	r, err := startPersisting(t, persistConfig(), extHost{storageID: newMemStorage()})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var accepted atomic.Int64
+	stop := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for step := 0; ; step++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				md := restartBatch(step)
+				md.ResourceMetrics().At(0).Resource().Attributes().PutInt("worker", int64(g))
+				n := md.DataPointCount()
+				if r.p.ConsumeMetrics(context.Background(), md) == nil {
+					accepted.Add(int64(n))
+				}
+			}
+		}(g)
+	}
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, r.p.Shutdown(context.Background()))
+	time.Sleep(50 * time.Millisecond) // batches arriving after shutdown still pass
+	close(stop)
+	wg.Wait()
+	assert.Positive(t, accepted.Load())
+	assert.Equal(t, int(accepted.Load()), r.sink.DataPointCount())
 }
