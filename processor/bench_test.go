@@ -109,8 +109,8 @@ func BenchmarkProcessor(b *testing.B) {
 // split between the goroutines (a series must arrive in order, so each owns
 // its share), warmed before the timer starts; the total is fixed so that
 // -cpu 1 and -cpu 2 score the same working set. Making each goroutine's
-// next batch is inside the timed loop (about 0.1 ms per 1000 datapoints). Compare -cpu 1,2: shards let throughput grow
-// with cores.
+// next batch is inside the timed loop (about 0.1 ms per 1000 datapoints).
+// Compare -cpu 1,2: shards let throughput grow with cores.
 func BenchmarkProcessorParallel(b *testing.B) {
 	cfg := createDefaultConfig().(*Config)
 	cfg.MaxSeries = 0
