@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -21,6 +20,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/processor/processortest"
 
+	"github.com/otel-iforest/iforest/internal/csvrow"
 	"github.com/otel-iforest/iforest/internal/metadata"
 	iforestprocessor "github.com/otel-iforest/iforest/processor"
 )
@@ -29,9 +29,6 @@ import (
 const (
 	replayServiceName = "iforest-eval-replay"
 	replayScopeName   = "github.com/otel-iforest/iforest/cmd/iforest-eval"
-	// replayTimeLayout is the CSV timestamp format (as iforest-replay and
-	// NAB), read as UTC; RFC 3339 is accepted too.
-	replayTimeLayout = "2006-01-02 15:04:05"
 )
 
 // runReplay implements "iforest-eval replay": it runs a CSV through the
@@ -253,7 +250,7 @@ func replayCSV(ctx context.Context, cfg *iforestprocessor.Config, in io.Reader, 
 		if len(rec) != len(header) {
 			return nil, fmt.Errorf("line %d: %d fields, the header has %d", line, len(rec), len(header))
 		}
-		ts, err := parseReplayTime(rec[tsIndex])
+		ts, err := csvrow.ParseTime(rec[tsIndex])
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
@@ -263,7 +260,7 @@ func replayCSV(ctx context.Context, cfg *iforestprocessor.Config, in io.Reader, 
 		sm := rm.ScopeMetrics().AppendEmpty()
 		sm.Scope().SetName(replayScopeName)
 		for j, c := range cols {
-			v, ok := parseCell(rec[idx[j]])
+			v, ok := csvrow.ParseValue(rec[idx[j]])
 			if !ok {
 				continue // empty or not a number: no datapoint
 			}
@@ -359,33 +356,6 @@ func univariateColumns(cfg *iforestprocessor.Config, cols []string) (map[string]
 		out[c] = selected && !taken
 	}
 	return out, nil
-}
-
-// parseReplayTime parses "YYYY-MM-DD HH:MM:SS" as UTC; RFC 3339 is
-// accepted too.
-func parseReplayTime(s string) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if t, err := time.ParseInLocation(replayTimeLayout, s, time.UTC); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t.UTC(), nil
-	}
-	return time.Time{}, fmt.Errorf("bad timestamp %q: want %q (UTC) or RFC 3339", s, replayTimeLayout)
-}
-
-// parseCell parses a value cell; empty, non-numeric, NaN and infinite cells
-// are not values.
-func parseCell(s string) (float64, bool) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, false
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, false
-	}
-	return v, true
 }
 
 // attrNames are the verdict attributes the replay reads.

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otel-iforest/iforest/internal/csvrow"
 	"github.com/otel-iforest/iforest/internal/scenario"
 	iforestprocessor "github.com/otel-iforest/iforest/processor"
 )
@@ -36,7 +37,7 @@ func seedCPUMemCSV(rows []scenario.Row2) string {
 		return 0
 	}
 	for _, r := range rows {
-		fmt.Fprintf(&b, "%s,%s,%s,%d,%d,%d\n", r.Time.Format(replayTimeLayout),
+		fmt.Fprintf(&b, "%s,%s,%s,%d,%d,%d\n", r.Time.Format(csvrow.TimeLayout),
 			strconv.FormatFloat(r.CPU, 'g', -1, 64), strconv.FormatFloat(r.Mem, 'g', -1, 64),
 			flag(r.CPUHit), flag(r.MemHit), flag(r.CPUHit || r.MemHit))
 	}

@@ -5,21 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/otel-iforest/iforest/internal/csvrow"
 )
 
 // scopeName is the instrumentation scope of every replayed metric.
 const scopeName = "github.com/otel-iforest/iforest/cmd/iforest-replay"
-
-// timestampLayout is the CSV timestamp format (NAB style), interpreted as UTC.
-// Fractional seconds are accepted too (time.Parse allows them after "05").
-const timestampLayout = "2006-01-02 15:04:05"
 
 // mapping says which CSV column becomes which metric.
 type mapping struct {
@@ -106,7 +102,7 @@ func (cr *csvReader) next() (row, error) {
 	if len(rec) <= need {
 		return row{}, fmt.Errorf("line %d: %d fields, need at least %d", cr.line, len(rec), need+1)
 	}
-	ts, err := parseTimestamp(rec[cr.tsIndex])
+	ts, err := csvrow.ParseTime(rec[cr.tsIndex])
 	if err != nil {
 		return row{}, fmt.Errorf("line %d: %w", cr.line, err)
 	}
@@ -115,32 +111,6 @@ func (cr *csvReader) next() (row, error) {
 		cells[j] = rec[i]
 	}
 	return row{Line: cr.line, Time: ts, Cells: cells}, nil
-}
-
-// parseTimestamp parses "YYYY-MM-DD HH:MM:SS" as UTC; RFC 3339 is accepted too.
-func parseTimestamp(s string) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if t, err := time.ParseInLocation(timestampLayout, s, time.UTC); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t.UTC(), nil
-	}
-	return time.Time{}, fmt.Errorf("bad timestamp %q: want %q (UTC)", s, timestampLayout)
-}
-
-// parseValue parses a cell. Empty, non-numeric, NaN and infinite cells are not
-// values.
-func parseValue(s string) (float64, bool) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, false
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, false
-	}
-	return v, true
 }
 
 // conversion is the result of rowsToMetrics.
@@ -171,7 +141,7 @@ func rowsToMetrics(rows []row, mappings []mapping, res []attribute) conversion {
 		var dps pmetric.NumberDataPointSlice
 		created := false
 		for _, r := range rows {
-			v, ok := parseValue(r.Cells[j])
+			v, ok := csvrow.ParseValue(r.Cells[j])
 			if !ok {
 				out.Skipped++
 				continue

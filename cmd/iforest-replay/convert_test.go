@@ -39,42 +39,6 @@ func readAll(t *testing.T, csvText, tsCol string, mappings []mapping) ([]row, er
 	}
 }
 
-func TestParseTimestamp(t *testing.T) {
-	for in, want := range map[string]string{
-		"2014-04-10 00:02:00":       "2014-04-10T00:02:00Z",
-		" 2014-04-10 00:02:00 ":     "2014-04-10T00:02:00Z",
-		"2014-04-10 00:02:00.5":     "2014-04-10T00:02:00.5Z",
-		"2014-04-10T02:02:00+02:00": "2014-04-10T00:02:00Z",
-	} {
-		got, err := parseTimestamp(in)
-		if err != nil {
-			t.Errorf("parseTimestamp(%q): %v", in, err)
-			continue
-		}
-		if w, _ := time.Parse(time.RFC3339Nano, want); !got.Equal(w) || got.Location() != time.UTC {
-			t.Errorf("parseTimestamp(%q) = %v, want %v UTC", in, got, want)
-		}
-	}
-	for _, bad := range []string{"", "yesterday", "2014-04-10", "10/04/2014 00:02"} {
-		if _, err := parseTimestamp(bad); err == nil {
-			t.Errorf("parseTimestamp(%q): want error", bad)
-		}
-	}
-}
-
-func TestParseValue(t *testing.T) {
-	for in, want := range map[string]float64{"1": 1, " -2.5 ": -2.5, "1e3": 1000, "0": 0} {
-		if got, ok := parseValue(in); !ok || got != want {
-			t.Errorf("parseValue(%q) = %v, %v; want %v", in, got, ok, want)
-		}
-	}
-	for _, bad := range []string{"", "  ", "abc", "NaN", "Inf", "-inf", "1,5"} {
-		if _, ok := parseValue(bad); ok {
-			t.Errorf("parseValue(%q): want not a value", bad)
-		}
-	}
-}
-
 func TestCSVReader(t *testing.T) {
 	const data = "\ufefftimestamp, value,other\n" +
 		"2014-04-10 00:00:00,1.5,x\n" +
