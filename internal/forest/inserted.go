@@ -41,7 +41,9 @@ func (t *Tree) PathLengthAsInserted(x []float64) float64 {
 			return h + stay*leafLen(*n)
 		}
 		v := x[n.feat]
-		h, stay = cutOff(v, n, depth, h, stay)
+		if outside(v, n) {
+			h, stay = cutOffOutside(v, n, depth, h, stay)
+		}
 		i = int(n.a) + b2i(v > float64(n.thr))
 	}
 }
@@ -49,12 +51,25 @@ func (t *Tree) PathLengthAsInserted(x []float64) float64 {
 // cutOff accounts for the chance that x is split off alone at internal node
 // n, ending at depth.
 func cutOff(v float64, n *node, depth int, h, stay float64) (float64, float64) {
+	if !outside(v, n) {
+		return h, stay
+	}
+	return cutOffOutside(v, n, depth, h, stay)
+}
+
+// outside is the cheap test the walks make at every node (inlined): most
+// points are inside most ranges. NaN is never outside.
+func outside(v float64, n *node) bool {
+	return v < float64(n.lo) || v > float64(n.hi)
+}
+
+//go:noinline
+func cutOffOutside(v float64, n *node, depth int, h, stay float64) (float64, float64) {
+	lo, hi := float64(n.lo), float64(n.hi)
 	// Ranges come from float32 training data: compare at that precision so
 	// that rounding noise (a constant mean computed as 0.20000000000000284)
 	// is not "beyond the data".
-	v = float64(float32(v))
-	lo, hi := float64(n.lo), float64(n.hi)
-	if v >= lo && v <= hi || v != v {
+	if v32 := float64(float32(v)); v32 >= lo && v32 <= hi {
 		return h, stay
 	}
 	ext := v - hi
@@ -88,9 +103,12 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 		box := t.boxes[i*2*d : (i+1)*2*d]
 		var p float64
 		for f := 0; f < d; f++ {
-			v, lo, hi := float64(float32(x[f])), float64(box[2*f]), float64(box[2*f+1])
+			v, lo, hi := x[f], float64(box[2*f]), float64(box[2*f+1])
 			if v >= lo && v <= hi || v != v {
 				continue
+			}
+			if v = float64(float32(v)); v >= lo && v <= hi {
+				continue // float32 rounding noise, see cutOff
 			}
 			ext := v - hi
 			if v < lo {
@@ -152,7 +170,9 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 					continue
 				}
 				v := x[n.feat]
-				l.h[k], l.stay[k] = cutOff(v, n, depth, l.h[k], l.stay[k])
+				if outside(v, n) {
+					l.h[k], l.stay[k] = cutOffOutside(v, n, depth, l.h[k], l.stay[k])
+				}
 				l.i[k] = int(n.a) + b2i(v > float64(n.thr))
 			}
 		}
