@@ -180,6 +180,9 @@ func (d *treeDecoder) box(ni int) ([]float32, error) {
 		if !ok {
 			return nil, errTreeTruncated
 		}
+		if v != v { // ranges of data: never NaN
+			return nil, fmt.Errorf("%w: NaN in a node's box", ErrCorruptTree)
+		}
 		box[i] = v
 	}
 	return box, nil
@@ -201,6 +204,10 @@ func (d *treeDecoder) decode(ni, depth int) error {
 		}
 		if count > MaxSampleSize {
 			return fmt.Errorf("%w: leaf with %d samples", ErrCorruptTree, count)
+		}
+		// A leaf's range comes from its data (or is unbounded): never NaN.
+		if lo != lo || hi != hi {
+			return fmt.Errorf("%w: leaf range [%v, %v]", ErrCorruptTree, lo, hi)
 		}
 		d.samples += uint64(count)
 		d.nodes[ni] = node{thr: float32(depth), a: count, feat: leafFeat, lo: lo, hi: hi}
