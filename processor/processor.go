@@ -208,13 +208,13 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 		h := m.Histogram()
 		kind := histKind(h.AggregationTemporality())
 		for _, dp := range h.DataPoints().All() {
-			p.histogram(m, dp, kind, mh, b)
+			histogram(p, m, dp, kind, mh, b)
 		}
 	case pmetric.MetricTypeExponentialHistogram:
 		h := m.ExponentialHistogram()
 		kind := histKind(h.AggregationTemporality())
 		for _, dp := range h.DataPoints().All() {
-			p.histogram(m, dp, kind, mh, b)
+			histogram(p, m, dp, kind, mh, b)
 		}
 	case pmetric.MetricTypeSummary:
 		dps := m.Summary().DataPoints()
@@ -248,8 +248,10 @@ type histPoint interface {
 	Timestamp() pcommon.Timestamp
 }
 
-// histogram scores a histogram datapoint by its count and sum.
-func (p *iforestProcessor) histogram(m pmetric.Metric, dp histPoint, kind detector.Kind, mh uint64, b *batch) {
+// histogram scores a histogram datapoint by its count and sum. Generic rather
+// than taking the interface, so that a datapoint is not boxed (allocated)
+// on its way in.
+func histogram[P histPoint](p *iforestProcessor, m pmetric.Metric, dp P, kind detector.Kind, mh uint64, b *batch) {
 	if dp.Flags().NoRecordedValue() {
 		b.skipped[skipNoValue]++
 		return

@@ -109,7 +109,7 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 		if s == nil {
 			d.created.Add(1)
 		}
-		s = d.newSeries(p.Key, p.Kind)
+		s = d.newSeries(p.Key, p.Kind, p.Kind.dims())
 		sh.series[p.Key] = s
 	}
 	s.lastSeen = now
@@ -177,27 +177,6 @@ type member struct {
 	set   bool
 }
 
-// ObserveVector scores and learns one observation of a multivariate model:
-// x holds one value per feature, always in the same order for a key. t is
-// the observation's time (unix nanoseconds, 0 if unknown).
-func (d *Detector) ObserveVector(key uint64, t int64, x []float64, now int64) Verdict {
-	sh := &d.shards[key%uint64(len(d.shards))]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	s, v := d.vectorSeries(sh, key, len(x), now)
-	if s == nil {
-		return v
-	}
-	if finite(x, len(x)) != Scored {
-		return Verdict{Status: InvalidValue}
-	}
-	if s.rate.time != 0 && t != 0 && t <= s.rate.time {
-		return Verdict{Status: OutOfOrder}
-	}
-	s.rate.time = t
-	return d.judge(sh, s, key, t, x)
-}
-
 // vectorSeries finds or makes the multivariate model of key with n
 // features; a model whose feature count changed starts over. With the
 // series limit reached it returns nil and the verdict to give.
@@ -210,9 +189,7 @@ func (d *Detector) vectorSeries(sh *shard, key uint64, n int, now int64) (*serie
 		if s == nil {
 			d.created.Add(1)
 		}
-		s = d.newSeries(key, Vector)
-		s.dims = n
-		s.win = make([]float32, 0, d.cfg.WindowSize*n)
+		s = d.newSeries(key, Vector, n)
 		s.members = make([]member, n)
 		sh.series[key] = s
 	}
@@ -243,8 +220,8 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 	return v
 }
 
-func (d *Detector) newSeries(key uint64, kind Kind) *series {
-	s := &series{kind: kind, dims: kind.dims()}
+func (d *Detector) newSeries(key uint64, kind Kind, dims int) *series {
+	s := &series{kind: kind, dims: dims}
 	s.win = make([]float32, 0, d.cfg.WindowSize*s.dims)
 	// Each series has its own stream, derived from the seed and its key, so
 	// its verdicts do not depend on which other series share the process.

@@ -17,7 +17,7 @@ const (
 	CumulativeHistogram
 	// DeltaHistogram: V0 is the interval's count, V1 its sum.
 	DeltaHistogram
-	// Vector: a multivariate observation given to ObserveVector.
+	// Vector: a joined multivariate observation (see ObserveMembers).
 	Vector
 )
 
