@@ -264,21 +264,20 @@ func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 	if s.rows < minTrain {
 		return
 	}
-	if s.forest == nil || len(s.forest.Trees()) < d.cfg.Trees {
-		trees := make([]*forest.Tree, 0, d.cfg.Trees)
-		if s.forest != nil {
-			trees = s.forest.Trees()
+	if s.forest == nil {
+		s.forest = forest.New(s.dims, nil)
+	}
+	if n := len(s.forest.Trees()); n < d.cfg.Trees {
+		for i := 0; i < d.growPerPoint && n+i < d.cfg.Trees; i++ {
+			s.forest.Add(d.sample(sh, s))
 		}
-		for i := 0; i < d.growPerPoint && len(trees) < d.cfg.Trees; i++ {
-			trees = append(trees, d.buildTree(sh, s))
-		}
-		s.forest = forest.New(s.dims, trees)
 		return
 	}
 	s.toRefit++
 	if s.toRefit >= d.cfg.RefitInterval {
 		s.toRefit = 0
-		s.forest.SetTree(s.nextTree, d.buildTree(sh, s))
+		b, sample, rng := d.sample(sh, s)
+		s.forest.Rebuild(s.nextTree, b, sample, rng)
 		s.nextTree = (s.nextTree + 1) % d.cfg.Trees
 	}
 }
@@ -289,9 +288,9 @@ func toFloat32(f float64) float32 {
 	return float32(max(-math.MaxFloat32, min(math.MaxFloat32, f)))
 }
 
-// buildTree draws a subsample of the window without replacement and builds
-// one tree on it.
-func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
+// sample draws a subsample of the window without replacement and returns
+// what the forest needs to build one tree on it.
+func (d *Detector) sample(sh *shard, s *series) (*forest.Builder, []float32, *rand.Rand) {
 	sc := &sh.scratch
 	n := min(d.cfg.SampleSize, s.rows)
 	if cap(sc.perm) < s.rows {
@@ -320,8 +319,9 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 		b.KeepBoxes(true) // see forest.ScoreAsInserted: multi-input points beyond the data on any input
 		sc.builders[s.dims] = b
 	}
+	sc.sample = sample
 	d.treesBuilt.Add(1)
-	return b.Build(sample, s.rng)
+	return b, sample, s.rng
 }
 
 // Evict drops the models of series not seen since before cutoff (unix

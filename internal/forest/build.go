@@ -8,8 +8,8 @@ import (
 )
 
 // Builder holds scratch space for building trees so that, once warmed up,
-// building a tree allocates only the returned Tree and its exact-size node
-// slice. A Builder is not safe for concurrent use.
+// Build allocates only the returned Tree and its exact-size node slice, and
+// Forest.Rebuild nothing. A Builder is not safe for concurrent use.
 type Builder struct {
 	dims  int
 	idx   []uint16 // row indices of the sample, partitioned in place per node
@@ -21,6 +21,8 @@ type Builder struct {
 	// Scratch for picking among non-constant features at a node.
 	cand       []uint16
 	cmin, cmax []float32
+
+	view Tree // the last tree built, a view of nodes and boxes
 
 	// Per-Build state, cleared afterwards so the Builder retains no caller data.
 	sample []float32
@@ -52,6 +54,12 @@ func (b *Builder) KeepBoxes(on bool) { b.keepBoxes = on && b.dims > 1 }
 // (they are ignored when choosing a split) and infinite ranges degrade to
 // splits at the range's minimum.
 func (b *Builder) Build(sample []float32, rng *rand.Rand) *Tree {
+	return b.build(sample, rng).clone()
+}
+
+// build is Build into the Builder's scratch space: the tree it returns is a
+// view that the next build overwrites (see Forest.Rebuild).
+func (b *Builder) build(sample []float32, rng *rand.Rand) *Tree {
 	d := b.dims
 	rows := len(sample) / d
 	if rows < 1 || rows*d != len(sample) {
@@ -72,14 +80,11 @@ func (b *Builder) Build(sample []float32, rng *rand.Rand) *Tree {
 		b.boxes = append(b.boxes, make([]float32, 2*d)...)
 	}
 	b.grow(0, 0, rows, 0)
-
-	nodes := make([]node, len(b.nodes))
-	copy(nodes, b.nodes)
 	b.sample, b.rng = nil, nil
-	t := newTree(nodes, rows)
+	t := &b.view
+	t.init(b.nodes, rows)
 	if b.keepBoxes {
-		t.boxes = append([]float32(nil), b.boxes...)
-		t.dims = int32(d)
+		t.boxes, t.dims = b.boxes, int32(d)
 	}
 	return t
 }

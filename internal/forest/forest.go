@@ -4,28 +4,54 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"unsafe"
 )
 
 // Forest is an ensemble of isolation trees over dims features.
 //
-// Score and Attribution only read the forest and may run concurrently with
-// each other; SetTree mutates it and must be synchronised by the owner.
+// The forest owns its trees' storage: the nodes (and boxes) of all trees
+// sit in one slab, tree after tree, and the tree headers in one array. A
+// process that holds thousands of forests scores each point against one
+// forest whose trees would otherwise be scattered over as many heap pages as
+// there are trees; one slab keeps a score's loads on a few pages (fewer TLB
+// and cache misses) and lets a refit replace a tree without allocating.
+//
+// Score, ScoreAsInserted and Attribution only read the forest and may run
+// concurrently with each other; SetTree, Rebuild and Add mutate it (in
+// place) and must be synchronised by the owner.
 type Forest struct {
 	dims  int
-	trees []*Tree
+	trees []*Tree // trees[i] == &hdr[i]
+	hdr   []Tree  // headers; their nodes and boxes are views into the slabs
+	nodes []node
+	boxes []float32
 }
 
-// New returns a forest over dims features made of trees (the slice is
-// copied). It panics if dims is out of range or a tree splits on a feature
-// >= dims, since scoring would then index past x.
+// New returns a forest over dims features made of copies of trees. It
+// panics if dims is out of range or a tree splits on a feature >= dims,
+// since scoring would then index past x.
 func New(dims int, trees []*Tree) *Forest {
 	if dims < 1 || dims > MaxFeatures {
 		panic(fmt.Sprintf("forest: dims %d out of range [1, %d]", dims, MaxFeatures))
 	}
-	f := &Forest{dims: dims, trees: make([]*Tree, len(trees))}
-	for i, t := range trees {
-		f.SetTree(i, t)
+	f := &Forest{dims: dims}
+	nodes, boxes := 0, 0
+	for _, t := range trees {
+		f.check(t)
+		nodes += len(t.nodes)
+		boxes += len(t.boxes)
 	}
+	f.nodes = make([]node, 0, nodes+nodes/8)
+	if boxes > 0 {
+		f.boxes = make([]float32, 0, boxes+boxes/8)
+	}
+	f.hdr = make([]Tree, 0, len(trees))
+	for _, t := range trees {
+		f.hdr = append(f.hdr, *t)
+		f.nodes = append(f.nodes, t.nodes...)
+		f.boxes = append(f.boxes, t.boxes...)
+	}
+	f.reslice()
 	return f
 }
 
@@ -68,13 +94,24 @@ func Fit(data []float32, dims int, opts Options) *Forest {
 	rng := rand.New(pcg)
 	s := newSampler(rows, psi)
 	sample := make([]float32, psi*dims)
-	trees := make([]*Tree, nTrees)
-	for i := range trees {
+	f := New(dims, nil)
+	f.hdr = make([]Tree, 0, nTrees)
+	for i := range nTrees {
 		pcg.Seed(opts.Seed, pcgStream^mix64(uint64(i)))
 		s.draw(rng, data, dims, sample)
-		trees[i] = b.Build(sample, rng)
+		f.Add(b, sample, rng)
 	}
-	return &Forest{dims: dims, trees: trees}
+	f.compact()
+	return f
+}
+
+// compact drops the slabs' room for growth (a fitted forest does not change).
+func (f *Forest) compact() {
+	f.nodes = append(make([]node, 0, len(f.nodes)), f.nodes...)
+	if f.boxes != nil {
+		f.boxes = append(make([]float32, 0, len(f.boxes)), f.boxes...)
+	}
+	f.reslice()
 }
 
 // mix64 is the splitmix64 finaliser: it spreads consecutive tree indices
@@ -124,35 +161,125 @@ func (s *sampler) draw(rng *rand.Rand, data []float32, dims int, dst []float32) 
 	}
 }
 
-// Trees returns the forest's trees (the internal slice; do not modify).
+// Trees returns the forest's trees (the internal slice; do not modify). The
+// trees are views into the forest's storage: they change when the forest
+// does (SetTree, Rebuild, Add), so a caller must not keep them past that.
 func (f *Forest) Trees() []*Tree { return f.trees }
 
 // Dims returns the number of features.
 func (f *Forest) Dims() int { return f.dims }
 
-// SetTree replaces tree i, for rolling refits by the forest's owner. It is
-// not safe for concurrent use with Score or Attribution; the owner must
-// synchronise. It panics if t splits on a feature >= Dims().
+// SetTree replaces tree i with a copy of t, for rolling refits by the
+// forest's owner. It is not safe for concurrent use with scoring; the owner
+// must synchronise. It panics if t splits on a feature >= Dims().
 func (f *Forest) SetTree(i int, t *Tree) {
+	f.check(t)
+	f.place(i, t)
+}
+
+// Rebuild replaces tree i with one built by b from sample (as b.Build
+// would), without allocating once the forest's storage has room.
+func (f *Forest) Rebuild(i int, b *Builder, sample []float32, rng *rand.Rand) {
+	f.place(i, f.built(b, sample, rng))
+}
+
+// Add appends a tree built by b from sample (as b.Build would).
+func (f *Forest) Add(b *Builder, sample []float32, rng *rand.Rand) {
+	t := f.built(b, sample, rng)
+	f.hdr = append(f.hdr, Tree{})
+	f.place(len(f.hdr)-1, t)
+}
+
+// built builds a tree into b's scratch space and returns a view of it,
+// valid until b builds again.
+func (f *Forest) built(b *Builder, sample []float32, rng *rand.Rand) *Tree {
+	if b.dims != f.dims {
+		panic(fmt.Sprintf("forest: builder has %d dims but forest has %d", b.dims, f.dims))
+	}
+	return b.build(sample, rng)
+}
+
+func (f *Forest) check(t *Tree) {
 	if t == nil {
 		panic("forest: nil tree")
 	}
 	if m := t.maxFeature(); m >= f.dims {
 		panic(fmt.Sprintf("forest: tree splits on feature %d but forest has %d dims", m, f.dims))
 	}
-	f.trees[i] = t
 }
 
-// MemoryBytes approximates the bytes retained by the forest: node slices,
+// place copies t into slot i of the slabs (moving the trees after it when
+// the size changes) and points the headers at their new places.
+func (f *Forest) place(i int, t *Tree) {
+	if overlaps(f.nodes, t.nodes) {
+		t = t.clone() // t is one of ours: copy it out before the slab moves
+	}
+	at, boxAt := 0, 0
+	for k := range f.hdr[:i] {
+		at += len(f.hdr[k].nodes)
+		boxAt += len(f.hdr[k].boxes)
+	}
+	f.nodes = splice(f.nodes, at, len(f.hdr[i].nodes), t.nodes)
+	f.boxes = splice(f.boxes, boxAt, len(f.hdr[i].boxes), t.boxes)
+	f.hdr[i] = *t
+	f.reslice()
+}
+
+// reslice points every header at its trees' part of the slabs (in order,
+// each as long as its current view) and refreshes the pointer slice.
+func (f *Forest) reslice() {
+	at, boxAt := 0, 0
+	if cap(f.trees) < len(f.hdr) {
+		f.trees = make([]*Tree, len(f.hdr), cap(f.hdr))
+	}
+	f.trees = f.trees[:len(f.hdr)]
+	for k := range f.hdr {
+		h := &f.hdr[k]
+		n := len(h.nodes)
+		h.nodes = f.nodes[at : at+n : at+n]
+		at += n
+		if h.boxes != nil {
+			n = len(h.boxes)
+			h.boxes = f.boxes[boxAt : boxAt+n : boxAt+n]
+			boxAt += n
+		}
+		f.trees[k] = h
+	}
+}
+
+// splice replaces s[at:at+old] with repl, growing s (with some room for
+// later trees being larger) when needed.
+func splice[T any](s []T, at, old int, repl []T) []T {
+	n := len(s) - old + len(repl)
+	end := len(s)
+	if n > cap(s) {
+		grown := make([]T, len(s), n+n/8+16)
+		copy(grown, s)
+		s = grown
+	}
+	if n > end {
+		s = s[:n]
+	}
+	copy(s[at+len(repl):], s[at+old:end]) // copy is a memmove
+	copy(s[at:], repl)
+	return s[:n]
+}
+
+// overlaps reports whether t's nodes are a view into slab.
+func overlaps(slab, t []node) bool {
+	if len(t) == 0 || cap(slab) == 0 {
+		return false
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(slab)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(t)))
+	return p >= start && p < start+uintptr(cap(slab))*unsafe.Sizeof(node{})
+}
+
+// MemoryBytes approximates the bytes retained by the forest: the slabs, the
 // tree headers, the tree pointer slice and the Forest header.
 func (f *Forest) MemoryBytes() int {
-	n := 32 + 8*cap(f.trees) // Forest{dims, []*Tree} + pointer array
-	for _, t := range f.trees {
-		if t != nil {
-			n += t.MemoryBytes()
-		}
-	}
-	return n
+	return int(unsafe.Sizeof(Forest{})) + 8*cap(f.trees) + int(unsafe.Sizeof(Tree{}))*cap(f.hdr) +
+		int(unsafe.Sizeof(node{}))*cap(f.nodes) + 4*cap(f.boxes)
 }
 
 // Score returns the anomaly score s(x) = 2^(-mean_t(h_t(x)/c(psi_t))) in

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -497,7 +498,8 @@ func TestMemoryBytes(t *testing.T) {
 		// 16 bytes per node: split and data range.
 		assert.Equal(t, 16*tr.NumNodes()+treeHeaderBytes, tr.MemoryBytes())
 	}
-	assert.Equal(t, 16*nodes+100*(treeHeaderBytes+8)+32, f.MemoryBytes())
+	// A fitted forest's slab is exactly sized; headers sit in one array.
+	assert.Equal(t, 16*nodes+100*(int(unsafe.Sizeof(Tree{}))+8)+int(unsafe.Sizeof(Forest{})), f.MemoryBytes())
 }
 
 func TestNewValidates(t *testing.T) {
@@ -532,4 +534,84 @@ func TestPlainFallback(t *testing.T) {
 			require.InDelta(t, plain, fast, 1e-13)
 		}
 	}
+}
+
+// The forest keeps its trees in one slab: replacing trees of other sizes
+// moves the trees behind them. Whatever the sequence of Rebuild, SetTree and
+// Add, the forest must score exactly like a forest of separately built trees.
+func TestSlabMatchesSeparateTrees(t *testing.T) {
+	for _, dims := range []int{1, 3} {
+		data := gaussData(2000, dims, 5)
+		b, ref := NewBuilder(dims), NewBuilder(dims)
+		b.KeepBoxes(true)
+		ref.KeepBoxes(true)
+		rngA := rand.New(rand.NewPCG(4, 4))
+		rngB := rand.New(rand.NewPCG(4, 4))
+		pick := rand.New(rand.NewPCG(5, 5))
+		sample := func() []float32 {
+			n := 2 + pick.IntN(120) // sizes vary, so trees do
+			at := pick.IntN(2000 - n)
+			return data[at*dims : (at+n)*dims]
+		}
+		f := New(dims, nil)
+		var trees []*Tree
+		for range 6 {
+			s := sample()
+			f.Add(b, s, rngA)
+			trees = append(trees, ref.Build(s, rngB))
+		}
+		for step := range 300 {
+			i := pick.IntN(len(trees))
+			s := sample()
+			switch step % 3 {
+			case 0:
+				f.Rebuild(i, b, s, rngA)
+				trees[i] = ref.Build(s, rngB)
+			case 1:
+				tr := ref.Build(s, pick) // its own stream: A and B stay aligned
+				f.SetTree(i, tr)
+				trees[i] = tr
+			default:
+				// A tree of the forest itself, which the move must not clobber.
+				j := pick.IntN(len(trees))
+				f.SetTree(i, f.Trees()[j])
+				trees[i] = trees[j]
+			}
+			if step%50 == 49 && len(trees) < 12 {
+				s := sample()
+				f.Add(b, s, rngA)
+				trees = append(trees, ref.Build(s, rngB))
+			}
+			want := New(dims, trees)
+			x := make([]float64, dims)
+			for k := range x {
+				x[k] = 3 * pick.NormFloat64()
+			}
+			require.Len(t, f.Trees(), len(trees))
+			for k, tr := range f.Trees() {
+				require.Equal(t, trees[k].nodes, tr.nodes, "step %d tree %d", step, k)
+				require.Equal(t, trees[k].boxes, tr.boxes, "step %d tree %d", step, k)
+			}
+			require.Equal(t, want.Score(x), f.Score(x))
+			require.Equal(t, want.ScoreAsInserted(x), f.ScoreAsInserted(x))
+		}
+		assert.LessOrEqual(t, f.MemoryBytes(), 2*New(dims, trees).MemoryBytes(), "slab room stays bounded")
+	}
+}
+
+func TestRebuildAllocatesNothing(t *testing.T) {
+	data := gaussData(256, 1, 1)
+	f := Fit(data, 1, Options{Trees: 32, SampleSize: 32, Seed: 1})
+	b := NewBuilder(1)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for i := range 64 { // let the slab reach its working size
+		f.Rebuild(i%32, b, data[(i%8)*32:(i%8+1)*32], rng)
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(200, func() {
+		f.Rebuild(i%32, b, data[(i%8)*32:(i%8+1)*32], rng)
+		i++
+	})
+	assert.Less(t, allocs, 0.1, "a rolling refit allocates (almost) never")
+	assert.Panics(t, func() { f.Rebuild(0, NewBuilder(2), data[:4], rng) }, "builder of other dims")
 }

@@ -131,12 +131,16 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 	}
 }
 
-// lanes walks up to 8 trees in lockstep so that their node loads, which miss
-// the cache once a process holds many models, overlap instead of queueing.
+// lanes walks up to laneCount trees in lockstep so that their node loads,
+// which miss the cache once a process holds many models, overlap instead of
+// queueing: a walk costs about depth x memory latency, not trees x depth.
+// 32 covers the detector's default forest in one pass.
+const laneCount = 32
+
 type lanes struct {
-	i       [8]int
-	h, stay [8]float64
-	nodes   [8][]node
+	i       [laneCount]int
+	h, stay [laneCount]float64
+	nodes   [laneCount][]node
 	n       int
 	steps   int
 }
@@ -157,7 +161,7 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 	}
 	var l lanes
 	for trees := f.trees; len(trees) > 0; trees = trees[l.n:] {
-		l.n = min(len(trees), 8)
+		l.n = min(len(trees), laneCount)
 		l.steps = 0
 		for k, t := range trees[:l.n] {
 			l.nodes[k], l.i[k], l.h[k], l.stay[k] = t.nodes, 0, 0, 1

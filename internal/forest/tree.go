@@ -116,13 +116,32 @@ func (t *Tree) Depth() int { return int(t.depth) }
 
 // newTree wraps an exactly-sized node slice.
 func newTree(nodes []node, psi int) *Tree {
+	t := new(Tree)
+	t.init(nodes, psi)
+	return t
+}
+
+// init makes t a tree (without boxes) over nodes built from psi samples.
+func (t *Tree) init(nodes []node, psi int) {
 	d := 0
 	for _, n := range nodes {
 		if n.feat == leafFeat && int(n.thr) > d {
 			d = int(n.thr)
 		}
 	}
-	return &Tree{nodes: nodes, invC: normaliser(psi), psi: int32(psi), depth: int32(d)}
+	*t = Tree{nodes: nodes, invC: normaliser(psi), psi: int32(psi), depth: int32(d)}
+}
+
+// clone returns a copy of t with storage of its own (exact-size slices).
+func (t *Tree) clone() *Tree {
+	c := *t
+	c.nodes = make([]node, len(t.nodes))
+	copy(c.nodes, t.nodes)
+	if t.boxes != nil {
+		c.boxes = make([]float32, len(t.boxes))
+		copy(c.boxes, t.boxes)
+	}
+	return &c
 }
 
 // maxFeature returns the largest feature index used by a split, or -1.
