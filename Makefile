@@ -128,8 +128,9 @@ unit: ## go test -race -short ./...
 	$(GO) test -race -short -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: quality
-quality: ## the long evaluations on ../shared/data (skipped when it is absent), without -race
+quality: ## the long evaluations on ../shared/data (skipped when it is absent) and the million-series limit test, without -race
 	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) -run 'TestODDSMatchesScikitLearn|TestNABCorpus' ./cmd/iforest-eval/
+	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) -run 'TestMillionSeriesUnderLimit' ./processor/
 
 # End-to-end tests run against the built distribution. They live in package
 # e2e/ behind the `e2e` build tag and find the binary via OTELCOL_IFOREST_BIN.

@@ -34,8 +34,11 @@ type iforestProcessor struct {
 	models []*model
 	refs   map[string][]featureRef // metric name -> model features it feeds
 
-	lastSweep atomic.Int64
-	skipAttrs [numSkip]metric.MeasurementOption
+	clock       func() time.Time // tests' clock for the models' recency; nil: time.Now
+	lastSweep   atomic.Int64
+	memReported atomic.Int64
+	skipAttrs   [numSkip]metric.MeasurementOption
+	evictAttrs  [2]metric.MeasurementOption // idle, limit
 }
 
 // Skip reasons: the detector's statuses plus what the processor itself
@@ -98,6 +101,9 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		}
 		p.skipAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", skipReason(i))))
 	}
+	for i, reason := range []string{"idle", "limit"} {
+		p.evictAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", reason)))
+	}
 	p.lastSweep.Store(time.Now().UnixNano())
 	return p, nil
 }
@@ -117,6 +123,8 @@ type batch struct {
 	scores    pmetric.MetricSlice // score metrics made for the current scope
 	cur       *scoreMetrics
 	det       detector.Stats
+	mem       int64 // the models' estimated bytes after the batch
+	memKnown  bool
 
 	// Multivariate models: the current resource's attributes, the model
 	// features fed by the current metric, and what entities got this batch.
@@ -132,6 +140,9 @@ type batch struct {
 func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metrics) (pmetric.Metrics, error) {
 	start := time.Now()
 	b := batch{now: start.UnixNano()}
+	if p.clock != nil {
+		b.now = p.clock().UnixNano()
+	}
 	failed := false
 	func() {
 		defer func() {
@@ -148,7 +159,12 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 			st := m.det.TakeStats()
 			b.det.TreesBuilt += st.TreesBuilt
 			b.det.Created += st.Created
-			b.det.Evicted += st.Evicted
+			b.det.EvictedIdle += st.EvictedIdle
+			b.det.EvictedLimit += st.EvictedLimit
+		}
+		b.mem, b.memKnown = p.det.MemoryBytes(), true
+		for _, m := range p.models {
+			b.mem += m.det.MemoryBytes()
 		}
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
@@ -417,11 +433,20 @@ func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, to
 	if st.TreesBuilt > 0 {
 		t.ProcessorIforestTreesRefit.Add(ctx, st.TreesBuilt)
 	}
-	if d := st.Created - st.Evicted; d != 0 {
+	if d := st.Created - st.EvictedIdle - st.EvictedLimit; d != 0 {
 		t.ProcessorIforestSeriesActive.Add(ctx, d)
 	}
-	if st.Evicted > 0 {
-		t.ProcessorIforestSeriesEvicted.Add(ctx, st.Evicted)
+	if st.EvictedIdle > 0 {
+		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedIdle, p.evictAttrs[0])
+	}
+	if st.EvictedLimit > 0 {
+		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedLimit, p.evictAttrs[1])
+	}
+	// Deltas of an atomic total: concurrent batches' reports add up to it.
+	if b.memKnown {
+		if d := b.mem - p.memReported.Swap(b.mem); d != 0 {
+			t.ProcessorIforestSeriesMemory.Add(ctx, d)
+		}
 	}
 	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
 }

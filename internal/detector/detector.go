@@ -22,9 +22,9 @@ const maxDims = 2
 type Detector struct {
 	cfg      Config
 	shards   []shard
-	maxShard int // series per shard, 0 = unlimited
 	// Counters for TakeStats.
-	treesBuilt, created, evicted atomic.Int64
+	treesBuilt, created, evictedIdle, evictedLimit atomic.Int64
+	bytes                                          atomic.Int64 // estimated, see MemoryBytes
 	// growPerPoint is how many trees a warming model builds per observation,
 	// so that it has a full forest exactly when warm-up ends.
 	growPerPoint int
@@ -35,14 +35,19 @@ type Detector struct {
 type Stats struct {
 	TreesBuilt int64
 	Created    int64
-	Evicted    int64
+	// Models dropped because they were idle longer than the TTL (Evict)...
+	EvictedIdle int64
+	// ...or to make room for a new series at the series limit.
+	EvictedLimit int64
 }
 
 type shard struct {
-	mu      sync.Mutex
-	series  map[uint64]*series
-	scratch scratch
-	_       [64]byte // keep shards' locks on separate cache lines
+	mu         sync.Mutex
+	series     map[uint64]*series
+	once, more recency // see recency.go
+	limit      int     // most models held, 0 = unlimited
+	scratch    scratch
+	_          [64]byte // keep shards' locks on separate cache lines
 }
 
 // scratch is per-shard working memory, used under the shard lock, so the hot
@@ -60,7 +65,13 @@ type series struct {
 	rate     rateState
 	kind     Kind
 	dims     int
+	key      uint64
 	lastSeen int64
+	// The shard's recency lists (recency.go).
+	prev, next *series
+	repeat     bool  // seen more than once
+	interval   int64 // usual time between sightings (caller's clock)
+	bytes      int   // estimated size, see memBytes
 
 	win     []float32 // ring buffer of the last WindowSize inputs, row-major
 	head    int       // next row to write
@@ -80,9 +91,20 @@ type series struct {
 
 // New returns a detector. cfg must be valid (see Config.Validate).
 func New(cfg Config, maxSeries int) *Detector {
-	d := &Detector{cfg: cfg, shards: make([]shard, cfg.Shards)}
+	n := cfg.Shards
 	if maxSeries > 0 {
-		d.maxShard = (maxSeries + cfg.Shards - 1) / cfg.Shards
+		n = min(n, maxSeries)
+	}
+	d := &Detector{cfg: cfg, shards: make([]shard, n)}
+	if maxSeries > 0 {
+		// The limit is kept per shard; the shards' limits add up to it
+		// exactly, at least one model each.
+		for i := range d.shards {
+			d.shards[i].limit = maxSeries / n
+			if i < maxSeries%n {
+				d.shards[i].limit++
+			}
+		}
 	}
 	span := cfg.Warmup - minTrain + 1
 	d.growPerPoint = (cfg.Trees + span - 1) / span
@@ -100,19 +122,19 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 	defer sh.mu.Unlock()
 
 	s := sh.series[p.Key]
-	if s == nil || s.kind != p.Kind {
+	if s != nil && s.kind != p.Kind {
 		// A series whose metric changed type starts over: its history is in
 		// other units.
-		if s == nil && d.maxShard > 0 && len(sh.series) >= d.maxShard {
+		d.forget(sh, s)
+		s = nil
+	}
+	if s == nil {
+		if s = d.create(sh, p.Key, p.Kind, p.Kind.dims(), now); s == nil {
 			return Verdict{Status: OverLimit}
 		}
-		if s == nil {
-			d.created.Add(1)
-		}
-		s = d.newSeries(p.Key, p.Kind, p.Kind.dims())
-		sh.series[p.Key] = s
+	} else {
+		sh.touch(s, now)
 	}
-	s.lastSeen = now
 
 	x := sh.scratch.x[:s.dims]
 	if st := s.rate.toInputs(&p, x); st != Scored {
@@ -182,19 +204,41 @@ type member struct {
 // series limit reached it returns nil and the verdict to give.
 func (d *Detector) vectorSeries(sh *shard, key uint64, n int, now int64) (*series, Verdict) {
 	s := sh.series[key]
-	if s == nil || s.kind != Vector || s.dims != n {
-		if s == nil && d.maxShard > 0 && len(sh.series) >= d.maxShard {
+	if s != nil && (s.kind != Vector || s.dims != n) {
+		d.forget(sh, s)
+		s = nil
+	}
+	if s == nil {
+		if s = d.create(sh, key, Vector, n, now); s == nil {
 			return nil, Verdict{Status: OverLimit}
 		}
-		if s == nil {
-			d.created.Add(1)
-		}
-		s = d.newSeries(key, Vector, n)
 		s.members = make([]member, n)
-		sh.series[key] = s
+		d.resized(s)
+	} else {
+		sh.touch(s, now)
 	}
-	s.lastSeen = now
 	return s, Verdict{}
+}
+
+// create makes a model for key, evicting one if the shard is full; nil if
+// it cannot (see place).
+func (d *Detector) create(sh *shard, key uint64, kind Kind, dims int, now int64) *series {
+	if !d.place(sh, now) {
+		return nil
+	}
+	s := d.newSeries(key, kind, dims)
+	sh.add(key, s, now)
+	d.created.Add(1)
+	d.resized(s)
+	return s
+}
+
+// forget drops the model s (of a series that changed type) so that a new
+// one takes its place; it does not count as an eviction.
+func (d *Detector) forget(sh *shard, s *series) {
+	sh.drop(s.key, s)
+	d.bytes.Add(-int64(s.bytes))
+	d.created.Add(-1)
 }
 
 // judge scores x against the series' forest, explains and groups the
@@ -217,12 +261,14 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 		s.inc.update(&d.cfg.Incidents, key, t, &v)
 	}
 	d.learn(sh, s, x, v)
+	d.resized(s)
 	return v
 }
 
 func (d *Detector) newSeries(key uint64, kind Kind, dims int) *series {
-	s := &series{kind: kind, dims: dims}
-	s.win = make([]float32, 0, d.cfg.WindowSize*s.dims)
+	// The window grows as the series does (see learn): most of a burst of
+	// new series never come back, and should not each cost a full window.
+	s := &series{kind: kind, dims: dims, key: key}
 	// Each series has its own stream, derived from the seed and its key, so
 	// its verdicts do not depend on which other series share the process.
 	s.pcg = *rand.NewPCG(d.cfg.Seed, key)
@@ -245,6 +291,9 @@ func (d *Detector) threshold(s *series) float64 {
 // every RefitInterval points, so no single call pays for a whole refit.
 func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 	if s.rows < d.cfg.WindowSize {
+		if len(s.win)+len(x) > cap(s.win) {
+			s.growWindow(d.cfg.WindowSize)
+		}
 		for _, f := range x {
 			s.win = append(s.win, toFloat32(f))
 		}
@@ -280,6 +329,14 @@ func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 		s.forest.Rebuild(s.nextTree, b, sample, rng)
 		s.nextTree = (s.nextTree + 1) % d.cfg.Trees
 	}
+}
+
+// growWindow doubles the window's capacity, up to exactly WindowSize rows.
+func (s *series) growWindow(windowSize int) {
+	rows := min(max(2*cap(s.win)/s.dims, 16), windowSize)
+	w := make([]float32, len(s.win), rows*s.dims)
+	copy(w, s.win)
+	s.win = w
 }
 
 // toFloat32 saturates instead of overflowing to infinity, so a value near
@@ -325,23 +382,24 @@ func (d *Detector) sample(sh *shard, s *series) (*forest.Builder, []float32, *ra
 }
 
 // Evict drops the models of series not seen since before cutoff (unix
-// nanoseconds) and returns how many it dropped.
+// nanoseconds) and returns how many it dropped. It walks each recency list
+// from its least recently seen end, so it costs what it drops, not what is
+// held.
 func (d *Detector) Evict(cutoff int64) int {
 	total := 0
 	for i := range d.shards {
 		sh := &d.shards[i]
 		sh.mu.Lock()
-		n := 0
-		for k, s := range sh.series {
-			if s.lastSeen < cutoff {
-				delete(sh.series, k)
-				n++
+		for _, l := range []*recency{&sh.once, &sh.more} {
+			for s := l.tail; s != nil && s.lastSeen < cutoff; s = l.tail {
+				sh.drop(s.key, s)
+				d.bytes.Add(-int64(s.bytes))
+				total++
 			}
 		}
-		d.evicted.Add(int64(n))
 		sh.mu.Unlock()
-		total += n
 	}
+	d.evictedIdle.Add(int64(total))
 	return total
 }
 
@@ -361,5 +419,10 @@ func (d *Detector) Len() int {
 func (d *Detector) TakeStats() Stats {
 	// Atomics, not the shard locks: every batch takes the stats, and taking
 	// 64 locks per batch made concurrent callers contend.
-	return Stats{TreesBuilt: d.treesBuilt.Swap(0), Created: d.created.Swap(0), Evicted: d.evicted.Swap(0)}
+	return Stats{
+		TreesBuilt:   d.treesBuilt.Swap(0),
+		Created:      d.created.Swap(0),
+		EvictedIdle:  d.evictedIdle.Swap(0),
+		EvictedLimit: d.evictedLimit.Swap(0),
+	}
 }

@@ -166,22 +166,86 @@ func TestKindChangeRestartsModel(t *testing.T) {
 	assert.Equal(t, 1, d.Len())
 }
 
-func TestMaxSeriesAndEviction(t *testing.T) {
+func TestIdleEviction(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Shards = 1
-	d := New(cfg, 3)
+	d := New(cfg, 0)
 	for k := uint64(0); k < 3; k++ {
 		assert.Equal(t, Warmup, d.Observe(gaugeAt(k, 0, 1), 100).Status)
 	}
-	assert.Equal(t, OverLimit, d.Observe(gaugeAt(3, 0, 1), 100).Status)
 	assert.Equal(t, Warmup, d.Observe(gaugeAt(0, 1, 1), 200).Status)
 	assert.Equal(t, 2, d.Evict(150))
 	assert.Equal(t, 1, d.Len())
 	st := d.TakeStats()
-	assert.Equal(t, int64(3), st.Created)
-	assert.Equal(t, int64(2), st.Evicted)
+	assert.Equal(t, Stats{Created: 3, EvictedIdle: 2}, st)
 	assert.Equal(t, Stats{}, d.TakeStats())
-	assert.Equal(t, Warmup, d.Observe(gaugeAt(3, 0, 1), 300).Status)
+	assert.Equal(t, 0, d.Evict(150), "the series seen at 200 stays")
+}
+
+// At the limit a new series takes the place of the least recently seen
+// model, preferring models seen only once.
+func TestLimitEvictsLeastRecentlySeen(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Shards = 1
+	d := New(cfg, 3)
+	obs := func(k uint64, i int, now int64) Status { return d.Observe(gaugeAt(k, i, 1), now).Status }
+	// 0, 1 and 2 are established (seen twice); 1 is the least recent.
+	for k := uint64(0); k < 3; k++ {
+		obs(k, 0, 10)
+	}
+	obs(1, 1, 20)
+	obs(0, 1, 30)
+	obs(2, 1, 40)
+	require.Equal(t, 3, d.Len())
+
+	assert.Equal(t, Warmup, obs(3, 0, 50), "series 3 evicts series 1")
+	require.Nil(t, d.shards[0].series[1])
+	// One-off series replace each other, not the established 0 and 2.
+	for k := uint64(4); k < 10; k++ {
+		assert.Equal(t, Warmup, obs(k, 0, 60+int64(k)))
+	}
+	assert.NotNil(t, d.shards[0].series[0])
+	assert.NotNil(t, d.shards[0].series[2])
+	assert.NotNil(t, d.shards[0].series[9])
+	assert.Equal(t, 3, d.Len())
+	// Series 1 comes back as new, with a fresh model.
+	assert.Equal(t, Warmup, obs(1, 2, 100))
+	assert.Equal(t, 1, d.shards[0].series[1].learned)
+	st := d.TakeStats()
+	assert.Equal(t, int64(8), st.EvictedLimit)
+	assert.Equal(t, int64(8+3), st.Created)
+
+	// Within one batch (the same now) models are not evicted for others:
+	// newcomers beyond the limit pass unscored.
+	for k := uint64(20); k < 23; k++ {
+		require.Equal(t, Warmup, obs(k, 0, 200))
+	}
+	assert.Equal(t, OverLimit, obs(23, 0, 200))
+	assert.Equal(t, Warmup, obs(23, 0, 201), "the next batch may evict")
+}
+
+// The memory estimate follows models as they are made, grow and go.
+func TestMemoryEstimate(t *testing.T) {
+	cfg := DefaultConfig()
+	d := New(cfg, 0)
+	assert.Zero(t, d.MemoryBytes())
+	for i := 0; i < 300; i++ {
+		for k := uint64(0); k < 10; k++ {
+			d.Observe(gaugeAt(k, i, float64(i%7)+float64(k)), int64(i))
+		}
+	}
+	var want int64
+	for i := range d.shards {
+		for _, s := range d.shards[i].series {
+			want += int64(s.memBytes())
+		}
+	}
+	assert.Equal(t, want, d.MemoryBytes())
+	per := d.MemoryBytes() / 10
+	assert.Greater(t, per, int64(8<<10), "a warm model holds a forest")
+	assert.Less(t, per, int64(64<<10))
+	d.Evict(1 << 62)
+	assert.Zero(t, d.MemoryBytes())
 }
 
 func TestContaminationThreshold(t *testing.T) {

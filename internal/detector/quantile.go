@@ -1,5 +1,7 @@
 package detector
 
+import "unsafe"
+
 import "math"
 
 // scoreQuantile estimates high quantiles of a series' recent scores with a
@@ -14,6 +16,8 @@ type scoreQuantile struct {
 }
 
 const quantBins = 200
+
+func (q *scoreQuantile) memBytes() int { return int(unsafe.Sizeof(*q)) }
 
 func newScoreQuantile(halfLifePoints int) *scoreQuantile {
 	// Weight growth per point such that a score's relative weight halves

@@ -257,12 +257,21 @@ func (d *Detector) RestoreBytes(b []byte) error {
 	for i := range d.shards {
 		sh := &d.shards[i]
 		m := decoded[i]
-		if d.maxShard > 0 && len(m) > d.maxShard {
-			trimOldest(m, d.maxShard)
+		if sh.limit > 0 && len(m) > sh.limit {
+			trimOldest(m, sh.limit)
 		}
 		sh.mu.Lock()
 		d.created.Add(int64(len(m)) - int64(len(sh.series)))
-		sh.series = m
+		for _, s := range sh.series {
+			d.bytes.Add(-int64(s.bytes))
+		}
+		sh.series, sh.once, sh.more = m, recency{}, recency{}
+		// Restored models count as seen again, in their saved order.
+		for _, s := range byLastSeen(m) {
+			s.repeat = true
+			sh.more.pushFront(s)
+			d.resized(s)
+		}
 		sh.mu.Unlock()
 	}
 	return nil
@@ -270,17 +279,23 @@ func (d *Detector) RestoreBytes(b []byte) error {
 
 // trimOldest keeps the n most recently seen models of m.
 func trimOldest(m map[uint64]*series, n int) {
-	keys := slices.Collect(maps.Keys(m))
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := m[keys[i]], m[keys[j]]
-		if a.lastSeen != b.lastSeen {
-			return a.lastSeen > b.lastSeen
-		}
-		return keys[i] < keys[j]
-	})
-	for _, k := range keys[n:] {
-		delete(m, k)
+	all := byLastSeen(m)
+	for _, s := range all[:len(all)-n] {
+		delete(m, s.key)
 	}
+}
+
+// byLastSeen returns the models of m, least recently seen first (ties by key).
+func byLastSeen(m map[uint64]*series) []*series {
+	all := slices.Collect(maps.Values(m))
+	sort.Slice(all, func(i, j int) bool {
+		a, b := all[i], all[j]
+		if a.lastSeen != b.lastSeen {
+			return a.lastSeen < b.lastSeen
+		}
+		return a.key < b.key
+	})
+	return all
 }
 
 func corrupt(format string, args ...any) error {
@@ -444,7 +459,7 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 	} else if int(dims) != kind.dims() {
 		return 0, nil, corrupt("kind %d with %d inputs", kind, dims)
 	}
-	s := &series{kind: kind, dims: int(dims)}
+	s := &series{kind: kind, dims: int(dims), key: key}
 	s.lastSeen = int64(r.u64())
 
 	rs := &s.rate
@@ -471,13 +486,9 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 	if r.err != nil {
 		return 0, nil, r.err
 	}
-	// Live models allocate the whole window up front; so does a restored
-	// one, unless that is large and the snapshot does not fill it (no
-	// gigabytes for a few bytes of crafted input): append grows it then.
+	// Exactly sized: learn grows a window that is not full yet (and a
+	// crafted snapshot cannot make us allocate more than it holds).
 	capRows := int(rows)
-	if cfg.WindowSize*int(dims) <= 1<<16 {
-		capRows = cfg.WindowSize
-	}
 	s.win = make([]float32, int(rows)*int(dims), capRows*int(dims))
 	for i := range s.win {
 		v := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))

@@ -309,8 +309,10 @@ func TestSnapshotCoversSeries(t *testing.T) {
 	for i := range typ.NumField() {
 		names = append(names, typ.Field(i).Name)
 	}
+	// key is the record's key; prev, next, repeat (the recency lists) and
+	// bytes are rebuilt on restore; interval is learnt again.
 	assert.Equal(t, []string{
-		"rate", "kind", "dims", "lastSeen", "win", "head", "rows", "learned",
+		"rate", "kind", "dims", "key", "lastSeen", "prev", "next", "repeat", "interval", "bytes", "win", "head", "rows", "learned",
 		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "members",
 	}, names, "series changed: update snapshot.go (and its format version) first")
 	assert.Equal(t, 8, reflect.TypeFor[rateState]().NumField(), "rateState changed: update snapshot.go")
@@ -382,4 +384,36 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 		})
 	}
+}
+
+// A restored detector has its recency lists and memory estimate back: the
+// limit evicts its least recently seen models and idle eviction finds them.
+func TestRestoreRebuildsRecencyAndMemory(t *testing.T) {
+	cfg, snap := smallSnapshot(t)
+	d := New(cfg, 0)
+	require.NoError(t, d.RestoreBytes(snap))
+	var want int64
+	n := 0
+	for i := range d.shards {
+		sh := &d.shards[i]
+		listed := 0
+		for _, l := range []*recency{&sh.once, &sh.more} {
+			for s := l.head; s != nil; s = s.next {
+				require.Same(t, sh.series[s.key], s)
+				if s.next != nil {
+					require.GreaterOrEqual(t, s.lastSeen, s.next.lastSeen, "most recent first")
+				}
+				listed++
+			}
+		}
+		require.Equal(t, len(sh.series), listed)
+		for _, s := range sh.series {
+			want += int64(s.memBytes())
+		}
+		n += len(sh.series)
+	}
+	require.Positive(t, n)
+	assert.Equal(t, want, d.MemoryBytes())
+	assert.Equal(t, n, d.Evict(1<<62))
+	assert.Zero(t, d.MemoryBytes())
 }

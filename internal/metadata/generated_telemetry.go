@@ -33,6 +33,7 @@ type TelemetryBuilder struct {
 	ProcessorIforestErrors            metric.Int64Counter
 	ProcessorIforestSeriesActive      metric.Int64UpDownCounter
 	ProcessorIforestSeriesEvicted     metric.Int64Counter
+	ProcessorIforestSeriesMemory      metric.Int64UpDownCounter
 	ProcessorIforestSnapshotErrors    metric.Int64Counter
 	ProcessorIforestTreesRefit        metric.Int64Counter
 }
@@ -105,8 +106,14 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesEvicted, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_series_evicted",
-		metric.WithDescription("Number of series models dropped because the series was not seen for series_ttl. [Alpha]"),
+		metric.WithDescription("Number of series models dropped, by reason (idle - not seen for series_ttl; limit - least recently seen model replaced by a new series at max_series). [Alpha]"),
 		metric.WithUnit("{series}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorIforestSeriesMemory, err = builder.meter.Int64UpDownCounter(
+		"otelcol_processor_iforest_series_memory",
+		metric.WithDescription("Estimated memory held by the series models (windows, forests and state). [Alpha]"),
+		metric.WithUnit("By"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSnapshotErrors, err = builder.meter.Int64Counter(

@@ -119,7 +119,7 @@ func AssertEqualProcessorIforestSeriesActive(t *testing.T, tt *componenttest.Tel
 func AssertEqualProcessorIforestSeriesEvicted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_series_evicted",
-		Description: "Number of series models dropped because the series was not seen for series_ttl. [Alpha]",
+		Description: "Number of series models dropped, by reason (idle - not seen for series_ttl; limit - least recently seen model replaced by a new series at max_series). [Alpha]",
 		Unit:        "{series}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -128,6 +128,22 @@ func AssertEqualProcessorIforestSeriesEvicted(t *testing.T, tt *componenttest.Te
 		},
 	}
 	got, err := tt.GetMetric("otelcol_processor_iforest_series_evicted")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorIforestSeriesMemory(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_iforest_series_memory",
+		Description: "Estimated memory held by the series models (windows, forests and state). [Alpha]",
+		Unit:        "By",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: false,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_iforest_series_memory")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }

@@ -26,6 +26,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorIforestErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestSeriesActive.Add(context.Background(), 1)
 	tb.ProcessorIforestSeriesEvicted.Add(context.Background(), 1)
+	tb.ProcessorIforestSeriesMemory.Add(context.Background(), 1)
 	tb.ProcessorIforestSnapshotErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestTreesRefit.Add(context.Background(), 1)
 	AssertEqualProcessorIforestAnomalies(t, testTel,
@@ -47,6 +48,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestSeriesEvicted(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorIforestSeriesMemory(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestSnapshotErrors(t, testTel,
