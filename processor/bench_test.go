@@ -102,6 +102,59 @@ func BenchmarkProcessor(b *testing.B) {
 			runtime.KeepAlive(p)
 		})
 	}
+	b.Run("highcard", func(b *testing.B) {
+		b.Run("series=1000000", func(b *testing.B) { benchmarkHighcard(b, 1000000) })
+	})
+}
+
+// benchHighcard is the warmed processor of the high-cardinality benchmark,
+// kept across the benchmark's runs: warming a million series takes a while.
+var benchHighcard struct {
+	p         processor.Metrics
+	round     int
+	perSeries float64
+}
+
+// benchmarkHighcard is BenchmarkProcessor/highcard: the high-cardinality
+// mode on series gauges of one metric, every series past its baseline
+// warm-up, fed 1000 datapoints a batch. Reports dp/s and the heap retained
+// per series (B/series).
+func benchmarkHighcard(b *testing.B, series int) {
+	const batch = 1000
+	rng := rand.New(rand.NewPCG(1, 2))
+	ctx := context.Background()
+	hb := &benchHighcard
+	if hb.p == nil {
+		cfg := createDefaultConfig().(*Config)
+		cfg.HighCardinality.Enabled = true
+		cfg.HighCardinality.MaxSeries = 0
+		before := heapInUse()
+		hb.p = newBenchProcessor(b, cfg)
+		for ; hb.round <= cfg.HighCardinality.Warmup; hb.round++ {
+			for from := 0; from < series; from += batch {
+				if err := hb.p.ConsumeMetrics(ctx, gaugeBatch(from, batch, hb.round, rng)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		hb.perSeries = float64(heapInUse()-before) / float64(series)
+	}
+	b.ResetTimer()
+	from := 0
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		md := gaugeBatch(from, batch, hb.round, rng)
+		from += batch
+		if from >= series {
+			from, hb.round = 0, hb.round+1
+		}
+		b.StartTimer()
+		if err := hb.p.ConsumeMetrics(ctx, md); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "dp/s")
+	b.ReportMetric(hb.perSeries, "B/series")
 }
 
 // BenchmarkProcessorParallel feeds one processor from GOMAXPROCS goroutines

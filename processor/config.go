@@ -37,6 +37,10 @@ type Config struct {
 	// model of its own series.
 	Univariate bool `mapstructure:"univariate"`
 
+	// HighCardinality replaces per-series models of univariate datapoints
+	// by one model per metric (see HighCardinalityConfig).
+	HighCardinality HighCardinalityConfig `mapstructure:"high_cardinality"`
+
 	// Incidents groups a series' anomalous points into incidents.
 	Incidents IncidentsConfig `mapstructure:"incidents"`
 
@@ -127,10 +131,27 @@ func createDefaultConfig() component.Config {
 			MetricSuffix:    ".anomaly_score",
 		},
 		Univariate:         true,
+		HighCardinality:    HighCardinalityConfig{Warmup: 8, MaxSeries: 1000000},
 		MaxSeries:          10000,
 		SeriesTTL:          time.Hour,
 		CheckpointInterval: time.Minute,
 	}
+}
+
+// HighCardinalityConfig is the high-cardinality mode: one model per metric
+// (and per value of the group_by attributes) learns the standardised
+// deviations of all its series, and each series keeps only its own level
+// and spread (a few hundred bytes instead of a forest).
+type HighCardinalityConfig struct {
+	// Enabled switches univariate datapoints to the shared models.
+	Enabled bool `mapstructure:"enabled"`
+	// GroupBy splits a metric's model by these attributes (looked up on the
+	// datapoint, then on the resource), e.g. [service.name].
+	GroupBy []string `mapstructure:"group_by"`
+	// Warmup is the points a series needs before its baseline is used.
+	Warmup int `mapstructure:"warmup"`
+	// MaxSeries caps the series baselines held (0 = no limit).
+	MaxSeries int `mapstructure:"max_series"`
 }
 
 func (c *Config) detectorConfig() detector.Config {
@@ -189,6 +210,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Output.Mode != OutputAttributes && c.Output.MetricSuffix == "" {
 		errs = append(errs, errors.New("output.metric_suffix: must not be empty (the score metric would take the source metric's name)"))
+	}
+	hc := &c.HighCardinality
+	if hc.Warmup < 2 || hc.Warmup > c.WindowSize {
+		errs = append(errs, fmt.Errorf("high_cardinality.warmup: must be between 2 and window_size (%d), got %d", c.WindowSize, hc.Warmup))
+	}
+	if hc.MaxSeries < 0 {
+		errs = append(errs, fmt.Errorf("high_cardinality.max_series: must be 0 (no limit) or positive, got %d", hc.MaxSeries))
+	}
+	for i, k := range hc.GroupBy {
+		if k == "" {
+			errs = append(errs, fmt.Errorf("high_cardinality.group_by[%d]: must not be empty", i))
+		}
 	}
 	if c.MaxSeries < 0 {
 		errs = append(errs, fmt.Errorf("max_series: must be 0 (no limit) or positive, got %d", c.MaxSeries))

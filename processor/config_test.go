@@ -46,6 +46,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "bad_quantile"), wantErr: "summary_quantile: must be in [0, 1], got 1.5"},
 		{id: component.NewIDWithName(metadata.Type, "bad_incidents"), wantErr: "incidents.open_after: must be between 1 and incidents.open_window (3), got 4"},
 		{id: component.NewIDWithName(metadata.Type, "bad_max_series"), wantErr: "max_series: must be 0 (no limit) or positive, got -1"},
+		{id: component.NewIDWithName(metadata.Type, "high_cardinality"), want: func(c *Config) {
+			c.HighCardinality = HighCardinalityConfig{Enabled: true, GroupBy: []string{"service.name"}, Warmup: 16, MaxSeries: 2000000}
+		}},
+		{id: component.NewIDWithName(metadata.Type, "bad_high_cardinality"), wantErr: "high_cardinality.warmup: must be between 2 and window_size (512), got 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {

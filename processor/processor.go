@@ -22,6 +22,7 @@ import (
 type iforestProcessor struct {
 	cfg    *Config
 	det    *detector.Detector
+	shared *detector.Shared // high_cardinality: univariate points go here instead of det
 	tel    *metadata.TelemetryBuilder
 	logger *zap.Logger
 
@@ -68,6 +69,9 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		attr:        newAttrNames(cfg.Output.AttributePrefix),
 		writeAttrs:  cfg.Output.Mode != OutputMetric,
 		writeMetric: cfg.Output.Mode != OutputAttributes,
+	}
+	if hc := cfg.HighCardinality; hc.Enabled {
+		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries)
 	}
 	for _, s := range cfg.Metrics.Include {
 		re, err := compileAnchored(s)
@@ -162,7 +166,15 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 			b.det.EvictedIdle += st.EvictedIdle
 			b.det.EvictedLimit += st.EvictedLimit
 		}
-		b.mem, b.memKnown = p.det.MemoryBytes(), true
+		if p.shared != nil {
+			st := p.shared.TakeStats()
+			b.det.TreesBuilt += st.TreesBuilt
+			b.det.Created += st.Created
+			b.det.EvictedIdle += st.EvictedIdle
+			b.det.EvictedLimit += st.EvictedLimit
+			b.mem += p.shared.MemoryBytes()
+		}
+		b.mem, b.memKnown = b.mem+p.det.MemoryBytes(), true
 		for _, m := range p.models {
 			b.mem += m.det.MemoryBytes()
 		}
@@ -320,7 +332,12 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 // observe asks the detector for a verdict and writes it out.
 func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint64, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
 	pt.Key = combine(mh, hashMapExcept(attrs, p.cfg.Output.AttributePrefix))
-	v := p.det.Observe(pt, b.now)
+	var v detector.Verdict
+	if p.shared != nil {
+		v = p.shared.Observe(pt, p.groupKey(m, attrs, b.res), b.now)
+	} else {
+		v = p.det.Observe(pt, b.now)
+	}
 	if v.Status != detector.Scored {
 		b.skipped[v.Status]++
 		return
@@ -338,6 +355,23 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint6
 	if p.writeAttrs {
 		p.attr.write(attrs, &v)
 	}
+}
+
+// groupKey names the shared model of a datapoint in high-cardinality mode:
+// its metric, and the values of the group_by attributes (datapoint first,
+// then resource; a missing one counts as empty).
+func (p *iforestProcessor) groupKey(m pmetric.Metric, attrs, res pcommon.Map) uint64 {
+	h := hashString(m.Name())
+	for _, k := range p.cfg.HighCardinality.GroupBy {
+		v, ok := attrs.Get(k)
+		if !ok {
+			v, ok = res.Get(k)
+		}
+		if ok {
+			h = combine(h, combine(hashString(k), hashString(v.AsString())))
+		}
+	}
+	return h
 }
 
 // attrNames are the verdict attributes' names, built once from the prefix.
@@ -368,6 +402,7 @@ func newAttrNames(prefix string) attrNames {
 // gets the score and the flag; the explanation and incident attributes only
 // appear where they say something, to keep the common case small.
 func (a *attrNames) write(attrs pcommon.Map, v *detector.Verdict) {
+	attrs.EnsureCapacity(attrs.Len() + 2) // one allocation for both, not two
 	attrs.PutDouble(a.score, v.Score)
 	attrs.PutBool(a.detected, v.Anomaly)
 	if v.Anomaly {
@@ -463,6 +498,9 @@ func (p *iforestProcessor) maybeEvict(now int64) {
 		return
 	}
 	n := p.det.Evict(now - ttl)
+	if p.shared != nil {
+		n += p.shared.Evict(now - ttl)
+	}
 	for _, m := range p.models {
 		n += m.det.Evict(now - ttl)
 	}

@@ -260,7 +260,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 		}
 		s.inc.update(&d.cfg.Incidents, key, t, &v)
 	}
-	d.learn(sh, s, x, v)
+	d.learn(&sh.scratch, s, x, v)
 	d.resized(s)
 	return v
 }
@@ -289,7 +289,7 @@ func (d *Detector) threshold(s *series) float64 {
 // learn adds x to the window and keeps the forest current: while warming up
 // it grows the forest a few trees per point; after that it rebuilds one tree
 // every RefitInterval points, so no single call pays for a whole refit.
-func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
+func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
 	if s.rows < d.cfg.WindowSize {
 		if len(s.win)+len(x) > cap(s.win) {
 			s.growWindow(d.cfg.WindowSize)
@@ -318,14 +318,14 @@ func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 	}
 	if n := len(s.forest.Trees()); n < d.cfg.Trees {
 		for i := 0; i < d.growPerPoint && n+i < d.cfg.Trees; i++ {
-			s.forest.Add(d.sample(sh, s))
+			s.forest.Add(d.sample(sc, s))
 		}
 		return
 	}
 	s.toRefit++
 	if s.toRefit >= d.cfg.RefitInterval {
 		s.toRefit = 0
-		b, sample, rng := d.sample(sh, s)
+		b, sample, rng := d.sample(sc, s)
 		s.forest.Rebuild(s.nextTree, b, sample, rng)
 		s.nextTree = (s.nextTree + 1) % d.cfg.Trees
 	}
@@ -347,8 +347,7 @@ func toFloat32(f float64) float32 {
 
 // sample draws a subsample of the window without replacement and returns
 // what the forest needs to build one tree on it.
-func (d *Detector) sample(sh *shard, s *series) (*forest.Builder, []float32, *rand.Rand) {
-	sc := &sh.scratch
+func (d *Detector) sample(sc *scratch, s *series) (*forest.Builder, []float32, *rand.Rand) {
 	n := min(d.cfg.SampleSize, s.rows)
 	if cap(sc.perm) < s.rows {
 		sc.perm = make([]int32, d.cfg.WindowSize)

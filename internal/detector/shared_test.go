@@ -1,0 +1,119 @@
+package detector
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Series of very different levels and spreads share one model: each is
+// judged by its own standardised deviation, so a spike is flagged in any of
+// them and ordinary noise in none.
+func TestSharedFlagsSpikesAcrossScales(t *testing.T) {
+	cfg := DefaultConfig()
+	s := NewShared(cfg, 8, 0)
+	rng := rand.New(rand.NewPCG(1, 1))
+	const series, steps, spikeAt = 300, 80, 60
+	level := make([]float64, series)
+	spread := make([]float64, series)
+	for k := range level {
+		level[k] = rng.Float64() * 1e4 // 0 .. 10000
+		spread[k] = (0.01 + rng.Float64()) * level[k] / 20
+	}
+	var fp, normal, flagged, spikes int
+	for i := range steps {
+		for k := range series {
+			v := level[k] + spread[k]*rng.NormFloat64()
+			spike := i == spikeAt && k%10 == 0
+			if spike {
+				v = level[k] + 12*spread[k]
+				spikes++
+			}
+			vd := s.Observe(gaugeAt(uint64(k), i, v), 7, int64(i))
+			if i < 40 {
+				continue
+			}
+			require.Equal(t, Scored, vd.Status, "step %d series %d", i, k)
+			switch {
+			case spike && vd.Anomaly:
+				flagged++
+				require.True(t, vd.HasExpected)
+				assert.Less(t, vd.ExpectedMax, v, "the band is below the spike")
+				assert.Greater(t, vd.ExpectedMax, level[k], "and around the series' own level")
+				assert.Less(t, vd.ExpectedMin, level[k])
+			case !spike:
+				normal++
+				if vd.Anomaly {
+					fp++
+				}
+			}
+		}
+	}
+	t.Logf("flagged %d/%d spikes, %d/%d false alarms", flagged, spikes, fp, normal)
+	assert.Equal(t, spikes, flagged)
+	assert.Less(t, float64(fp)/float64(normal), 0.002)
+	assert.Equal(t, 1, s.Groups())
+	assert.Equal(t, series, s.Len())
+}
+
+// A series' verdicts depend on its group's data only, so they repeat.
+func TestSharedDeterministic(t *testing.T) {
+	run := func() []float64 {
+		s := NewShared(DefaultConfig(), 8, 0)
+		var out []float64
+		for i := range 100 {
+			for k := range 20 {
+				v := s.Observe(gaugeAt(uint64(k), i, float64((i*7+k*13)%23)), 1, int64(i))
+				out = append(out, v.Score)
+			}
+		}
+		return out
+	}
+	assert.Equal(t, run(), run())
+}
+
+func TestSharedWarmupAndKinds(t *testing.T) {
+	cfg := DefaultConfig()
+	s := NewShared(cfg, 8, 0)
+	for i := range 8 {
+		assert.Equal(t, Warmup, s.Observe(gaugeAt(1, i, float64(i%3)), 1, 0).Status, "baseline warm-up, point %d", i)
+	}
+	// The group model has its own warm-up (cfg.Warmup deviations).
+	st := s.Observe(gaugeAt(1, 8, 1), 1, 0).Status
+	assert.Equal(t, Warmup, st)
+	p := gaugeAt(1, 9, 5)
+	p.Kind = CumulativeSum
+	assert.Equal(t, FirstPoint, s.Observe(p, 1, 0).Status, "a series that changes kind starts over")
+	assert.Equal(t, 1, s.Len())
+	assert.Equal(t, InvalidValue, s.Observe(gaugeAt(2, 0, math.NaN()), 1, 0).Status)
+	st2 := s.TakeStats()
+	assert.Equal(t, int64(2), st2.Created)
+}
+
+func TestSharedLimitAndMemory(t *testing.T) {
+	cfg := DefaultConfig()
+	s := NewShared(cfg, 8, 64*4) // 4 per shard
+	for k := uint64(0); k < 256; k++ {
+		require.Equal(t, Warmup, s.Observe(gaugeAt(k, 0, 1), 1, 10).Status)
+	}
+	// Same batch: nothing to spare.
+	assert.Equal(t, OverLimit, s.Observe(gaugeAt(1000, 0, 1), 1, 10).Status)
+	// Next batch: the newcomer replaces an older baseline.
+	assert.Equal(t, Warmup, s.Observe(gaugeAt(1000, 0, 1), 1, 20).Status)
+	assert.Equal(t, 256, s.Len())
+	st := s.TakeStats()
+	assert.Equal(t, int64(1), st.EvictedLimit)
+	assert.Equal(t, int64(257), st.Created)
+	var tables int
+	for i := range s.shards {
+		tables += s.shards[i].series.bytes()
+	}
+	assert.Equal(t, int64(tables), s.MemoryBytes(), "no group model yet: baselines only")
+	assert.LessOrEqual(t, tables/256, 600, "a series costs a few hundred bytes")
+	assert.Equal(t, 255, s.Evict(15))
+	assert.Equal(t, 1, s.Len())
+	assert.Equal(t, int64(255), s.TakeStats().EvictedIdle)
+}

@@ -1,0 +1,103 @@
+package iforestprocessor
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/otel-iforest/iforest/internal/metadata"
+)
+
+// levelBatch is one scrape of n series of one gauge, each around its own
+// level, for two services; spiked series are far above theirs.
+func levelBatch(n, round int, spiked map[int]bool, rng *rand.Rand) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	ts := pcommon.NewTimestampFromTime(time.Unix(1700000000, 0).Add(time.Duration(round) * 10 * time.Second))
+	for svc := range 2 {
+		rm := md.ResourceMetrics().AppendEmpty()
+		rm.Resource().Attributes().PutStr("service.name", []string{"api", "db"}[svc])
+		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		m.SetName("request.latency")
+		dps := m.SetEmptyGauge().DataPoints()
+		for i := svc; i < n; i += 2 {
+			level := float64(10 + 7*i)
+			v := level + level/20*rng.NormFloat64()
+			if spiked[i] {
+				v = level * 2
+			}
+			dp := dps.AppendEmpty()
+			dp.Attributes().PutInt("endpoint", int64(i))
+			dp.SetTimestamp(ts)
+			dp.SetDoubleValue(v)
+		}
+	}
+	return md
+}
+
+func TestHighCardinalityMode(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.HighCardinality.Enabled = true
+	cfg.HighCardinality.GroupBy = []string{"service.name"}
+	p, sink := newTestProcessor(t, cfg, processortest.NewNopSettings(metadata.Type))
+	rng := rand.New(rand.NewPCG(3, 3))
+	const series = 400
+	ctx := context.Background()
+	for round := range 40 {
+		require.NoError(t, p.ConsumeMetrics(ctx, levelBatch(series, round, nil, rng)))
+	}
+	spiked := map[int]bool{3: true, 100: true, 251: true, 398: true}
+	require.NoError(t, p.ConsumeMetrics(ctx, levelBatch(series, 40, spiked, rng)))
+	out := sink.AllMetrics()
+	last := out[len(out)-1]
+	flagged, scored := 0, 0
+	for _, rm := range last.ResourceMetrics().All() {
+		for _, dp := range rm.ScopeMetrics().At(0).Metrics().At(0).Gauge().DataPoints().All() {
+			i, _ := dp.Attributes().Get("endpoint")
+			s, ok := dp.Attributes().Get("anomaly.score")
+			require.True(t, ok, "every series is scored after warm-up")
+			scored++
+			det, _ := dp.Attributes().Get("anomaly.detected")
+			if spiked[int(i.Int())] {
+				assert.True(t, det.Bool(), "spike on endpoint %d scored %.3f", i.Int(), s.Double())
+				lo, ok := dp.Attributes().Get("anomaly.expected.min")
+				require.True(t, ok)
+				hi, _ := dp.Attributes().Get("anomaly.expected.max")
+				level := float64(10 + 7*i.Int())
+				assert.True(t, lo.Double() < level && level < hi.Double(), "band %.1f-%.1f around the series' level %.1f", lo.Double(), hi.Double(), level)
+			}
+			if det.Bool() {
+				flagged++
+			}
+		}
+	}
+	assert.Equal(t, series, scored)
+	assert.LessOrEqual(t, flagged, len(spiked)+2, "few false alarms")
+}
+
+func TestGroupKey(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.HighCardinality.GroupBy = []string{"service.name"}
+	p, err := newProcessor(processortest.NewNopSettings(metadata.Type), cfg)
+	require.NoError(t, err)
+	m := pmetric.NewMetric()
+	m.SetName("request.latency")
+	res, attrs := pcommon.NewMap(), pcommon.NewMap()
+	attrs.PutInt("endpoint", 1)
+	res.PutStr("service.name", "api")
+	api := p.groupKey(m, attrs, res)
+	attrs.PutInt("endpoint", 2)
+	assert.Equal(t, api, p.groupKey(m, attrs, res), "other series, same group")
+	res.PutStr("service.name", "db")
+	assert.NotEqual(t, api, p.groupKey(m, attrs, res), "another service has its own model")
+	attrs.PutStr("service.name", "api")
+	assert.Equal(t, api, p.groupKey(m, attrs, res), "the datapoint's attribute comes first")
+	m.SetName("other")
+	assert.NotEqual(t, api, p.groupKey(m, attrs, res), "another metric has its own model")
+}
