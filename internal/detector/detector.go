@@ -23,7 +23,7 @@ type Detector struct {
 	cfg      Config
 	shards   []shard
 	// Counters for TakeStats.
-	treesBuilt, created, evictedIdle, evictedLimit atomic.Int64
+	created, evictedIdle, evictedLimit atomic.Int64
 	bytes                                          atomic.Int64 // estimated, see MemoryBytes
 	// growPerPoint is how many trees a warming model builds per observation,
 	// so that it has a full forest exactly when warm-up ends.
@@ -53,6 +53,10 @@ type shard struct {
 // scratch is per-shard working memory, used under the shard lock, so the hot
 // path does not allocate.
 type scratch struct {
+	// Trees built: counted here, on a cache line the shard's user already
+	// holds, rather than in one counter that every core would pull over.
+	built atomic.Int64
+
 	x        [maxDims]float64
 	vec      []float64
 	perm     []int32
@@ -376,7 +380,7 @@ func (d *Detector) sample(sc *scratch, s *series) (*forest.Builder, []float32, *
 		sc.builders[s.dims] = b
 	}
 	sc.sample = sample
-	d.treesBuilt.Add(1)
+	sc.built.Add(1)
 	return b, sample, s.rng
 }
 
@@ -414,12 +418,20 @@ func (d *Detector) Len() int {
 	return n
 }
 
+func (d *Detector) takeBuilt() int64 {
+	var n int64
+	for i := range d.shards {
+		n += d.shards[i].scratch.built.Swap(0)
+	}
+	return n
+}
+
 // TakeStats returns the counters accumulated since the previous call.
 func (d *Detector) TakeStats() Stats {
 	// Atomics, not the shard locks: every batch takes the stats, and taking
 	// 64 locks per batch made concurrent callers contend.
 	return Stats{
-		TreesBuilt:   d.treesBuilt.Swap(0),
+		TreesBuilt:   d.takeBuilt(),
 		Created:      d.created.Swap(0),
 		EvictedIdle:  d.evictedIdle.Swap(0),
 		EvictedLimit: d.evictedLimit.Swap(0),

@@ -291,7 +291,11 @@ func (s *Shared) MemoryBytes() int64 {
 
 // TakeStats returns the counters accumulated since the previous call.
 func (s *Shared) TakeStats() Stats {
-	st := s.det.TakeStats() // trees built by the group models
+	var st Stats
+	s.groups.Range(func(_, g any) bool {
+		st.TreesBuilt += g.(*group).sc.built.Swap(0)
+		return true
+	})
 	st.Created = s.created.Swap(0)
 	st.EvictedIdle = s.evictedIdle.Swap(0)
 	st.EvictedLimit = s.evictedLimit.Swap(0)
