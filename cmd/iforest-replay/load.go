@@ -95,8 +95,11 @@ type loadSeries struct {
 	id       string // value of the `series` datapoint attribute
 	level    float64
 	noise    float64 // standard deviation of the noise
-	phase    float64 // of the slow swing, so series do not move in lockstep
-	last     pcommon.Timestamp
+	// sin and cos of the series' phase of the slow swing (so series do not
+	// move in lockstep): sin(a+p) = sin a cos p + cos a sin p costs no
+	// math.Sin per point.
+	sinPhase, cosPhase float64
+	last               pcommon.Timestamp
 }
 
 // spikeChance is the probability that a point is a spike: about one per
@@ -106,8 +109,14 @@ const spikeChance = 1.0 / 2000
 // swingPeriod is the period of the slow swing around each series' level.
 const swingPeriod = 10 * time.Minute
 
-func (s *loadSeries) value(rng *rand.Rand, since time.Duration) float64 {
-	swing := 0.1 * s.level * math.Sin(2*math.Pi*since.Seconds()/swingPeriod.Seconds()+s.phase)
+// swingAt is sin and cos of the swing's angle at since, shared by all
+// series of a request.
+func swingAt(since time.Duration) (sin, cos float64) {
+	return math.Sincos(2 * math.Pi * since.Seconds() / swingPeriod.Seconds())
+}
+
+func (s *loadSeries) value(rng *rand.Rand, sinA, cosA float64) float64 {
+	swing := 0.1 * s.level * (sinA*s.cosPhase + cosA*s.sinPhase)
 	v := s.level + swing + rng.NormFloat64()*s.noise
 	if rng.Float64() < spikeChance {
 		v += s.level * (1 + 2*rng.Float64())
@@ -126,10 +135,11 @@ type loadGen struct {
 // loadWorker sends its own share of the series round-robin, one request at
 // a time, so every series' points leave in time order.
 type loadWorker struct {
-	gen    *loadGen
-	series []*loadSeries
-	next   int
-	rng    *rand.Rand
+	gen         *loadGen
+	series      []*loadSeries
+	next        int
+	rng         *rand.Rand
+	perResource int // series per resource, to size a request's slices
 }
 
 // build makes a request of n datapoints: the next n series in the worker's
@@ -139,7 +149,7 @@ type loadWorker struct {
 func (w *loadWorker) build(n int, now time.Time) pmetric.Metrics {
 	md := pmetric.NewMetrics()
 	ts := pcommon.NewTimestampFromTime(now)
-	since := now.Sub(w.gen.start)
+	sinA, cosA := swingAt(now.Sub(w.gen.start))
 	curRes := -1
 	var ms pmetric.MetricSlice
 	gauges := make([]pmetric.NumberDataPointSlice, len(w.gen.metrics))
@@ -166,6 +176,7 @@ func (w *loadWorker) build(n int, now time.Time) pmetric.Metrics {
 			m := ms.AppendEmpty()
 			m.SetName(w.gen.metrics[s.metric])
 			gauges[s.metric] = m.SetEmptyGauge().DataPoints()
+			gauges[s.metric].EnsureCapacity(min(n, w.perResource))
 		}
 		dp := gauges[s.metric].AppendEmpty()
 		dp.Attributes().PutStr("series", s.id)
@@ -175,7 +186,7 @@ func (w *loadWorker) build(n int, now time.Time) pmetric.Metrics {
 		}
 		s.last = t
 		dp.SetTimestamp(t)
-		dp.SetDoubleValue(s.value(w.rng, since))
+		dp.SetDoubleValue(s.value(w.rng, sinA, cosA))
 	}
 	return md
 }
@@ -198,7 +209,7 @@ func newLoadWorkers(lo loadOptions, resource []attribute, start time.Time) []*lo
 	setup := rand.New(rand.NewPCG(lo.seed, 0))
 	workers := make([]*loadWorker, lo.workers)
 	for w := range workers {
-		workers[w] = &loadWorker{gen: gen, rng: rand.New(rand.NewPCG(lo.seed, uint64(w)+1))}
+		workers[w] = &loadWorker{gen: gen, rng: rand.New(rand.NewPCG(lo.seed, uint64(w)+1)), perResource: lo.perResource}
 	}
 	for i := range lo.series {
 		// Levels spread over three decades, noise a few percent of the
@@ -210,8 +221,8 @@ func newLoadWorkers(lo loadOptions, resource []attribute, start time.Time) []*lo
 			id:       strconv.Itoa(i),
 			level:    level,
 			noise:    level * (0.01 + 0.04*setup.Float64()),
-			phase:    2 * math.Pi * setup.Float64(),
 		}
+		s.sinPhase, s.cosPhase = math.Sincos(2 * math.Pi * setup.Float64())
 		w := workers[i%lo.workers]
 		w.series = append(w.series, s)
 	}
