@@ -33,7 +33,7 @@ func TestLoadToolThroughDistribution(t *testing.T) {
 	require.Zero(t, rep.Failed)
 
 	var total, scored int
-	series := map[string]int{}
+	var series map[string]int
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		total, scored, series = countLoadExport(t, c.outFile)
