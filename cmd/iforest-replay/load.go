@@ -309,7 +309,7 @@ func (st *loadStats) report(o options, elapsed time.Duration) loadReport {
 // from spinning on the CPU the collector under test needs.
 const failurePause = 100 * time.Millisecond
 
-// runWorker sends batches until the worker's quota (0 = none) is spent or
+// run sends batches until the worker's quota (0 = none) is spent or
 // stop is done. Requests already on the wire when stop fires are allowed to
 // finish (with ctx), so that their outcome is known and counted.
 func (w *loadWorker) run(ctx, stop context.Context, s *sender, st *loadStats, batch int, rate float64, quota int64) {
