@@ -10,7 +10,11 @@
 #   DURATION=30s WARMUP=10s ROUNDS=2  throughput: measured time per run, unmeasured lead-in
 #                                     (every series past iforest's warm-up), alternating rounds
 #   SOAK_DURATION=10m SOAK_RATE=10000 SAMPLE_EVERY=10
-#                                     soak: length, datapoints/s, RSS sample interval (s)
+#                                     soak: length, datapoints/s, RSS sample interval (s).
+#                                     RSS counts as stable when the second half's maximum is
+#                                     within 10% of the first half's; pick a rate at which every
+#                                     series passes window_size (512) points well inside the
+#                                     first half, or the filling windows look like growth
 #   EXPORTER=nop                      nop, or file (JSON to /dev/null: an exporter with real
 #                                     per-point work, as a pipeline with a backend has)
 #   PIN=1                             collector on CPU 1, load tool on CPU 0 (taskset)
@@ -189,11 +193,12 @@ grep -h 'iforest-replay --load: .*series' "$log" | tail -1
 # the highest RSS of the second half is within 10% of the first half's.
 awk -F'\t' 'NR > 1 { t[NR] = $1; r[NR] = $2; n = NR }
   END {
-    first = r[2]; last = r[n]; max = 0
+    first = r[2]; last = r[n]; max = 0; warm = r[n]
+    for (i = n; i >= 2; i--) if (t[i] >= 60) warm = r[i]
     for (i = 2; i <= n; i++) if (r[i] > max) max = r[i]
     half = t[n] / 2; m1 = 0; m2 = 0
     for (i = 2; i <= n; i++) { if (t[i] <= half) { if (r[i] > m1) m1 = r[i] } else if (r[i] > m2) m2 = r[i] }
-    printf "RSS first %.1f MiB, last %.1f MiB, max %.1f MiB; max of first half %.1f MiB, of second half %.1f MiB\n", first/1024, last/1024, max/1024, m1/1024, m2/1024
+    printf "RSS first %.1f MiB (before the load), after a minute %.1f MiB, last %.1f MiB, max %.1f MiB; max of first half %.1f MiB, of second half %.1f MiB\n", first/1024, warm/1024, last/1024, max/1024, m1/1024, m2/1024
     stable = (m2 <= 1.10 * m1)
     printf "RSS stable: %s\n", stable ? "yes" : "no (second half more than 10% above the first)"
     exit stable ? 0 : 1
