@@ -8,6 +8,11 @@
 //
 // The CSV has a header line and a `timestamp` column in "YYYY-MM-DD HH:MM:SS"
 // (UTC). Empty or non-numeric cells produce no datapoint and are counted.
+//
+// With --load it generates synthetic gauge traffic instead, for throughput
+// and soak runs (see load.go):
+//
+//	iforest-replay --load --rate N --series K --duration D [--batch B] [--workers W] [--json]
 package main
 
 import (
@@ -30,7 +35,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+	if err := runIO(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "iforest-replay:", err)
 		}
@@ -52,6 +57,9 @@ type options struct {
 	timeout         time.Duration
 	retries         int
 	quiet           bool
+
+	load     bool        // generate synthetic traffic instead of replaying a file
+	loadOpts loadOptions // the --load settings
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -61,9 +69,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: iforest-replay --file F.csv --metric NAME [--column COL] [flags]
        iforest-replay --file F.csv --columns col=metric,... [flags]
+       iforest-replay --load --rate N --series K --duration D [flags]
 
 Sends each CSV row as gauge datapoints over OTLP gRPC, in file order, with
-the row's timestamp. Flags:
+the row's timestamp. With --load, sends synthetic gauges of K series
+(timestamps = now) and reports what the endpoint accepted. Flags:
 `)
 		fs.PrintDefaults()
 	}
@@ -75,23 +85,42 @@ the row's timestamp. Flags:
 	fs.StringVar(&columns, "columns", "", "several value columns as `col=metric,...` (col alone: metric named like the column)")
 	fs.StringVar(&resource, "resource", "service.name=iforest-replay", "resource attributes `key=value,...`")
 	fs.StringVar(&o.timestampColumn, "timestamp-column", "timestamp", "CSV `column` holding the row time (YYYY-MM-DD HH:MM:SS, UTC)")
-	fs.IntVar(&o.batch, "batch", 1, "rows per request (1 keeps strict order across requests; larger is faster)")
-	fs.Float64Var(&o.rate, "rate", 0, "pace rows at this many `rows/s` (0 = as fast as possible)")
+	fs.IntVar(&o.batch, "batch", 1, "rows per request (1 keeps strict order across requests; larger is faster); with --load datapoints per request, default 500")
+	fs.Float64Var(&o.rate, "rate", 0, "pace rows at this many `rows/s` (0 = as fast as possible); with --load datapoints/s in total")
 	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for the endpoint to accept connections before sending")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one export request")
 	fs.IntVar(&o.retries, "retries", 5, "retries of a request refused as Unavailable/ResourceExhausted (exponential backoff)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the final report")
+	fs.BoolVar(&o.load, "load", false, "generate synthetic gauge traffic instead of replaying a file")
+	lo := &o.loadOpts
+	fs.IntVar(&lo.series, "series", 1000, "--load: distinct `series`")
+	fs.IntVar(&lo.metrics, "metrics", 1, "--load: spread the series over this many metric names")
+	fs.IntVar(&lo.perResource, "series-per-resource", 100, "--load: series per resource (host.name)")
+	fs.DurationVar(&lo.duration, "duration", time.Minute, "--load: how long to send (0 = until interrupted)")
+	fs.IntVar(&lo.workers, "workers", 4, "--load: concurrent senders, each with its own share of the series")
+	fs.Int64Var(&lo.points, "points", 0, "--load: stop after this many datapoints in total (0 = no limit)")
+	fs.Uint64Var(&lo.seed, "seed", 1, "--load: seed of the generated values")
+	fs.DurationVar(&lo.reportEvery, "report-interval", 10*time.Second, "--load: progress line interval on stderr (unless --quiet)")
+	fs.BoolVar(&lo.json, "json", false, "--load: print the final report as JSON on stdout")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.load {
+		return o, o.checkLoad(set, resource)
+	}
+	for _, name := range loadOnlyFlags {
+		if set[name] {
+			return o, fmt.Errorf("--%s needs --load", name)
+		}
+	}
 	if o.file == "" {
 		return o, errors.New("--file is required")
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch {
 	case columns != "" && (set["metric"] || set["column"]):
 		return o, errors.New("--columns cannot be combined with --metric/--column")
@@ -189,9 +218,17 @@ func (r report) String() string {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
+	return runIO(ctx, args, io.Discard, stderr)
+}
+
+// runIO is run with a stdout for --load --json.
+func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.load {
+		return runLoad(ctx, o, stdout, stderr)
 	}
 	var in io.Reader = os.Stdin
 	if o.file != "-" {

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Measures the otelcol-iforest distribution as a whole pipeline, on loopback,
+# fed by `iforest-replay --load`.
+#
+#   scripts/pipeline-bench.sh throughput   # OTLP -> nop vs. OTLP -> iforest -> nop, at full speed
+#   scripts/pipeline-bench.sh soak         # OTLP -> iforest -> nop at a fixed rate, RSS sampled
+#
+# Settings (environment):
+#   SERIES=1000 BATCH=500 WORKERS=4   the load (distinct series, datapoints per request, senders)
+#   DURATION=30s WARMUP=10s ROUNDS=2  throughput: measured time per run, unmeasured lead-in
+#                                     (every series past iforest's warm-up), alternating rounds
+#   SOAK_DURATION=10m SOAK_RATE=10000 SAMPLE_EVERY=10
+#                                     soak: length, datapoints/s, RSS sample interval (s).
+#                                     RSS counts as stable when the second half's maximum is
+#                                     within 10% of the first half's; pick a rate at which every
+#                                     series passes window_size (512) points well inside the
+#                                     first half, or the filling windows look like growth
+#   EXPORTER=nop                      nop, or file (JSON to /dev/null: an exporter with real
+#                                     per-point work, as a pipeline with a backend has)
+#   PIN=1                             collector on CPU 1, load tool on CPU 0 (taskset)
+#   SKIP_BUILD=1                      use the existing _build/otelcol-iforest
+#   IFOREST_BENCH_OTLP=127.0.0.1:14317 IFOREST_BENCH_METRICS_PORT=18888
+#
+# Throughput is what the collector accepted (otelcol_receiver_accepted_metric_points
+# from its own telemetry) over the measured time; the load tool's own count of
+# successful sends is printed next to it. Without a batch processor or queue
+# the receiver answers only after iforest and the exporter are done, so this
+# is the pipeline's sustained rate. The load tool runs on the same machine and
+# competes for its CPUs: compare the two configurations, not the absolute
+# numbers with other machines. Needs bash, curl, go, make.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DIST=$ROOT/_build/otelcol-iforest
+LOAD=$ROOT/_build/iforest-replay
+OUT=${OUT:-$ROOT/_build/bench}
+
+SERIES=${SERIES:-1000}
+BATCH=${BATCH:-500}
+WORKERS=${WORKERS:-4}
+DURATION=${DURATION:-30s}
+WARMUP=${WARMUP:-10s}
+ROUNDS=${ROUNDS:-2}
+SOAK_DURATION=${SOAK_DURATION:-10m}
+SOAK_RATE=${SOAK_RATE:-10000}
+SAMPLE_EVERY=${SAMPLE_EVERY:-10}
+export IFOREST_BENCH_EXPORTER=${EXPORTER:-nop}
+export IFOREST_BENCH_OTLP=${IFOREST_BENCH_OTLP:-127.0.0.1:14317}
+export IFOREST_BENCH_METRICS_PORT=${IFOREST_BENCH_METRICS_PORT:-18888}
+METRICS_URL=http://127.0.0.1:$IFOREST_BENCH_METRICS_PORT/metrics
+
+COLLECTOR_CPU=()
+LOAD_CPU=()
+if [[ ${PIN:-0} == 1 ]]; then
+  COLLECTOR_CPU=(taskset -c 1)
+  LOAD_CPU=(taskset -c 0)
+fi
+
+mode=${1:-}
+case $mode in
+  throughput | soak) ;;
+  *)
+    echo "usage: $0 throughput|soak   (settings: see the header of $0)" >&2
+    exit 2
+    ;;
+esac
+
+mkdir -p "$OUT"
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  make dist
+fi
+go build -o "$LOAD" ./cmd/iforest-replay
+
+COLLECTOR_PID=
+stop_collector() {
+  if [[ -n $COLLECTOR_PID ]] && kill -0 "$COLLECTOR_PID" 2>/dev/null; then
+    kill "$COLLECTOR_PID"
+    wait "$COLLECTOR_PID" 2>/dev/null || true
+  fi
+  COLLECTOR_PID=
+}
+trap stop_collector EXIT
+
+# start_collector CONFIG LOG: runs the distribution and waits until its
+# telemetry endpoint answers (the OTLP port is waited for by the load tool).
+start_collector() {
+  if curl -sf -o /dev/null "$METRICS_URL"; then
+    echo "something already serves $METRICS_URL; set IFOREST_BENCH_METRICS_PORT" >&2
+    exit 1
+  fi
+  "${COLLECTOR_CPU[@]}" "$DIST" --config "$1" >"$2" 2>&1 &
+  COLLECTOR_PID=$!
+  for _ in $(seq 100); do
+    if curl -sf -o /dev/null "$METRICS_URL"; then
+      return
+    fi
+    if ! kill -0 "$COLLECTOR_PID" 2>/dev/null; then
+      echo "collector exited; log $2:" >&2
+      cat "$2" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "collector telemetry did not come up at $METRICS_URL" >&2
+  exit 1
+}
+
+# accepted: datapoints the collector's receivers accepted so far.
+accepted() {
+  curl -sf "$METRICS_URL" | awk '/^otelcol_receiver_accepted_metric_points[{ ]/ { s += $NF } END { printf "%.0f\n", s }'
+}
+
+# cpu_seconds PID: user+system CPU time of a process so far.
+cpu_seconds() {
+  local tck
+  tck=$(getconf CLK_TCK)
+  # Fields 14 and 15 of /proc/PID/stat, counted after the command name
+  # (which may contain spaces) ends with ')'.
+  awk -v tck="$tck" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / tck }' "/proc/$1/stat"
+}
+
+rss_kib() {
+  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+json_field() { # json_field NAME FILE
+  sed -n "s/.*\"$1\": \\([0-9.e+-]*\\).*/\\1/p" "$2"
+}
+
+load() { # load ARGS...: the load tool against the bench endpoint
+  "${LOAD_CPU[@]}" "$LOAD" --load --endpoint "$IFOREST_BENCH_OTLP" --wait 30s \
+    --series "$SERIES" --batch "$BATCH" --workers "$WORKERS" "$@"
+}
+
+echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
+
+if [[ $mode == throughput ]]; then
+  declare -A sum
+  sum[baseline]=0
+  sum[iforest]=0
+  for round in $(seq "$ROUNDS"); do
+    for cfg in baseline iforest; do
+      log=$OUT/$cfg-$round.log
+      start_collector "$ROOT/testdata/bench/$cfg.yaml" "$log"
+      load --duration "$WARMUP" --quiet >/dev/null 2>>"$log"
+      a0=$(accepted)
+      c0=$(cpu_seconds "$COLLECTOR_PID")
+      load --duration "$DURATION" --quiet --json >"$OUT/$cfg-$round.json" 2>>"$log"
+      a1=$(accepted)
+      c1=$(cpu_seconds "$COLLECTOR_PID")
+      secs=$(json_field elapsed_seconds "$OUT/$cfg-$round.json")
+      sent=$(json_field datapoints_per_second "$OUT/$cfg-$round.json")
+      failed=$(json_field failed_requests "$OUT/$cfg-$round.json")
+      rate=$(awk -v a="$((a1 - a0))" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
+      cpu=$(awk -v c0="$c0" -v c1="$c1" -v a="$((a1 - a0))" 'BEGIN { printf "%.2f", (c1 - c0) / (a / 1e6) }')
+      printf 'round %d %-8s  %8d dp/s accepted by the collector (load tool: %.0f dp/s sent OK, %d failed requests); collector %.2f CPU-s per million dp, %s load average\n' \
+        "$round" "$cfg" "$rate" "$sent" "$failed" "$cpu" "$(cut -d' ' -f1 /proc/loadavg)"
+      sum[$cfg]=$((sum[$cfg] + rate))
+      stop_collector
+    done
+  done
+  base=$((sum[baseline] / ROUNDS))
+  withif=$((sum[iforest] / ROUNDS))
+  echo "series $SERIES, batch $BATCH, workers $WORKERS, exporter $IFOREST_BENCH_EXPORTER, $ROUNDS x $DURATION per configuration"
+  echo "without iforest: $base dp/s"
+  echo "with iforest:    $withif dp/s"
+  awk -v a="$withif" -v b="$base" 'BEGIN { printf "ratio:           %.2f (target >= 0.70)\n", a / b }'
+  exit 0
+fi
+
+# soak
+log=$OUT/soak.log
+samples=$OUT/soak-rss.tsv
+start_collector "$ROOT/testdata/bench/iforest.yaml" "$log"
+load --rate "$SOAK_RATE" --duration "$SOAK_DURATION" --report-interval 60s --json >"$OUT/soak.json" 2>>"$log" &
+load_pid=$!
+start=$(date +%s)
+printf 'seconds\trss_kib\taccepted\n' >"$samples"
+echo "soak: $SERIES series at $SOAK_RATE dp/s for $SOAK_DURATION; RSS every ${SAMPLE_EVERY}s (in $samples)"
+while kill -0 "$load_pid" 2>/dev/null; do
+  now=$(($(date +%s) - start))
+  rss=$(rss_kib "$COLLECTOR_PID")
+  acc=$(accepted || echo 0)
+  printf '%d\t%d\t%d\n' "$now" "$rss" "$acc" >>"$samples"
+  printf '%5ds  RSS %6.1f MiB  accepted %d\n' "$now" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$acc"
+  sleep "$SAMPLE_EVERY"
+done
+wait "$load_pid" || true
+grep -h 'iforest-replay --load: .*series' "$log" | tail -1
+
+# Stable: after the first half (every series warmed up, windows filled),
+# the highest RSS of the second half is within 10% of the first half's.
+awk -F'\t' 'NR > 1 { t[NR] = $1; r[NR] = $2; n = NR }
+  END {
+    first = r[2]; last = r[n]; max = 0; warm = r[n]
+    for (i = n; i >= 2; i--) if (t[i] >= 60) warm = r[i]
+    for (i = 2; i <= n; i++) if (r[i] > max) max = r[i]
+    half = t[n] / 2; m1 = 0; m2 = 0
+    for (i = 2; i <= n; i++) { if (t[i] <= half) { if (r[i] > m1) m1 = r[i] } else if (r[i] > m2) m2 = r[i] }
+    printf "RSS first %.1f MiB (before the load), after a minute %.1f MiB, last %.1f MiB, max %.1f MiB; max of first half %.1f MiB, of second half %.1f MiB\n", first/1024, warm/1024, last/1024, max/1024, m1/1024, m2/1024
+    stable = (m2 <= 1.10 * m1)
+    printf "RSS stable: %s\n", stable ? "yes" : "no (second half more than 10% above the first)"
+    exit stable ? 0 : 1
+  }' "$samples"
