@@ -176,10 +176,11 @@ ROUNDS        ?= 2
 SOAK_DURATION ?= 10m
 SOAK_RATE     ?= 10000
 EXPORTER      ?= nop
-BENCH_ENV = SKIP_BUILD=1 SERIES=$(SERIES) BATCH=$(BATCH) WORKERS=$(WORKERS) EXPORTER=$(EXPORTER)
+HIGHCARD      ?= false
+BENCH_ENV = SKIP_BUILD=1 SERIES=$(SERIES) BATCH=$(BATCH) WORKERS=$(WORKERS) EXPORTER=$(EXPORTER) HIGHCARD=$(HIGHCARD)
 
 .PHONY: loadtest
-loadtest: dist ## pipeline dp/s with and without iforest, and their ratio (SERIES, BATCH, WORKERS, DURATION, ROUNDS, EXPORTER=nop|file)
+loadtest: dist ## pipeline dp/s with and without iforest, and their ratio (SERIES, BATCH, WORKERS, DURATION, ROUNDS, EXPORTER=nop|file, HIGHCARD=true)
 	$(BENCH_ENV) DURATION=$(DURATION) ROUNDS=$(ROUNDS) scripts/pipeline-bench.sh throughput
 
 .PHONY: soak

@@ -17,6 +17,7 @@
 #                                     first half, or the filling windows look like growth
 #   EXPORTER=nop                      nop, or file (JSON to /dev/null: an exporter with real
 #                                     per-point work, as a pipeline with a backend has)
+#   HIGHCARD=true                     iforest in its high-cardinality mode (one model per metric)
 #   PIN=1                             collector on CPU 1, load tool on CPU 0 (taskset)
 #   SKIP_BUILD=1                      use the existing _build/otelcol-iforest
 #   IFOREST_BENCH_OTLP=127.0.0.1:14317 IFOREST_BENCH_METRICS_PORT=18888
@@ -46,6 +47,7 @@ SOAK_DURATION=${SOAK_DURATION:-10m}
 SOAK_RATE=${SOAK_RATE:-10000}
 SAMPLE_EVERY=${SAMPLE_EVERY:-10}
 export IFOREST_BENCH_EXPORTER=${EXPORTER:-nop}
+export IFOREST_BENCH_HIGHCARD=${HIGHCARD:-false}
 export IFOREST_BENCH_OTLP=${IFOREST_BENCH_OTLP:-127.0.0.1:14317}
 export IFOREST_BENCH_METRICS_PORT=${IFOREST_BENCH_METRICS_PORT:-18888}
 METRICS_URL=http://127.0.0.1:$IFOREST_BENCH_METRICS_PORT/metrics
@@ -162,7 +164,7 @@ if [[ $mode == throughput ]]; then
   done
   base=$((sum[baseline] / ROUNDS))
   withif=$((sum[iforest] / ROUNDS))
-  echo "series $SERIES, batch $BATCH, workers $WORKERS, exporter $IFOREST_BENCH_EXPORTER, $ROUNDS x $DURATION per configuration"
+  echo "series $SERIES, batch $BATCH, workers $WORKERS, exporter $IFOREST_BENCH_EXPORTER, high_cardinality $IFOREST_BENCH_HIGHCARD, $ROUNDS x $DURATION per configuration"
   echo "without iforest: $base dp/s"
   echo "with iforest:    $withif dp/s"
   awk -v a="$withif" -v b="$base" 'BEGIN { printf "ratio:           %.2f (target >= 0.70)\n", a / b }'
