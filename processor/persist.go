@@ -170,12 +170,17 @@ type part struct {
 
 func (ps *persister) parts() []part {
 	p := ps.p
-	parts := []part{{
-		name:  partSeries,
-		det:   p.det,
-		fresh: func() *detector.Detector { return detector.New(p.cfg.detectorConfig(), p.cfg.MaxSeries) },
-		set:   func(d *detector.Detector) { p.det = d },
-	}}
+	var parts []part
+	// In high-cardinality mode no datapoint reaches the per-series models
+	// (and the shared baselines are not saved: they re-learn in a few points).
+	if p.shared == nil {
+		parts = append(parts, part{
+			name:  partSeries,
+			det:   p.det,
+			fresh: func() *detector.Detector { return detector.New(p.cfg.detectorConfig(), p.cfg.MaxSeries) },
+			set:   func(d *detector.Detector) { p.det = d },
+		})
+	}
 	for _, m := range p.models {
 		parts = append(parts, part{
 			name: partModel + m.cfg.Name,

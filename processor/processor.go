@@ -359,7 +359,7 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint6
 
 // groupKey names the shared model of a datapoint in high-cardinality mode:
 // its metric, and the values of the group_by attributes (datapoint first,
-// then resource; a missing one counts as empty).
+// then resource; a missing one is left out).
 func (p *iforestProcessor) groupKey(m pmetric.Metric, attrs, res pcommon.Map) uint64 {
 	h := hashString(m.Name())
 	for _, k := range p.cfg.HighCardinality.GroupBy {

@@ -64,6 +64,14 @@ type scratch struct {
 	builders map[int]*forest.Builder // by dims
 }
 
+func (sc *scratch) memBytes() int {
+	n := 4*cap(sc.perm) + 4*cap(sc.sample) + 8*cap(sc.vec)
+	for _, b := range sc.builders {
+		n += b.MemoryBytes()
+	}
+	return n
+}
+
 // series is the state of one model.
 type series struct {
 	rate     rateState
@@ -74,7 +82,7 @@ type series struct {
 	// The shard's recency lists (recency.go).
 	prev, next *series
 	repeat     bool  // seen more than once
-	interval   int64 // usual time between sightings (caller's clock)
+	interval   int64 // usual time between sightings (caller's clock); 0 unknown, -1 just restored
 	bytes      int   // estimated size, see memBytes
 
 	win     []float32 // ring buffer of the last WindowSize inputs, row-major
@@ -126,17 +134,16 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 	defer sh.mu.Unlock()
 
 	s := sh.series[p.Key]
-	if s != nil && s.kind != p.Kind {
-		// A series whose metric changed type starts over: its history is in
-		// other units.
-		d.forget(sh, s)
-		s = nil
-	}
-	if s == nil {
+	switch {
+	case s == nil:
 		if s = d.create(sh, p.Key, p.Kind, p.Kind.dims(), now); s == nil {
 			return Verdict{Status: OverLimit}
 		}
-	} else {
+	case s.kind != p.Kind:
+		// A series whose metric changed type starts over: its history is in
+		// other units.
+		s = d.replace(sh, s, p.Kind, p.Kind.dims(), now)
+	default:
 		sh.touch(s, now)
 	}
 
@@ -208,19 +215,19 @@ type member struct {
 // series limit reached it returns nil and the verdict to give.
 func (d *Detector) vectorSeries(sh *shard, key uint64, n int, now int64) (*series, Verdict) {
 	s := sh.series[key]
-	if s != nil && (s.kind != Vector || s.dims != n) {
-		d.forget(sh, s)
-		s = nil
-	}
-	if s == nil {
+	switch {
+	case s == nil:
 		if s = d.create(sh, key, Vector, n, now); s == nil {
 			return nil, Verdict{Status: OverLimit}
 		}
-		s.members = make([]member, n)
-		d.resized(s)
-	} else {
+	case s.kind != Vector || s.dims != n:
+		s = d.replace(sh, s, Vector, n, now)
+	default:
 		sh.touch(s, now)
+		return s, Verdict{}
 	}
+	s.members = make([]member, n)
+	d.resized(s)
 	return s, Verdict{}
 }
 
@@ -237,12 +244,15 @@ func (d *Detector) create(sh *shard, key uint64, kind Kind, dims int, now int64)
 	return s
 }
 
-// forget drops the model s (of a series that changed type) so that a new
-// one takes its place; it does not count as an eviction.
-func (d *Detector) forget(sh *shard, s *series) {
-	sh.drop(s.key, s)
-	d.bytes.Add(-int64(s.bytes))
-	d.created.Add(-1)
+// replace gives the series of old (whose metric changed type) a new model;
+// for the counters it is the same series.
+func (d *Detector) replace(sh *shard, old *series, kind Kind, dims int, now int64) *series {
+	sh.drop(old.key, old)
+	d.bytes.Add(-int64(old.bytes))
+	s := d.newSeries(old.key, kind, dims)
+	sh.add(old.key, s, now)
+	d.resized(s)
+	return s
 }
 
 // judge scores x against the series' forest, explains and groups the

@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"bytes"
 	"math"
 	"sync"
 	"testing"
@@ -291,4 +292,37 @@ func TestConcurrentObserve(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, 80, d.Len())
+}
+
+// A model whose interval is not known yet is not "quiet": neither a series
+// seen twice in one batch nor a restored one is replaced at the limit.
+func TestUnknownIntervalIsNotQuiet(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Shards = 1
+	d := New(cfg, 2)
+	for k := uint64(1); k <= 2; k++ {
+		d.Observe(gaugeAt(k, 0, 1), 100)
+		d.Observe(gaugeAt(k, 1, 1), 100) // twice in the batch at 100
+	}
+	assert.Equal(t, OverLimit, d.Observe(gaugeAt(3, 0, 1), 101).Status)
+
+	// Both report every 10 from now on: established, with an interval.
+	for now := int64(110); now <= 130; now += 10 {
+		d.Observe(gaugeAt(1, int(now), 1), now)
+		d.Observe(gaugeAt(2, int(now), 1), now)
+	}
+	assert.Equal(t, OverLimit, d.Observe(gaugeAt(3, 0, 1), 135).Status, "both still report")
+	var buf bytes.Buffer
+	require.NoError(t, d.Snapshot(&buf))
+
+	r := New(cfg, 2)
+	require.NoError(t, r.RestoreBytes(buf.Bytes()))
+	assert.Equal(t, OverLimit, r.Observe(gaugeAt(3, 0, 1), 1000).Status, "restored models are not quiet yet")
+	// Series 1 comes back and reports; series 2 does not.
+	for now := int64(1010); now <= 1030; now += 10 {
+		r.Observe(gaugeAt(1, int(now), 1), now)
+	}
+	assert.Equal(t, OverLimit, r.Observe(gaugeAt(3, 0, 1), 1035).Status, "series 2's interval is unknown: it waits for series_ttl")
+	assert.Equal(t, 1, r.Evict(500))
+	assert.Equal(t, Warmup, r.Observe(gaugeAt(3, 0, 1), 1040).Status)
 }

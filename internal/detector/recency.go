@@ -14,7 +14,9 @@ import (
 //     seen in this same batch (the same now): a batch with more new series
 //     than room must not evict the ones it just added;
 //  2. else the least recently seen established model, if it has gone quiet:
-//     not seen for more than twice its own usual interval between sightings.
+//     not seen for more than twice its own usual interval between sightings
+//     (a model whose interval is not known yet - seen twice in one batch,
+//     or just restored - is not quiet).
 //
 // Otherwise every model is in use and the newcomer is over the limit: its
 // point passes unscored (and is counted). So a burst of new series cannot
@@ -61,7 +63,11 @@ func (sh *shard) list(s *series) *recency {
 // touch moves s to the front of the models seen again and updates its
 // usual interval between sightings (a moving average).
 func (sh *shard) touch(s *series, now int64) {
-	if iv := now - s.lastSeen; iv > 0 {
+	if s.interval < 0 {
+		// Restored: the gap since the saved sighting includes the downtime
+		// and says nothing about the series' interval.
+		s.interval = 0
+	} else if iv := now - s.lastSeen; iv > 0 {
 		if s.interval == 0 {
 			s.interval = iv
 		} else {
@@ -96,7 +102,7 @@ func (sh *shard) victim(now int64) *series {
 	if s := sh.once.tail; s != nil && s.lastSeen != now {
 		return s
 	}
-	if s := sh.more.tail; s != nil && now-s.lastSeen > 2*s.interval {
+	if s := sh.more.tail; s != nil && s.interval > 0 && now-s.lastSeen > 2*s.interval {
 		return s
 	}
 	return nil

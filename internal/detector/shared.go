@@ -50,13 +50,16 @@ type baseline struct {
 
 // group is the model shared by the series of one group.
 type group struct {
-	mu      sync.Mutex
-	s       *series // window, forest and threshold state (no key, rate or incident)
-	sc      scratch
-	lo, hi  float64 // expected deviation band, for one-input groups
-	bandOK  bool
-	bandVer int // s.learned / RefitInterval when the band was found; -1: never
-	bytes   int
+	mu       sync.Mutex
+	s        *series // window, forest and threshold state (no key, rate or incident)
+	sc       scratch
+	lo, hi   float64 // expected deviation band, for one-input groups
+	bandOK   bool
+	bandVer  int     // s.learned / RefitInterval when the band was found; -1: never
+	bandThr  float64 // the threshold it was found for
+	bytes    int
+	lastSeen int64
+	dead     bool // evicted: callers holding it look the group up again
 }
 
 // NewShared returns a high-cardinality detector: cfg sets the group models
@@ -115,10 +118,10 @@ func (s *Shared) Observe(p Point, groupKey uint64, now int64) Verdict {
 		s.active.Add(1)
 	}
 	sl.b.lastSeen = now
-	return s.judge(&sl.b, &p, groupKey)
+	return s.judge(&sl.b, &p, groupKey, now)
 }
 
-func (s *Shared) judge(b *baseline, p *Point, groupKey uint64) Verdict {
+func (s *Shared) judge(b *baseline, p *Point, groupKey uint64, now int64) Verdict {
 	dims := p.Kind.dims()
 	var x, z [maxDims]float64
 	if st := b.rate.toInputs(p, x[:dims]); st != Scored {
@@ -139,8 +142,7 @@ func (s *Shared) judge(b *baseline, p *Point, groupKey uint64) Verdict {
 		return Verdict{Status: InvalidValue}
 	}
 
-	g := s.group(groupKey, dims)
-	g.mu.Lock()
+	g := s.lockGroup(groupKey, dims, now)
 	d := s.det
 	v := Verdict{Status: Warmup, Threshold: d.threshold(g.s)}
 	if g.s.learned >= d.cfg.Warmup && g.s.forest != nil {
@@ -154,7 +156,7 @@ func (s *Shared) judge(b *baseline, p *Point, groupKey uint64) Verdict {
 		}
 	}
 	d.learn(&g.sc, g.s, z[:dims], v)
-	if n := g.s.memBytes(); n != g.bytes {
+	if n := g.s.memBytes() + g.sc.memBytes(); n != g.bytes {
 		s.groupBytes.Add(int64(n - g.bytes))
 		g.bytes = n
 	}
@@ -195,6 +197,20 @@ func finiteAll(x []float64) bool {
 	return true
 }
 
+// lockGroup returns the model of groupKey for inputs of dims features,
+// locked and marked as seen at now.
+func (s *Shared) lockGroup(key uint64, dims int, now int64) *group {
+	for {
+		g := s.group(key, dims)
+		g.mu.Lock()
+		if !g.dead {
+			g.lastSeen = now
+			return g
+		}
+		g.mu.Unlock() // evicted meanwhile: a new one is (or will be) in the map
+	}
+}
+
 // group returns the model of groupKey for inputs of dims features.
 func (s *Shared) group(key uint64, dims int) *group {
 	key ^= uint64(dims) * 0x9e3779b97f4a7c15 // histograms (2 inputs) have a model of their own
@@ -210,9 +226,9 @@ func (s *Shared) group(key uint64, dims int) *group {
 // it again when the forest may have changed since.
 func (g *group) band(d *Detector, thr float64) bool {
 	ver := g.s.learned / d.cfg.RefitInterval
-	if ver != g.bandVer {
+	if ver != g.bandVer || thr != g.bandThr { // an adaptive threshold moves
 		g.lo, g.hi, g.bandOK = expectedRange(g.s.forest, g.s.win, thr)
-		g.bandVer = ver
+		g.bandVer, g.bandThr = ver, thr
 	}
 	return g.bandOK
 }
@@ -270,6 +286,19 @@ func (s *Shared) Evict(cutoff int64) int {
 		sh.mu.Unlock()
 	}
 	s.evictedIdle.Add(int64(total))
+	// Group models go the same way: with group_by on a churning attribute,
+	// or metrics that stop, they would otherwise pile up.
+	s.groups.Range(func(k, v any) bool {
+		g := v.(*group)
+		g.mu.Lock()
+		if g.lastSeen < cutoff {
+			g.dead = true
+			s.groups.Delete(k)
+			s.groupBytes.Add(-int64(g.bytes))
+		}
+		g.mu.Unlock()
+		return true
+	})
 	return total
 }
 

@@ -117,3 +117,27 @@ func TestSharedLimitAndMemory(t *testing.T) {
 	assert.Equal(t, 1, s.Len())
 	assert.Equal(t, int64(255), s.TakeStats().EvictedIdle)
 }
+
+// Idle eviction drops group models too, with their memory.
+func TestSharedEvictsIdleGroups(t *testing.T) {
+	s := NewShared(DefaultConfig(), 8, 0)
+	for i := range 60 {
+		for g := uint64(0); g < 5; g++ {
+			s.Observe(gaugeAt(g*100, i, float64(i%7)), g, int64(i))
+		}
+	}
+	require.Equal(t, 5, s.Groups())
+	require.Greater(t, s.MemoryBytes(), int64(5*8<<10), "warm group models")
+	// Groups 0-2 go quiet.
+	for i := 60; i < 70; i++ {
+		for g := uint64(3); g < 5; g++ {
+			s.Observe(gaugeAt(g*100, i, float64(i%7)), g, int64(i))
+		}
+	}
+	assert.Equal(t, 3, s.Evict(60))
+	assert.Equal(t, 2, s.Groups())
+	assert.Equal(t, 2, s.Len())
+	s.Evict(1 << 62)
+	assert.Zero(t, s.Groups())
+	assert.Zero(t, s.MemoryBytes())
+}

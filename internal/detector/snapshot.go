@@ -268,7 +268,7 @@ func (d *Detector) RestoreBytes(b []byte) error {
 		sh.series, sh.once, sh.more = m, recency{}, recency{}
 		// Restored models count as seen again, in their saved order.
 		for _, s := range byLastSeen(m) {
-			s.repeat = true
+			s.repeat, s.interval = true, -1
 			sh.more.pushFront(s)
 			d.resized(s)
 		}

@@ -108,6 +108,10 @@ func (t *table) removeAt(j int) {
 		t.slots[j] = t.slots[last]
 	}
 	t.slots = t.slots[:last]
+	if last == 0 {
+		*t = table{} // empty: hold nothing
+		return
+	}
 	if cap(t.slots) > 64 && len(t.slots) < cap(t.slots)/4 {
 		// Give memory back after a mass eviction.
 		t.slots = append(make([]slot, 0, 2*len(t.slots)), t.slots...)

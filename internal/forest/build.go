@@ -38,6 +38,11 @@ func NewBuilder(dims int) *Builder {
 	return &Builder{dims: dims}
 }
 
+// MemoryBytes approximates the bytes held by the Builder's scratch space.
+func (b *Builder) MemoryBytes() int {
+	return 2*cap(b.idx) + 16*cap(b.nodes) + 4*cap(b.boxes) + 2*cap(b.cand) + 4*(cap(b.cmin)+cap(b.cmax)) + 160
+}
+
 // KeepBoxes makes the trees built from now on record each internal node's
 // data range on every feature, not only on its split feature. It costs
 // 8*dims bytes per node and lets ScoreAsInserted see a point that is beyond

@@ -16,9 +16,10 @@ import (
 //
 // They read nodes through unsafe pointers to avoid a bounds check per step
 // and so that each node is one 8-byte load. This is sound because trees are
-// immutable and only built by Build/ImportTree, which guarantee that every
-// internal node's children a and a+1 are inside the tree; the walks start at
-// the root and only ever follow child links or stay on a leaf.
+// only built by Build/ImportTree/DecodeTree, which guarantee that every
+// internal node's children a and a+1 are inside the tree, and a forest's
+// trees change only under its owner's lock (never during a walk); the walks
+// start at the root and only ever follow child links or stay on a leaf.
 //
 // Results equal summing pathLen(t)*t.invC up to the order of the additions.
 

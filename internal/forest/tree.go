@@ -1,10 +1,11 @@
 // Package forest implements the isolation forest of Liu, Ting and Zhou
 // ("Isolation Forest", ICDM 2008) with a compact, allocation-free scorer.
 //
-// Trees are stored as exactly-sized slices of 8-byte nodes so that a
-// streaming detector can keep one forest per time series within a small
-// memory budget: on Gaussian data a psi=64 tree has about 49 nodes (~450
-// bytes with its header) and a psi=256 tree about 158 nodes (~1.3 KB).
+// Nodes are 16 bytes (split, child, feature and the node's data range) and
+// a forest keeps all its trees' nodes in one slab, so that a streaming
+// detector can keep one forest per time series within a small memory
+// budget: on Gaussian data a psi=32 tree has about 45 nodes (~720 bytes)
+// and a psi=256 tree about 158 nodes (~2.5 KB).
 package forest
 
 import "math"
@@ -74,8 +75,9 @@ func normaliser(psi int) float64 {
 	return 1 / AvgPathLength(psi)
 }
 
-// Tree is one isolation tree. It is immutable once built and safe for
-// concurrent use by any number of readers.
+// Tree is one isolation tree. A tree from Build or ImportTree is immutable
+// and safe for concurrent use by any number of readers; the trees of a
+// Forest are views into its storage and change with it (see Forest).
 type Tree struct {
 	nodes []node
 	// invC is 1/c(psi) of this tree's own sample size, so trees built on
