@@ -25,12 +25,6 @@ type Forest struct {
 	hdr   []Tree  // headers; their nodes and boxes are views into the slabs
 	nodes []node
 	boxes []float32
-	// words, for a fitted forest, is a compact copy of every node's first
-	// word (split value, child, feature: 8 bytes), tree after tree like
-	// nodes. Score walks it instead of the 16-byte nodes: half the cache
-	// lines per path. Fit makes it (a fitted forest is scored many times and
-	// never changes); any change drops it.
-	words []uint64
 }
 
 // New returns a forest over dims features made of copies of trees. It
@@ -108,12 +102,6 @@ func Fit(data []float32, dims int, opts Options) *Forest {
 		f.Add(b, sample, rng)
 	}
 	f.compact()
-	if wordView {
-		f.words = make([]uint64, len(f.nodes))
-		for i := range f.nodes {
-			f.words[i] = nodeWord(unsafe.Pointer(&f.nodes[0]), i)
-		}
-	}
 	return f
 }
 
@@ -223,7 +211,6 @@ func (f *Forest) check(t *Tree) {
 // place copies t into slot i of the slabs (moving the trees after it when
 // the size changes) and points the headers at their new places.
 func (f *Forest) place(i int, t *Tree) {
-	f.words = nil // stale from now on
 	if overlaps(f.nodes, t.nodes) {
 		t = t.clone() // t is one of ours: copy it out before the slab moves
 	}
@@ -292,7 +279,7 @@ func overlaps(slab, t []node) bool {
 // tree headers, the tree pointer slice and the Forest header.
 func (f *Forest) MemoryBytes() int {
 	return int(unsafe.Sizeof(Forest{})) + 8*cap(f.trees) + int(unsafe.Sizeof(Tree{}))*cap(f.hdr) +
-		int(unsafe.Sizeof(node{}))*cap(f.nodes) + 4*cap(f.boxes) + 8*cap(f.words)
+		int(unsafe.Sizeof(node{}))*cap(f.nodes) + 4*cap(f.boxes)
 }
 
 // Score returns the anomaly score s(x) = 2^(-mean_t(h_t(x)/c(psi_t))) in
@@ -306,9 +293,9 @@ func (f *Forest) Score(x []float64) float64 {
 	}
 	var sum float64
 	if f.dims == 1 {
-		sum = sumPaths1(f.trees, f.words, x[0])
+		sum = sumPaths1(f.trees, x[0])
 	} else {
-		sum = sumPathsN(f.trees, f.words, x[:f.dims])
+		sum = sumPathsN(f.trees, x[:f.dims])
 	}
 	return math.Exp2(-sum / float64(n))
 }

@@ -499,8 +499,7 @@ func TestMemoryBytes(t *testing.T) {
 		assert.Equal(t, 16*tr.NumNodes()+treeHeaderBytes, tr.MemoryBytes())
 	}
 	// A fitted forest's slab is exactly sized; headers sit in one array.
-	// A fitted forest also keeps the 8-byte words Score walks.
-	assert.Equal(t, (16+8)*nodes+100*(int(unsafe.Sizeof(Tree{}))+8)+int(unsafe.Sizeof(Forest{})), f.MemoryBytes())
+	assert.Equal(t, 16*nodes+100*(int(unsafe.Sizeof(Tree{}))+8)+int(unsafe.Sizeof(Forest{})), f.MemoryBytes())
 }
 
 func TestNewValidates(t *testing.T) {
@@ -615,28 +614,4 @@ func TestRebuildAllocatesNothing(t *testing.T) {
 	})
 	assert.Less(t, allocs, 0.1, "a rolling refit allocates (almost) never")
 	assert.Panics(t, func() { f.Rebuild(0, NewBuilder(2), data[:4], rng) }, "builder of other dims")
-}
-
-// A fitted forest scores from its compact words; once it changes it drops
-// them and scores from the nodes, and both give the reference scores.
-func TestFittedForestWords(t *testing.T) {
-	for _, dims := range []int{1, 3} {
-		data := gaussData(500, dims, 3)
-		f := Fit(data, dims, Options{Trees: 20, SampleSize: 64, Seed: 1})
-		require.Len(t, f.words, len(f.nodes))
-		r := rand.New(rand.NewPCG(8, 8))
-		check := func() {
-			x := make([]float64, dims)
-			for range 200 {
-				for k := range x {
-					x[k] = 2 * r.NormFloat64()
-				}
-				require.InDelta(t, math.Exp2(-sumPathsPlain(f.trees, x)/20), f.Score(x), 1e-12)
-			}
-		}
-		check()
-		f.Rebuild(5, NewBuilder(dims), data[:40*dims], r)
-		assert.Nil(t, f.words, "a changed forest drops its words")
-		check()
-	}
 }

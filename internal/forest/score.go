@@ -42,13 +42,6 @@ func nodeWord(p unsafe.Pointer, i int) uint64 {
 	return *(*uint64)(unsafe.Add(p, i*16))
 }
 
-// The kernels walk either the nodes themselves (16 bytes apart) or a
-// forest's compact copy of their first words (8 bytes apart, see
-// Forest.words): wordAt takes the distance as a shift, 4 or 3.
-func wordAt(p unsafe.Pointer, i int, shift uint) uint64 {
-	return *(*uint64)(unsafe.Add(p, i<<shift))
-}
-
 func nodesPtr(t *Tree) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(t.nodes)) }
 
 // One-feature forests compare in the integer domain, which is cheaper than
@@ -78,16 +71,16 @@ func key1(x float64) (key uint32, signed bool) {
 	return b, int32(b) >= 0
 }
 
-func stepSigned(p unsafe.Pointer, i int, c int32, sh uint) int {
-	v := wordAt(p, i, sh)
+func stepSigned(p unsafe.Pointer, i int, c int32) int {
+	v := nodeWord(p, i)
 	if v < leafMin {
 		i = int(uint16(v>>32)) + b2i(int32(uint32(v)) < c)
 	}
 	return i
 }
 
-func stepUnsigned(p unsafe.Pointer, i int, c uint32, sh uint) int {
-	v := wordAt(p, i, sh)
+func stepUnsigned(p unsafe.Pointer, i int, c uint32) int {
+	v := nodeWord(p, i)
 	if v < leafMin {
 		i = int(uint16(v>>32)) + b2i(uint32(v) > c)
 	}
@@ -97,19 +90,17 @@ func stepUnsigned(p unsafe.Pointer, i int, c uint32, sh uint) int {
 // group holds the node pointers of up to 8 trees walked together and, on
 // return, the path length h of the leaf each ended in.
 type group struct {
-	p     [8]unsafe.Pointer
-	h     [8]float64
-	shift uint // see wordAt
+	p [8]unsafe.Pointer
+	h [8]float64
 }
 
 // finish records the path lengths of the leaves the walks ended in.
 func (g *group) finish(i0, i1, i2, i3, i4, i5, i6, i7 int) {
-	sh := g.shift
 	g.h = [8]float64{
-		leafWordLen(wordAt(g.p[0], i0, sh)), leafWordLen(wordAt(g.p[1], i1, sh)),
-		leafWordLen(wordAt(g.p[2], i2, sh)), leafWordLen(wordAt(g.p[3], i3, sh)),
-		leafWordLen(wordAt(g.p[4], i4, sh)), leafWordLen(wordAt(g.p[5], i5, sh)),
-		leafWordLen(wordAt(g.p[6], i6, sh)), leafWordLen(wordAt(g.p[7], i7, sh)),
+		leafWordLen(nodeWord(g.p[0], i0)), leafWordLen(nodeWord(g.p[1], i1)),
+		leafWordLen(nodeWord(g.p[2], i2)), leafWordLen(nodeWord(g.p[3], i3)),
+		leafWordLen(nodeWord(g.p[4], i4)), leafWordLen(nodeWord(g.p[5], i5)),
+		leafWordLen(nodeWord(g.p[6], i6)), leafWordLen(nodeWord(g.p[7], i7)),
 	}
 }
 
@@ -122,14 +113,10 @@ func leafWordLen(v uint64) float64 {
 // needed. Unused slots repeat the first tree so that a short final group
 // can still use the 8-wide walk (its chains run in parallel, so the padding
 // costs less than walking the remainder one tree at a time).
-func (g *group) load(trees []*Tree, words []uint64) int {
+func (g *group) load(trees []*Tree) int {
 	steps := 0
 	for j, t := range trees {
 		g.p[j] = nodesPtr(t)
-		if words != nil {
-			g.p[j] = unsafe.Pointer(&words[0])
-			words = words[len(t.nodes):]
-		}
 		steps = max(steps, int(t.depth))
 	}
 	for j := len(trees); j < len(g.p); j++ {
@@ -159,17 +146,16 @@ func (a *acc) total() float64 {
 //go:noinline
 func walk8Signed(g *group, steps int, c int32) {
 	p0, p1, p2, p3, p4, p5, p6, p7 := g.p[0], g.p[1], g.p[2], g.p[3], g.p[4], g.p[5], g.p[6], g.p[7]
-	sh := g.shift
 	var i0, i1, i2, i3, i4, i5, i6, i7 int
 	for range steps {
-		i0 = stepSigned(p0, i0, c, sh)
-		i1 = stepSigned(p1, i1, c, sh)
-		i2 = stepSigned(p2, i2, c, sh)
-		i3 = stepSigned(p3, i3, c, sh)
-		i4 = stepSigned(p4, i4, c, sh)
-		i5 = stepSigned(p5, i5, c, sh)
-		i6 = stepSigned(p6, i6, c, sh)
-		i7 = stepSigned(p7, i7, c, sh)
+		i0 = stepSigned(p0, i0, c)
+		i1 = stepSigned(p1, i1, c)
+		i2 = stepSigned(p2, i2, c)
+		i3 = stepSigned(p3, i3, c)
+		i4 = stepSigned(p4, i4, c)
+		i5 = stepSigned(p5, i5, c)
+		i6 = stepSigned(p6, i6, c)
+		i7 = stepSigned(p7, i7, c)
 	}
 	g.finish(i0, i1, i2, i3, i4, i5, i6, i7)
 }
@@ -177,17 +163,16 @@ func walk8Signed(g *group, steps int, c int32) {
 //go:noinline
 func walk8Unsigned(g *group, steps int, c uint32) {
 	p0, p1, p2, p3, p4, p5, p6, p7 := g.p[0], g.p[1], g.p[2], g.p[3], g.p[4], g.p[5], g.p[6], g.p[7]
-	sh := g.shift
 	var i0, i1, i2, i3, i4, i5, i6, i7 int
 	for range steps {
-		i0 = stepUnsigned(p0, i0, c, sh)
-		i1 = stepUnsigned(p1, i1, c, sh)
-		i2 = stepUnsigned(p2, i2, c, sh)
-		i3 = stepUnsigned(p3, i3, c, sh)
-		i4 = stepUnsigned(p4, i4, c, sh)
-		i5 = stepUnsigned(p5, i5, c, sh)
-		i6 = stepUnsigned(p6, i6, c, sh)
-		i7 = stepUnsigned(p7, i7, c, sh)
+		i0 = stepUnsigned(p0, i0, c)
+		i1 = stepUnsigned(p1, i1, c)
+		i2 = stepUnsigned(p2, i2, c)
+		i3 = stepUnsigned(p3, i3, c)
+		i4 = stepUnsigned(p4, i4, c)
+		i5 = stepUnsigned(p5, i5, c)
+		i6 = stepUnsigned(p6, i6, c)
+		i7 = stepUnsigned(p7, i7, c)
 	}
 	g.finish(i0, i1, i2, i3, i4, i5, i6, i7)
 }
@@ -202,24 +187,16 @@ func sumPathsPlain(trees []*Tree, x []float64) float64 {
 }
 
 // sumPaths1 returns sum_t h_t(x0)/c(psi_t) for a one-feature forest.
-func sumPaths1(trees []*Tree, words []uint64, x0 float64) float64 {
+func sumPaths1(trees []*Tree, x0 float64) float64 {
 	if !wordView {
 		return sumPathsPlain(trees, []float64{x0})
 	}
 	key, signed := key1(x0)
-	g := group{shift: 4}
-	if words != nil {
-		g.shift = 3
-	}
+	var g group
 	var a acc
 	for len(trees) > 0 {
 		ts := trees[:min(len(trees), 8)]
-		steps := g.load(ts, words)
-		if words != nil {
-			for _, t := range ts {
-				words = words[len(t.nodes):]
-			}
-		}
+		steps := g.load(ts)
 		if signed {
 			walk8Signed(&g, steps, int32(key))
 		} else {
@@ -254,8 +231,8 @@ func prepX(x []float64, cx *[maxFastDims]float32) {
 	}
 }
 
-func stepN(p unsafe.Pointer, i int, cx *[maxFastDims]float32, sh uint) int {
-	v := wordAt(p, i, sh)
+func stepN(p unsafe.Pointer, i int, cx *[maxFastDims]float32) int {
+	v := nodeWord(p, i)
 	if v < leafMin {
 		i = int(uint16(v>>32)) + b2i(cx[uint8(v>>48)] >= math.Float32frombits(uint32(v)))
 	}
@@ -265,41 +242,32 @@ func stepN(p unsafe.Pointer, i int, cx *[maxFastDims]float32, sh uint) int {
 //go:noinline
 func walk8N(g *group, steps int, cx *[maxFastDims]float32) {
 	p0, p1, p2, p3, p4, p5, p6, p7 := g.p[0], g.p[1], g.p[2], g.p[3], g.p[4], g.p[5], g.p[6], g.p[7]
-	sh := g.shift
 	var i0, i1, i2, i3, i4, i5, i6, i7 int
 	for range steps {
-		i0 = stepN(p0, i0, cx, sh)
-		i1 = stepN(p1, i1, cx, sh)
-		i2 = stepN(p2, i2, cx, sh)
-		i3 = stepN(p3, i3, cx, sh)
-		i4 = stepN(p4, i4, cx, sh)
-		i5 = stepN(p5, i5, cx, sh)
-		i6 = stepN(p6, i6, cx, sh)
-		i7 = stepN(p7, i7, cx, sh)
+		i0 = stepN(p0, i0, cx)
+		i1 = stepN(p1, i1, cx)
+		i2 = stepN(p2, i2, cx)
+		i3 = stepN(p3, i3, cx)
+		i4 = stepN(p4, i4, cx)
+		i5 = stepN(p5, i5, cx)
+		i6 = stepN(p6, i6, cx)
+		i7 = stepN(p7, i7, cx)
 	}
 	g.finish(i0, i1, i2, i3, i4, i5, i6, i7)
 }
 
 // sumPathsN returns sum_t h_t(x)/c(psi_t); x has the forest's dims.
-func sumPathsN(trees []*Tree, words []uint64, x []float64) float64 {
+func sumPathsN(trees []*Tree, x []float64) float64 {
 	if len(x) > maxFastDims || !wordView {
 		return sumPathsPlain(trees, x)
 	}
 	var cx [maxFastDims]float32
 	prepX(x, &cx)
-	g := group{shift: 4}
-	if words != nil {
-		g.shift = 3
-	}
+	var g group
 	var a acc
 	for len(trees) > 0 {
 		ts := trees[:min(len(trees), 8)]
-		steps := g.load(ts, words)
-		if words != nil {
-			for _, t := range ts {
-				words = words[len(t.nodes):]
-			}
-		}
+		steps := g.load(ts)
 		walk8N(&g, steps, &cx)
 		a.add(&g, ts)
 		trees = trees[len(ts):]
