@@ -49,6 +49,7 @@ type shard struct {
 // path does not allocate.
 type scratch struct {
 	x        [maxDims]float64
+	in       [maxDims]float64 // forest inputs of a point with derived ones
 	vec      []float64
 	perm     []int32
 	sample   []float32
@@ -59,7 +60,8 @@ type scratch struct {
 type series struct {
 	rate     rateState
 	kind     Kind
-	dims     int
+	dims     int // raw inputs
+	fdims    int // forest inputs: dims plus derived ones (see lookback.go)
 	lastSeen int64
 
 	win     []float32 // ring buffer of the last WindowSize inputs, row-major
@@ -75,6 +77,7 @@ type series struct {
 
 	quant   *scoreQuantile // only with Contamination > 0
 	inc     incident
+	rep     repeats
 	members []member // multivariate models: latest value of each feature
 }
 
@@ -203,13 +206,35 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 	v := Verdict{Status: Warmup, Threshold: d.threshold(s)}
 	if s.learned >= d.cfg.Warmup && s.forest != nil {
 		v.Status = Scored
-		v.Score = s.forest.ScoreAsInserted(x)
+		in := x
+		var mean float64 // of the lookback points, for the derived input
+		if s.fdims > s.dims {
+			in = sh.scratch.in[:2]
+			in[0] = x[0]
+			in[1] = s.departure(d.cfg.WindowSize, 0, d.cfg.Lookback, x[0])
+			mean = x[0] - in[1]
+		}
+		v.Score = s.forest.ScoreAsInserted(in)
+		if s.kind != Vector {
+			// Joined models keep every flag: their spikes often score near
+			// the threshold, and a dip under it would halve the rest.
+			v.Score = s.rep.damp(d.cfg.Incidents.SuppressRepeats, v.Score, v.Threshold)
+		}
 		v.Anomaly = v.Score >= v.Threshold
 		if v.Anomaly && s.kind == Vector {
 			v.Contributions = make([]float64, s.dims)
 			s.forest.Attribution(x, v.Contributions)
 		} else if v.Anomaly && s.dims == 1 {
-			if lo, hi, ok := expectedRange(s.forest, s.win, v.Threshold); ok {
+			// Its own buffer: x is learned after this.
+			buf := make([]float64, len(in))
+			score := func(u float64) float64 {
+				buf[0] = u
+				if len(buf) > 1 {
+					buf[1] = u - mean
+				}
+				return s.forest.ScoreAsInserted(buf)
+			}
+			if lo, hi, ok := expectedRange(s.win, v.Threshold, score); ok {
 				a, b := s.rate.offset+lo*s.rate.scale, s.rate.offset+hi*s.rate.scale
 				v.ExpectedMin, v.ExpectedMax, v.HasExpected = min(a, b), max(a, b), true
 			}
@@ -221,7 +246,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 }
 
 func (d *Detector) newSeries(key uint64, kind Kind, dims int) *series {
-	s := &series{kind: kind, dims: dims}
+	s := &series{kind: kind, dims: dims, fdims: d.forestDims(kind, dims)}
 	s.win = make([]float32, 0, d.cfg.WindowSize*s.dims)
 	// Each series has its own stream, derived from the seed and its key, so
 	// its verdicts do not depend on which other series share the process.
@@ -272,7 +297,7 @@ func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 		for i := 0; i < d.growPerPoint && len(trees) < d.cfg.Trees; i++ {
 			trees = append(trees, d.buildTree(sh, s))
 		}
-		s.forest = forest.New(s.dims, trees)
+		s.forest = forest.New(s.fdims, trees)
 		return
 	}
 	s.toRefit++
@@ -297,8 +322,8 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 	if cap(sc.perm) < s.rows {
 		sc.perm = make([]int32, d.cfg.WindowSize)
 	}
-	if cap(sc.sample) < n*s.dims {
-		sc.sample = make([]float32, 0, d.cfg.SampleSize*max(s.dims, maxDims))
+	if cap(sc.sample) < n*s.fdims {
+		sc.sample = make([]float32, 0, d.cfg.SampleSize*max(s.fdims, maxDims))
 	}
 	perm := sc.perm[:s.rows]
 	for i := range perm {
@@ -310,15 +335,31 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 		perm[i], perm[j] = perm[j], perm[i]
 		r := int(perm[i]) * s.dims
 		sample = append(sample, s.win[r:r+s.dims]...)
+		if s.fdims > s.dims {
+			// The row's history starts one step older than the row itself.
+			age := s.head - 1 - r
+			if age < 0 {
+				age += d.cfg.WindowSize
+			}
+			sample = append(sample, toFloat32(s.departure(d.cfg.WindowSize, age+1, d.cfg.Lookback, float64(s.win[r]))))
+		}
 	}
-	b := sc.builders[s.dims]
+	// Derived inputs get no boxes: a node checks only its own split input
+	// for points beyond the data, so a spike's value, seen by every split
+	// on the value, is not diluted by the boxes' largest-departure rule
+	// and the trees stay as small as one-input trees.
+	bk := s.fdims
+	if s.fdims > s.dims {
+		bk = -s.fdims
+	}
+	b := sc.builders[bk]
 	if b == nil {
 		if sc.builders == nil {
 			sc.builders = make(map[int]*forest.Builder)
 		}
-		b = forest.NewBuilder(s.dims)
-		b.KeepBoxes(true) // see forest.ScoreAsInserted: multi-input points beyond the data on any input
-		sc.builders[s.dims] = b
+		b = forest.NewBuilder(s.fdims)
+		b.KeepBoxes(s.fdims == s.dims) // see forest.ScoreAsInserted: multi-input points beyond the data on any input
+		sc.builders[bk] = b
 	}
 	d.treesBuilt.Add(1)
 	return b.Build(sample, s.rng)
