@@ -78,6 +78,7 @@ type series struct {
 	quant   *scoreQuantile // only with Contamination > 0
 	inc     incident
 	rep     repeats
+	lo, hi  float32  // the window's range, one-input models (see beyond.go)
 	members []member // multivariate models: latest value of each feature
 }
 
@@ -214,7 +215,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 			in[1] = s.departure(d.cfg.WindowSize, 0, d.cfg.Lookback, x[0])
 			mean = x[0] - in[1]
 		}
-		v.Score = s.forest.ScoreAsInserted(in)
+		v.Score = s.beyond(x[0], s.forest.ScoreAsInserted(in))
 		if s.kind != Vector {
 			// Joined models keep every flag: their spikes often score near
 			// the threshold, and a dip under it would halve the rest.
@@ -232,7 +233,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 				if len(buf) > 1 {
 					buf[1] = u - mean
 				}
-				return s.forest.ScoreAsInserted(buf)
+				return s.beyond(u, s.forest.ScoreAsInserted(buf))
 			}
 			if lo, hi, ok := expectedRange(s.win, v.Threshold, score); ok {
 				a, b := s.rate.offset+lo*s.rate.scale, s.rate.offset+hi*s.rate.scale
@@ -282,6 +283,13 @@ func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 	}
 	s.head = (s.head + 1) % d.cfg.WindowSize
 	s.learned++
+	if s.hasRange() {
+		f := toFloat32(x[0])
+		if s.rows == 1 {
+			s.lo, s.hi = f, f
+		}
+		s.lo, s.hi = min(s.lo, f), max(s.hi, f)
+	}
 	if s.quant != nil && v.Status == Scored {
 		s.quant.add(v.Score)
 	}
@@ -362,6 +370,9 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 		sc.builders[bk] = b
 	}
 	d.treesBuilt.Add(1)
+	if s.hasRange() {
+		s.refreshRange()
+	}
 	return b.Build(sample, s.rng)
 }
 
