@@ -29,7 +29,7 @@ type IncidentConfig struct {
 // DefaultIncidentConfig opens on the first anomalous point and closes after
 // five normal ones.
 func DefaultIncidentConfig() IncidentConfig {
-	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 100}
+	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 72}
 }
 
 // Validate names the processor's YAML keys.
