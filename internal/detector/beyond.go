@@ -26,15 +26,48 @@ const (
 // hasRange says whether a model tracks its window's range.
 func (s *series) hasRange() bool { return s.kind != Vector && s.dims == 1 }
 
-// refreshRange recomputes the window's range. Between refreshes learn only
-// widens it, so a value that left the window counts for at most one refit
-// interval longer.
-func (s *series) refreshRange() {
-	lo, hi := s.win[0], s.win[0]
-	for _, v := range s.win[:s.rows] {
-		lo, hi = min(lo, v), max(hi, v)
+// The range is kept exact over the sliding window, with how many of the
+// window's values sit at each end, so that the window is scanned again only
+// when the last copy of an extreme leaves it: a few points in a thousand on
+// most series (a scan at every tree build cost 4% of the processor's time).
+// It is a function of the window alone, so a restored model recomputes it.
+
+// addToRange takes in v, added to the window.
+func (s *series) addToRange(v float32) {
+	switch {
+	case s.nlo == 0 || v < s.lo:
+		s.lo, s.nlo = v, 1
+	case v == s.lo:
+		s.nlo++
 	}
-	s.lo, s.hi = lo, hi
+	switch {
+	case s.nhi == 0 || v > s.hi:
+		s.hi, s.nhi = v, 1
+	case v == s.hi:
+		s.nhi++
+	}
+}
+
+// dropFromRange accounts for old leaving the window (after it was
+// overwritten, so a rescan sees the window without it).
+func (s *series) dropFromRange(old float32) {
+	if old == s.lo {
+		s.nlo--
+	}
+	if old == s.hi {
+		s.nhi--
+	}
+	if s.nlo == 0 || s.nhi == 0 {
+		s.rescanRange()
+	}
+}
+
+// rescanRange recomputes the range from the window.
+func (s *series) rescanRange() {
+	s.nlo, s.nhi = 0, 0
+	for _, v := range s.win[:s.rows*s.dims] {
+		s.addToRange(v)
+	}
 }
 
 // beyond returns score lifted for how far v lies beyond the window's range.

@@ -1,9 +1,12 @@
 package detector
 
 import (
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestBeyondLiftsValuesPastTheRange(t *testing.T) {
@@ -26,8 +29,8 @@ func TestBeyondLiftsValuesPastTheRange(t *testing.T) {
 	assert.Equal(t, 0.6, joined.beyond(100, 0.6), "joined models are scored by the forest only")
 }
 
-// The range follows the window: widened by each point, recomputed when a
-// tree is built, so a value that left the window stops counting.
+// The range follows the window exactly: a value that left it stops
+// counting.
 func TestBeyondRangeFollowsTheWindow(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.WindowSize, cfg.Warmup = 300, 32
@@ -41,4 +44,31 @@ func TestBeyondRangeFollowsTheWindow(t *testing.T) {
 	assert.Equal(t, float32(9), s.hi, "the early 1000 has left the window")
 	v := d.Observe(gaugeAt(1, 700, 30), 0)
 	assert.Greater(t, v.Score, 0.95, "three widths beyond the range")
+}
+
+// The incremental range equals a scan of the window after every point,
+// also on a quantised series whose extremes repeat.
+func TestBeyondRangeIsExact(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.WindowSize = 50
+	d := New(cfg, 0)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 2000 {
+		d.Observe(gaugeAt(1, i, float64(rng.IntN(6))+float64(i/500)), 0)
+		s := d.shards[1%uint64(len(d.shards))].series[1]
+		lo, hi := slices.Min(s.win), slices.Max(s.win)
+		nlo, nhi := 0, 0
+		for _, v := range s.win {
+			nlo += b2i(v == lo)
+			nhi += b2i(v == hi)
+		}
+		require.Equal(t, []any{lo, hi, int32(nlo), int32(nhi)}, []any{s.lo, s.hi, s.nlo, s.nhi}, "point %d", i)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -75,11 +75,14 @@ type series struct {
 	pcg      rand.PCG
 	rng      *rand.Rand
 
-	quant   *scoreQuantile // only with Contamination > 0
-	inc     incident
-	rep     repeats
-	lo, hi  float32  // the window's range, one-input models (see beyond.go)
-	members []member // multivariate models: latest value of each feature
+	quant *scoreQuantile // only with Contamination > 0
+	inc   incident
+	rep   repeats
+	// The window's range and how many values sit at each end, one-input
+	// models (see beyond.go).
+	lo, hi   float32
+	nlo, nhi int32
+	members  []member // multivariate models: latest value of each feature
 }
 
 // New returns a detector. cfg must be valid (see Config.Validate).
@@ -275,21 +278,22 @@ func (d *Detector) learn(sh *shard, s *series, x []float64, v Verdict) {
 			s.win = append(s.win, toFloat32(f))
 		}
 		s.rows++
+		if s.hasRange() {
+			s.addToRange(s.win[len(s.win)-1])
+		}
 	} else {
 		row := s.win[s.head*s.dims : (s.head+1)*s.dims]
+		old := row[0]
 		for i, f := range x {
 			row[i] = toFloat32(f)
+		}
+		if s.hasRange() {
+			s.addToRange(row[0])
+			s.dropFromRange(old)
 		}
 	}
 	s.head = (s.head + 1) % d.cfg.WindowSize
 	s.learned++
-	if s.hasRange() {
-		f := toFloat32(x[0])
-		if s.rows == 1 {
-			s.lo, s.hi = f, f
-		}
-		s.lo, s.hi = min(s.lo, f), max(s.hi, f)
-	}
 	if s.quant != nil && v.Status == Scored {
 		s.quant.add(v.Score)
 	}
@@ -370,9 +374,6 @@ func (d *Detector) buildTree(sh *shard, s *series) *forest.Tree {
 		sc.builders[bk] = b
 	}
 	d.treesBuilt.Add(1)
-	if s.hasRange() {
-		s.refreshRange()
-	}
 	return b.Build(sample, s.rng)
 }
 

@@ -48,7 +48,6 @@ import (
 //	  incident: uint64 recent bits, uint8 open, uint64 id, int64 start,
 //	            float64 peak, uint32 quiet, uint32 cooldown
 //	  repeats: uint8 open, uint8 previous flagged, uint32 since, float64 peak
-//	  float32 lo, hi: the window's range (one-input models; 0 otherwise)
 //	  uint32 members, each float64 value, int64 time, uint8 set
 //
 // The config fields are those that shape a model's state; a snapshot taken
@@ -227,8 +226,6 @@ func appendSeries(b []byte, key uint64, s *series) []byte {
 	b = append(b, b2byte(rp.open), b2byte(rp.prev))
 	b = le.AppendUint32(b, uint32(rp.since))
 	b = f64(b, rp.peak)
-	b = le.AppendUint32(b, math.Float32bits(s.lo))
-	b = le.AppendUint32(b, math.Float32bits(s.hi))
 
 	b = le.AppendUint32(b, uint32(len(s.members)))
 	for _, m := range s.members {
@@ -597,9 +594,8 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 		return 0, nil, corrupt("repeats state %d/%v", since, rp.peak)
 	}
 	rp.since = int32(since)
-	s.lo, s.hi = r.f32(), r.f32()
-	if !(s.lo <= s.hi) || math.IsInf(float64(s.lo), 0) || math.IsInf(float64(s.hi), 0) {
-		return 0, nil, corrupt("window range [%v, %v]", s.lo, s.hi)
+	if s.hasRange() {
+		s.rescanRange() // a function of the window, see beyond.go
 	}
 
 	nm := r.u32()

@@ -312,7 +312,7 @@ func TestSnapshotCoversSeries(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"rate", "kind", "dims", "fdims", "lastSeen", "win", "head", "rows", "learned",
-		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "rep", "lo", "hi", "members",
+		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "rep", "lo", "hi", "nlo", "nhi", "members",
 	}, names, "series changed: update snapshot.go (and its format version) first")
 	assert.Equal(t, 8, reflect.TypeFor[rateState]().NumField(), "rateState changed: update snapshot.go")
 	assert.Equal(t, 7, reflect.TypeFor[incident]().NumField(), "incident changed: update snapshot.go")
