@@ -22,6 +22,7 @@ type Config struct {
 	RefitInterval int     `mapstructure:"refit_interval"`
 	Threshold     float64 `mapstructure:"threshold"`
 	Contamination float64 `mapstructure:"contamination"`
+	Lookback      int     `mapstructure:"lookback"`
 	Seed          uint64  `mapstructure:"seed"`
 
 	// Metrics selects the metrics to score by name.
@@ -83,6 +84,9 @@ type IncidentsConfig struct {
 	CloseAfter int `mapstructure:"close_after"`
 	// Cooldown scored points after an end before a new incident may open.
 	Cooldown int `mapstructure:"cooldown"`
+	// SuppressRepeats is how long (points) after a flag a renewed flag that
+	// is no new peak has its score halved; 0 is off.
+	SuppressRepeats int `mapstructure:"suppress_repeats"`
 }
 
 // Output modes.
@@ -118,12 +122,14 @@ func createDefaultConfig() component.Config {
 		RefitInterval: d.RefitInterval,
 		Threshold:     d.Threshold,
 		Contamination: d.Contamination,
+		Lookback:      d.Lookback,
 		Seed:          d.Seed,
 		Incidents: IncidentsConfig{
-			OpenAfter:  d.Incidents.OpenAfter,
-			OpenWindow: d.Incidents.OpenWindow,
-			CloseAfter: d.Incidents.CloseAfter,
-			Cooldown:   d.Incidents.Cooldown,
+			OpenAfter:       d.Incidents.OpenAfter,
+			OpenWindow:      d.Incidents.OpenWindow,
+			CloseAfter:      d.Incidents.CloseAfter,
+			Cooldown:        d.Incidents.Cooldown,
+			SuppressRepeats: d.Incidents.SuppressRepeats,
 		},
 		Output: OutputConfig{
 			Mode:            OutputAttributes,
@@ -163,12 +169,14 @@ func (c *Config) detectorConfig() detector.Config {
 	d.RefitInterval = c.RefitInterval
 	d.Threshold = c.Threshold
 	d.Contamination = c.Contamination
+	d.Lookback = c.Lookback
 	d.Seed = c.Seed
 	d.Incidents = detector.IncidentConfig{
-		OpenAfter:  c.Incidents.OpenAfter,
-		OpenWindow: c.Incidents.OpenWindow,
-		CloseAfter: c.Incidents.CloseAfter,
-		Cooldown:   c.Incidents.Cooldown,
+		OpenAfter:       c.Incidents.OpenAfter,
+		OpenWindow:      c.Incidents.OpenWindow,
+		CloseAfter:      c.Incidents.CloseAfter,
+		Cooldown:        c.Incidents.Cooldown,
+		SuppressRepeats: c.Incidents.SuppressRepeats,
 	}
 	return d
 }

@@ -139,6 +139,9 @@ func (m *ModelConfig) detectorConfig(base detector.Config) detector.Config {
 		c.Contamination = m.Contamination
 	}
 	c.Seed = base.Seed ^ hashString(m.Name)
+	// A joined model takes no derived input, so the top-level lookback
+	// must not constrain (or be checked against) its window.
+	c.Lookback = 0
 	return c
 }
 

@@ -220,6 +220,10 @@ func TestModelConfigErrors(t *testing.T) {
 	cfg.Models = []ModelConfig{hostModel()}
 	cfg.Models[0].Trees = 5000
 	assert.ErrorContains(t, cfg.Validate(), "models[0] (host): trees: must be between 1 and 1000, got 5000")
+	// lookback is for one-input series: a joined model's small window is
+	// not checked against it.
+	cfg.Models[0].Trees, cfg.Models[0].WindowSize, cfg.Models[0].Warmup = 0, 16, 8
+	assert.NoError(t, cfg.Validate())
 }
 
 func TestSkipReasonsAreDistinct(t *testing.T) {

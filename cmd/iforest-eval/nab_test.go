@@ -238,9 +238,8 @@ func TestNABCorpus(t *testing.T) {
 	t.Logf("%d files, %d rows in %v", sum.Files, sum.Rows, time.Since(began).Round(time.Millisecond))
 	assert.Equal(t, sum.Windows, sum.Profiles[0].Windows)
 	// Regression floor just under the measured level of the defaults
-	// (standard 29.8: flagging the first change of a constant series costs
-	// NAB ~2 points on spikes over a flat baseline that it labels normal);
-	// raise it as detection improves.
+	// (standard 53.4; seeds 2 and 3 measured 53.5 and 53.8); raise it as
+	// detection improves.
 	require.Equal(t, "standard", sum.Profiles[0].Profile.Name)
-	assert.GreaterOrEqual(t, sum.Profiles[0].Score, 29.0)
+	assert.GreaterOrEqual(t, sum.Profiles[0].Score, 53.0)
 }

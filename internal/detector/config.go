@@ -33,6 +33,10 @@ type Config struct {
 	// (1-Contamination) quantile of the series' recent scores (never below
 	// 0.5).
 	Contamination float64
+	// Lookback, when > 0, gives one-input models a second input: the
+	// value's departure from the mean of the previous Lookback points (see
+	// lookback.go).
+	Lookback int
 	// Seed makes every model's randomness reproducible.
 	Seed uint64
 	// Shards splits the series map so concurrent callers rarely contend.
@@ -47,11 +51,12 @@ func DefaultConfig() Config {
 	return Config{
 		Trees:         32,
 		SampleSize:    32,
-		WindowSize:    512,
+		WindowSize:    1024,
 		Warmup:        32,
 		RefitInterval: 8,
 		Threshold:     0.8,
 		Contamination: 0,
+		Lookback:      20,
 		Seed:          1,
 		Shards:        64,
 		Incidents:     DefaultIncidentConfig(),
@@ -73,6 +78,9 @@ func (c Config) Validate() error {
 	}
 	if c.Warmup < minTrain || c.Warmup > c.WindowSize {
 		errs = append(errs, fmt.Errorf("warmup: must be between %d and window_size (%d), got %d", minTrain, c.WindowSize, c.Warmup))
+	}
+	if c.Lookback < 0 || c.Lookback >= c.WindowSize {
+		errs = append(errs, fmt.Errorf("lookback: must be between 0 (off) and window_size - 1 (%d), got %d", c.WindowSize-1, c.Lookback))
 	}
 	if c.RefitInterval < 1 {
 		errs = append(errs, fmt.Errorf("refit_interval: must be at least 1, got %d", c.RefitInterval))

@@ -1,20 +1,16 @@
 package detector
 
-import (
-	"math"
-
-	"github.com/otel-iforest/iforest/internal/forest"
-)
+import "math"
 
 // expectedRange finds the band of model inputs around the window's centre
-// that the forest scores below thr: what the model would have called normal
+// that score (the forest's score of a value, derived inputs included) puts below thr: what the model would have called normal
 // at this moment. Each side is found by bisection between the centre and a
 // point far enough out to score at or above thr (scores grow with distance
 // beyond the data, see forest.ScoreAsInserted). ok is false when the centre
 // itself is not normal or no side reaches thr. Only called for flagged
 // points of one-input models, so its few dozen scorings stay off the common
 // path.
-func expectedRange(f *forest.Forest, win []float32, thr float64) (lo, hi float64, ok bool) {
+func expectedRange(win []float32, thr float64, score func(v float64) float64) (lo, hi float64, ok bool) {
 	if len(win) == 0 {
 		return 0, 0, false
 	}
@@ -24,8 +20,6 @@ func expectedRange(f *forest.Forest, win []float32, thr float64) (lo, hi float64
 		mn, mx, sum = math.Min(mn, x), math.Max(mx, x), sum+x
 	}
 	centre := sum / float64(len(win))
-	x := []float64{centre}
-	score := func(v float64) float64 { x[0] = v; return f.ScoreAsInserted(x) }
 	if score(centre) >= thr {
 		return 0, 0, false
 	}

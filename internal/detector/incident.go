@@ -19,12 +19,17 @@ type IncidentConfig struct {
 	// Cooldown is how many scored points after an end no new incident may
 	// open on the same series.
 	Cooldown int
+	// SuppressRepeats, when > 0, halves the score of a flag that neither
+	// continues a run of flags nor beats the highest score since the
+	// episode's first flag, within this many points of the last flag (see
+	// repeats.go). Per-series models only, not joined (Vector) ones.
+	SuppressRepeats int
 }
 
 // DefaultIncidentConfig opens on the first anomalous point and closes after
 // five normal ones.
 func DefaultIncidentConfig() IncidentConfig {
-	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0}
+	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 72}
 }
 
 // Validate names the processor's YAML keys.
@@ -41,6 +46,9 @@ func (c IncidentConfig) Validate() error {
 	}
 	if c.Cooldown < 0 {
 		errs = append(errs, fmt.Errorf("incidents.cooldown: must be 0 or more, got %d", c.Cooldown))
+	}
+	if c.SuppressRepeats < 0 {
+		errs = append(errs, fmt.Errorf("incidents.suppress_repeats: must be 0 (off) or more, got %d", c.SuppressRepeats))
 	}
 	return errors.Join(errs...)
 }

@@ -47,7 +47,6 @@ type baseline struct {
 	kind     Kind
 }
 
-
 // group is the model shared by the series of one group.
 type group struct {
 	mu       sync.Mutex
@@ -77,6 +76,10 @@ func NewShared(cfg Config, warmup, maxSeries int) *Shared {
 	gcfg := cfg
 	gcfg.WindowSize = min(8*cfg.WindowSize, 1<<20)
 	gcfg.RefitInterval = 8 * cfg.RefitInterval
+	// Its window holds deviations of many series in arrival order: a
+	// departure from the previous points' mean (lookback) would compare
+	// unrelated series.
+	gcfg.Lookback = 0
 	s := &Shared{
 		det:    New(gcfg, 0),
 		warmup: max(warmup, 2),
@@ -227,7 +230,9 @@ func (s *Shared) group(key uint64, dims int) *group {
 func (g *group) band(d *Detector, thr float64) bool {
 	ver := g.s.learned / d.cfg.RefitInterval
 	if ver != g.bandVer || thr != g.bandThr { // an adaptive threshold moves
-		g.lo, g.hi, g.bandOK = expectedRange(g.s.forest, g.s.win, thr)
+		x := []float64{0}
+		score := func(v float64) float64 { x[0] = v; return g.s.forest.ScoreAsInserted(x) }
+		g.lo, g.hi, g.bandOK = expectedRange(g.s.win, thr, score)
 		g.bandVer, g.bandThr = ver, thr
 	}
 	return g.bandOK

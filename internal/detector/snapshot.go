@@ -20,15 +20,15 @@ import (
 // process resumes exactly where it stopped (same verdicts, same incident
 // ids, no new warm-up).
 //
-// Format, version 1. Integers and floats are little-endian and fixed-width
+// Format, version 2. Integers and floats are little-endian and fixed-width
 // unless marked uvarint.
 //
 //	header
 //	  [8]byte  magic "\x89IFSNAP\n"
-//	  uint16   format version (1)
-//	  uint16   number of config fields that follow (7)
-//	  uint64 × 7: trees, sample_size, window_size, warmup, refit_interval,
-//	           seed, adaptive threshold (1 if contamination > 0)
+//	  uint16   format version (2)
+//	  uint16   number of config fields that follow (8)
+//	  uint64 × 8: trees, sample_size, window_size, warmup, refit_interval,
+//	           seed, adaptive threshold (1 if contamination > 0), lookback
 //	records, each a type byte:
 //	  1 = a model: uvarint body length, then the body (below)
 //	  0 = the end: uint64 number of models, uint64 CRC-64/ECMA of every
@@ -47,6 +47,7 @@ import (
 //	        total, uint64 scores added
 //	  incident: uint64 recent bits, uint8 open, uint64 id, int64 start,
 //	            float64 peak, uint32 quiet, uint32 cooldown
+//	  repeats: uint8 open, uint8 previous flagged, uint32 since, float64 peak
 //	  uint32 members, each float64 value, int64 time, uint8 set
 //
 // The config fields are those that shape a model's state; a snapshot taken
@@ -64,7 +65,7 @@ import (
 var snapshotMagic = [8]byte{0x89, 'I', 'F', 'S', 'N', 'A', 'P', '\n'}
 
 const (
-	snapshotVersion = 1
+	snapshotVersion = 2
 	recEnd          = 0
 	recSeries       = 1
 )
@@ -109,6 +110,7 @@ func fingerprint(c *Config) []configField {
 		{"refit_interval", uint64(c.RefitInterval), false},
 		{"seed", c.Seed, false},
 		{"contamination > 0", adaptive, true},
+		{"lookback", uint64(c.Lookback), false},
 	}
 }
 
@@ -219,6 +221,11 @@ func appendSeries(b []byte, key uint64, s *series) []byte {
 	b = f64(b, in.peak)
 	b = le.AppendUint32(b, uint32(in.quiet))
 	b = le.AppendUint32(b, uint32(in.cooldown))
+
+	rp := &s.rep
+	b = append(b, b2byte(rp.open), b2byte(rp.prev))
+	b = le.AppendUint32(b, uint32(rp.since))
+	b = f64(b, rp.peak)
 
 	b = le.AppendUint32(b, uint32(len(s.members)))
 	for _, m := range s.members {
@@ -459,7 +466,7 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 	} else if int(dims) != kind.dims() {
 		return 0, nil, corrupt("kind %d with %d inputs", kind, dims)
 	}
-	s := &series{kind: kind, dims: int(dims), key: key}
+	s := &series{kind: kind, dims: int(dims), fdims: d.forestDims(kind, int(dims)), key: key}
 	s.lastSeen = int64(r.u64())
 
 	rs := &s.rate
@@ -528,7 +535,7 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 			if r.err != nil {
 				return 0, nil, r.err
 			}
-			t, n, err := forest.DecodeTree(r.b, int(dims))
+			t, n, err := forest.DecodeTree(r.b, s.fdims)
 			if err != nil {
 				return 0, nil, fmt.Errorf("%w: tree %d: %w", ErrSnapshotCorrupt, i, err)
 			}
@@ -538,7 +545,7 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 			r.take(n)
 			trees = append(trees, t)
 		}
-		s.forest = forest.New(int(dims), trees) // cannot panic: DecodeTree checked the features
+		s.forest = forest.New(s.fdims, trees) // cannot panic: DecodeTree checked the features
 	}
 
 	switch r.u8() {
@@ -589,6 +596,18 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 		return 0, nil, corrupt("incident counters %d/%d", quiet, cooldown)
 	}
 	in.quiet, in.cooldown = int(quiet), int(cooldown)
+
+	rp := &s.rep
+	rp.open, rp.prev = r.flag("repeats open"), r.flag("repeats previous")
+	since := r.u32()
+	rp.peak = r.f64()
+	if since > math.MaxInt32 || math.IsNaN(rp.peak) {
+		return 0, nil, corrupt("repeats state %d/%v", since, rp.peak)
+	}
+	rp.since = int32(since)
+	if s.hasRange() {
+		s.rescanRange() // a function of the window, see beyond.go
+	}
 
 	nm := r.u32()
 	if r.err != nil {

@@ -144,7 +144,7 @@ func TestRestoreCountsModelsAndKeepsLimit(t *testing.T) {
 func smallSnapshot(t testing.TB) (Config, []byte) {
 	cfg := DefaultConfig()
 	cfg.Trees, cfg.SampleSize, cfg.WindowSize, cfg.Warmup, cfg.RefitInterval, cfg.Contamination = 2, 4, 8, 8, 3, 0.1
-	cfg.Shards = 2
+	cfg.Shards, cfg.Lookback = 2, 3
 	d := New(cfg, 0)
 	rows := scenario.SeedCPU(1, []int{15})
 	feed := mixedFeed(rows)
@@ -253,6 +253,7 @@ func TestRestoreRejectsOtherConfig(t *testing.T) {
 		"refit_interval was 3, now 2":           func(c *Config) { c.RefitInterval = 2 },
 		"seed was 1, now 2":                     func(c *Config) { c.Seed = 2 },
 		"contamination > 0 was true, now false": func(c *Config) { c.Contamination = 0 },
+		"lookback was 3, now 0":                 func(c *Config) { c.Lookback = 0 },
 		"trees was 2, now 5, seed was 1, now 7": func(c *Config) { c.Trees, c.Seed = 5, 7 },
 	} {
 		c := cfg
@@ -271,10 +272,10 @@ func TestRestoreRejectsOtherConfig(t *testing.T) {
 
 	// Another format version is named as such.
 	b := bytes.Clone(snap)
-	binary.LittleEndian.PutUint16(b[8:], 2)
+	binary.LittleEndian.PutUint16(b[8:], 1)
 	err := New(cfg, 0).RestoreBytes(b)
 	require.ErrorIs(t, err, ErrSnapshotIncompatible)
-	assert.Contains(t, err.Error(), "format version 2")
+	assert.Contains(t, err.Error(), "format version 1")
 	// Not a snapshot at all.
 	err = New(cfg, 0).RestoreBytes([]byte("{\"hello\": 1}"))
 	require.ErrorIs(t, err, ErrSnapshotCorrupt)
@@ -312,8 +313,8 @@ func TestSnapshotCoversSeries(t *testing.T) {
 	// key is the record's key; prev, next, repeat (the recency lists) and
 	// bytes are rebuilt on restore; interval is learnt again.
 	assert.Equal(t, []string{
-		"rate", "kind", "dims", "key", "lastSeen", "prev", "next", "repeat", "interval", "bytes", "win", "head", "rows", "learned",
-		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "members",
+		"rate", "kind", "dims", "fdims", "key", "lastSeen", "prev", "next", "repeat", "interval", "bytes", "win", "head", "rows", "learned",
+		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "rep", "lo", "hi", "nlo", "nhi", "members",
 	}, names, "series changed: update snapshot.go (and its format version) first")
 	assert.Equal(t, 8, reflect.TypeFor[rateState]().NumField(), "rateState changed: update snapshot.go")
 	assert.Equal(t, 7, reflect.TypeFor[incident]().NumField(), "incident changed: update snapshot.go")
