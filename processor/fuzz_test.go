@@ -34,23 +34,29 @@ func FuzzConsumeMetrics(f *testing.F) {
 	cfg := createDefaultConfig().(*Config)
 	cfg.Warmup = 8 // reach the scoring paths within a few repeats
 	cfg.Output.Mode = OutputBoth
+	// The same input through the high-cardinality mode.
+	hc := *cfg
+	hc.HighCardinality.Enabled = true
+	hc.HighCardinality.Warmup = 2
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var um pmetric.ProtoUnmarshaler
 		md, err := um.UnmarshalMetrics(data)
 		if err != nil {
 			return
 		}
-		p, err := newProcessor(processortest.NewNopSettings(metadata.Type), cfg)
-		require.NoError(t, err)
-		defer p.tel.Shutdown()
-		in := md.DataPointCount()
-		for i := 0; i < 12; i++ {
-			md2 := pmetric.NewMetrics()
-			md.CopyTo(md2)
-			b := batch{now: time.Now().UnixNano()}
-			p.walk(md2, &b)
-			// Metric mode adds a score datapoint per scored datapoint.
-			require.Equal(t, in+int(b.scored), md2.DataPointCount(), "datapoints lost or invented")
+		for _, c := range []*Config{cfg, &hc} {
+			p, err := newProcessor(processortest.NewNopSettings(metadata.Type), c)
+			require.NoError(t, err)
+			in := md.DataPointCount()
+			for i := 0; i < 12; i++ {
+				md2 := pmetric.NewMetrics()
+				md.CopyTo(md2)
+				b := batch{now: time.Now().UnixNano()}
+				p.walk(md2, &b)
+				// Metric mode adds a score datapoint per scored datapoint.
+				require.Equal(t, in+int(b.scored), md2.DataPointCount(), "datapoints lost or invented")
+			}
+			p.tel.Shutdown()
 		}
 	})
 }
