@@ -1,6 +1,9 @@
 package forest
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // Scoring as if inserted.
 //
@@ -140,7 +143,7 @@ const laneCount = 32
 type lanes struct {
 	i       [laneCount]int
 	h, stay [laneCount]float64
-	nodes   [laneCount][]node
+	p       [laneCount]unsafe.Pointer // each lane's tree's nodes
 	n       int
 	steps   int
 }
@@ -159,29 +162,47 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 		}
 		return math.Exp2(-sum / float64(len(f.trees)))
 	}
+	if f.dims > maxFastDims || !wordView {
+		for _, t := range f.trees {
+			sum += t.PathLengthAsInserted(x) * t.invC
+		}
+		return math.Exp2(-sum / float64(len(f.trees)))
+	}
+	// The walk compares in float32, where nodes live: cx routes exactly like
+	// x (see prepX), and x is beyond a node's float32 range exactly when its
+	// float32 rounding rx is (the range's ends are float32 values, and
+	// rounding is monotonic), which is also what cutOffOutside requires. So
+	// a lane step is a few instructions on one node, and more lanes' cache
+	// misses fit in the CPU's reorder window at once.
+	var cx, rx [maxFastDims]float32
+	prepX(x, &cx)
+	for i, v := range x {
+		rx[uint8(i)] = float32(v)
+	}
 	var l lanes
 	for trees := f.trees; len(trees) > 0; trees = trees[l.n:] {
 		l.n = min(len(trees), laneCount)
 		l.steps = 0
 		for k, t := range trees[:l.n] {
-			l.nodes[k], l.i[k], l.h[k], l.stay[k] = t.nodes, 0, 0, 1
+			l.p[k], l.i[k], l.h[k], l.stay[k] = nodesPtr(t), 0, 0, 1
 			l.steps = max(l.steps, int(t.depth))
 		}
 		for depth := 1; depth <= l.steps; depth++ {
 			for k := 0; k < l.n; k++ {
-				n := &l.nodes[k][l.i[k]]
+				// In bounds: walks follow child links only (see score.go).
+				n := (*node)(unsafe.Add(l.p[k], l.i[k]*16))
 				if n.feat == leafFeat {
 					continue
 				}
-				v := x[n.feat]
-				if outside(v, n) {
-					l.h[k], l.stay[k] = cutOffOutside(v, n, depth, l.h[k], l.stay[k])
+				f := uint8(n.feat) // < dims <= maxFastDims
+				if r := rx[f]; r < n.lo || r > n.hi {
+					l.h[k], l.stay[k] = cutOffOutside(x[n.feat], n, depth, l.h[k], l.stay[k])
 				}
-				l.i[k] = int(n.a) + b2i(v > float64(n.thr))
+				l.i[k] = int(n.a) + b2i(cx[f] >= n.thr)
 			}
 		}
 		for k, t := range trees[:l.n] {
-			n := &l.nodes[k][l.i[k]]
+			n := &t.nodes[l.i[k]]
 			h, stay := l.h[k], l.stay[k]
 			if l.i[k] == 0 && n.a > 1 {
 				h, stay = cutOff(x[0], n, 1, h, stay)

@@ -121,6 +121,42 @@ func TestScoreAsInsertedMatchesPerTreeWalk(t *testing.T) {
 	}
 }
 
+// The lockstep walk compares in float32; at split values, the ends of node
+// ranges and their float32 and float64 neighbours, and at NaN, infinities
+// and values beyond float32, it must route and cut off exactly like the
+// float64 definition.
+func TestScoreAsInsertedAtEdges(t *testing.T) {
+	for _, dims := range []int{1, 3} {
+		f := Fit(gaussData(512, dims, 4), dims, Options{Trees: 20, SampleSize: 64, Seed: 5})
+		check := func(x []float64) {
+			var sum float64
+			for _, tr := range f.Trees() {
+				sum += tr.PathLengthAsInserted(x) * tr.invC
+			}
+			require.InDelta(t, math.Exp2(-sum/20), f.ScoreAsInserted(x), 1e-12, "x=%v", x)
+		}
+		x := make([]float64, dims)
+		for feat := range dims {
+			vals := edgeValues(f, feat)
+			for _, tr := range f.Trees() {
+				for _, n := range tr.nodes {
+					if n.feat == uint16(feat) {
+						for _, b := range []float32{n.lo, n.hi} {
+							v := float64(b)
+							vals = append(vals, v, math.Nextafter(v, math.Inf(1)), math.Nextafter(v, math.Inf(-1)))
+						}
+					}
+				}
+			}
+			for _, v := range vals {
+				x[feat] = v
+				check(x)
+			}
+			x[feat] = 0.1
+		}
+	}
+}
+
 func TestAsInsertedFlagsTheFirstChangeOfAConstantSeries(t *testing.T) {
 	data := make([]float32, 64) // all zero
 	f := Fit(data, 1, Options{Trees: 20, SampleSize: 32, Seed: 1})
