@@ -160,18 +160,10 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		p.maybeEvict(b.now)
 		b.det = p.det.TakeStats()
 		for _, m := range p.models {
-			st := m.det.TakeStats()
-			b.det.TreesBuilt += st.TreesBuilt
-			b.det.Created += st.Created
-			b.det.EvictedIdle += st.EvictedIdle
-			b.det.EvictedLimit += st.EvictedLimit
+			b.det.Add(m.det.TakeStats())
 		}
 		if p.shared != nil {
-			st := p.shared.TakeStats()
-			b.det.TreesBuilt += st.TreesBuilt
-			b.det.Created += st.Created
-			b.det.EvictedIdle += st.EvictedIdle
-			b.det.EvictedLimit += st.EvictedLimit
+			b.det.Add(p.shared.TakeStats())
 			b.mem += p.shared.MemoryBytes()
 		}
 		b.mem, b.memKnown = b.mem+p.det.MemoryBytes(), true

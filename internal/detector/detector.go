@@ -41,6 +41,33 @@ type Stats struct {
 	EvictedLimit int64
 }
 
+// Add adds o's counts to s.
+func (s *Stats) Add(o Stats) {
+	s.TreesBuilt += o.TreesBuilt
+	s.Created += o.Created
+	s.EvictedIdle += o.EvictedIdle
+	s.EvictedLimit += o.EvictedLimit
+}
+
+// shardLimits returns how many shards to use for a series limit (0 = none)
+// and each shard's limit: the limit is kept per shard, and the shards'
+// limits add up to it exactly, at least one model each.
+func shardLimits(shards, maxSeries int) []int {
+	if maxSeries > 0 {
+		shards = min(shards, maxSeries)
+	}
+	limits := make([]int, shards)
+	if maxSeries > 0 {
+		for i := range limits {
+			limits[i] = maxSeries / shards
+			if i < maxSeries%shards {
+				limits[i]++
+			}
+		}
+	}
+	return limits
+}
+
 type shard struct {
 	mu         sync.Mutex
 	series     map[uint64]*series
@@ -110,20 +137,10 @@ type series struct {
 
 // New returns a detector. cfg must be valid (see Config.Validate).
 func New(cfg Config, maxSeries int) *Detector {
-	n := cfg.Shards
-	if maxSeries > 0 {
-		n = min(n, maxSeries)
-	}
-	d := &Detector{cfg: cfg, shards: make([]shard, n)}
-	if maxSeries > 0 {
-		// The limit is kept per shard; the shards' limits add up to it
-		// exactly, at least one model each.
-		for i := range d.shards {
-			d.shards[i].limit = maxSeries / n
-			if i < maxSeries%n {
-				d.shards[i].limit++
-			}
-		}
+	limits := shardLimits(cfg.Shards, maxSeries)
+	d := &Detector{cfg: cfg, shards: make([]shard, len(limits))}
+	for i, l := range limits {
+		d.shards[i].limit = l
 	}
 	span := cfg.Warmup - minTrain + 1
 	d.growPerPoint = (cfg.Trees + span - 1) / span

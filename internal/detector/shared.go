@@ -66,10 +66,7 @@ type group struct {
 // a series needs before its baseline is trusted (>= 2), and maxSeries the
 // most baselines held (0 = no limit).
 func NewShared(cfg Config, warmup, maxSeries int) *Shared {
-	n := cfg.Shards
-	if maxSeries > 0 {
-		n = min(n, maxSeries)
-	}
+	limits := shardLimits(cfg.Shards, maxSeries)
 	// A group model sees the points of many series: it keeps 8 times a
 	// series model's window and refits 8 times less often, so that it
 	// remembers a longer stretch of its group for the same refit cost.
@@ -84,16 +81,11 @@ func NewShared(cfg Config, warmup, maxSeries int) *Shared {
 		det:    New(gcfg, 0),
 		warmup: max(warmup, 2),
 		alpha:  1 / float64(cfg.WindowSize),
-		shards: make([]sharedShard, n),
+		shards: make([]sharedShard, len(limits)),
 	}
-	for i := range s.shards {
+	for i, l := range limits {
 		s.shards[i].rng = uint64(i)*0x9e3779b97f4a7c15 | 1
-		if maxSeries > 0 {
-			s.shards[i].limit = maxSeries / n
-			if i < maxSeries%n {
-				s.shards[i].limit++
-			}
-		}
+		s.shards[i].limit = l
 	}
 	return s
 }
