@@ -171,9 +171,26 @@ func readExported(t *testing.T, file string, want int) map[int64]point {
 
 func parseExported(t *testing.T, file string) map[int64]point {
 	pts := map[int64]point{}
+	exportedGauges(t, file, func(_ pmetric.Metric, dp pmetric.NumberDataPoint) {
+		p := point{value: dp.DoubleValue()}
+		if v, ok := dp.Attributes().Get("anomaly.score"); ok {
+			p.scored, p.score = true, v.Double()
+		}
+		if v, ok := dp.Attributes().Get("anomaly.detected"); ok {
+			p.detected = v.Bool()
+		}
+		pts[int64(dp.Timestamp())] = p
+	})
+	return pts
+}
+
+// exportedGauges calls fn for every gauge datapoint in the file exporter's
+// JSON lines written so far (none if the file does not exist yet; a line
+// being written is skipped).
+func exportedGauges(t *testing.T, file string, fn func(pmetric.Metric, pmetric.NumberDataPoint)) {
 	f, err := os.Open(file)
 	if os.IsNotExist(err) {
-		return pts
+		return
 	}
 	require.NoError(t, err)
 	defer f.Close()
@@ -183,26 +200,18 @@ func parseExported(t *testing.T, file string) map[int64]point {
 	for sc.Scan() {
 		md, err := um.UnmarshalMetrics(sc.Bytes())
 		if err != nil {
-			continue // a line being written
+			continue
 		}
 		for _, rm := range md.ResourceMetrics().All() {
 			for _, sm := range rm.ScopeMetrics().All() {
 				for _, m := range sm.Metrics().All() {
 					for _, dp := range m.Gauge().DataPoints().All() {
-						p := point{value: dp.DoubleValue()}
-						if v, ok := dp.Attributes().Get("anomaly.score"); ok {
-							p.scored, p.score = true, v.Double()
-						}
-						if v, ok := dp.Attributes().Get("anomaly.detected"); ok {
-							p.detected = v.Bool()
-						}
-						pts[int64(dp.Timestamp())] = p
+						fn(m, dp)
 					}
 				}
 			}
 		}
 	}
-	return pts
 }
 
 func writeScenarioCSV(t *testing.T, rows []scenario.Row) string {

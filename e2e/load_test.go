@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -52,34 +50,13 @@ func TestLoadToolThroughDistribution(t *testing.T) {
 
 func countLoadExport(t *testing.T, file string) (total, scored int, series map[string]int) {
 	series = map[string]int{}
-	f, err := os.Open(file)
-	if os.IsNotExist(err) {
-		return 0, 0, series
-	}
-	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var um pmetric.JSONUnmarshaler
-	for sc.Scan() {
-		md, err := um.UnmarshalMetrics(sc.Bytes())
-		if err != nil {
-			continue // a line being written
+	exportedGauges(t, file, func(_ pmetric.Metric, dp pmetric.NumberDataPoint) {
+		total++
+		s, _ := dp.Attributes().Get("series")
+		series[s.Str()]++
+		if _, ok := dp.Attributes().Get("anomaly.score"); ok {
+			scored++
 		}
-		for _, rm := range md.ResourceMetrics().All() {
-			for _, sm := range rm.ScopeMetrics().All() {
-				for _, m := range sm.Metrics().All() {
-					for _, dp := range m.Gauge().DataPoints().All() {
-						total++
-						s, _ := dp.Attributes().Get("series")
-						series[s.Str()]++
-						if _, ok := dp.Attributes().Get("anomaly.score"); ok {
-							scored++
-						}
-					}
-				}
-			}
-		}
-	}
+	})
 	return total, scored, series
 }

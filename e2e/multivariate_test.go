@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/csv"
 	"fmt"
 	"math"
@@ -168,51 +167,30 @@ func exportedVerdicts(t *testing.T, file string, want int) map[int64]modelVerdic
 
 func parseModelVerdicts(t *testing.T, file string) (map[int64]modelVerdict, int) {
 	vs := map[int64]modelVerdict{}
-	f, err := os.Open(file)
-	if os.IsNotExist(err) {
-		return vs, 0
-	}
-	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var um pmetric.JSONUnmarshaler
 	seen := map[int64]bool{}
 	n := 0
-	for sc.Scan() {
-		md, err := um.UnmarshalMetrics(sc.Bytes())
-		if err != nil {
-			continue // a line being written
+	exportedGauges(t, file, func(m pmetric.Metric, dp pmetric.NumberDataPoint) {
+		n++
+		attrs := dp.Attributes()
+		var v modelVerdict
+		if s, ok := attrs.Get("anomaly.score"); ok {
+			v.scored, v.score = true, s.Double()
+			mv, _ := attrs.Get("anomaly.model")
+			assert.Equal(t, seedModel, mv.AsString(), "%s at %d: scored by the model", m.Name(), dp.Timestamp())
 		}
-		for _, rm := range md.ResourceMetrics().All() {
-			for _, sm := range rm.ScopeMetrics().All() {
-				for _, m := range sm.Metrics().All() {
-					for _, dp := range m.Gauge().DataPoints().All() {
-						n++
-						attrs := dp.Attributes()
-						var v modelVerdict
-						if s, ok := attrs.Get("anomaly.score"); ok {
-							v.scored, v.score = true, s.Double()
-							mv, _ := attrs.Get("anomaly.model")
-							assert.Equal(t, seedModel, mv.AsString(), "%s at %d: scored by the model", m.Name(), dp.Timestamp())
-						}
-						if d, ok := attrs.Get("anomaly.detected"); ok {
-							v.detected = d.Bool()
-						}
-						if tf, ok := attrs.Get("anomaly.top_feature"); ok {
-							v.topFeature = tf.AsString()
-						}
-						ts := int64(dp.Timestamp())
-						if seen[ts] {
-							assert.Equal(t, vs[ts], v, "%s at %d: both datapoints of a row carry the model's verdict", m.Name(), ts)
-						}
-						seen[ts] = true
-						vs[ts] = v
-					}
-				}
-			}
+		if d, ok := attrs.Get("anomaly.detected"); ok {
+			v.detected = d.Bool()
 		}
-	}
+		if tf, ok := attrs.Get("anomaly.top_feature"); ok {
+			v.topFeature = tf.AsString()
+		}
+		ts := int64(dp.Timestamp())
+		if seen[ts] {
+			assert.Equal(t, vs[ts], v, "%s at %d: both datapoints of a row carry the model's verdict", m.Name(), ts)
+		}
+		seen[ts] = true
+		vs[ts] = v
+	})
 	return vs, n
 }
 
