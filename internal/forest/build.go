@@ -121,7 +121,7 @@ func (b *Builder) grow(ni, lo, hi, depth int) {
 
 	a := len(b.nodes)
 	b.nodes = append(b.nodes, node{}, node{})
-	b.nodes[ni] = node{thr: thr, a: uint16(a), feat: uint16(f), lo: mn, hi: mx}
+	b.nodes[ni] = node{thr: thr, a: uint16(a - ni), feat: uint16(f), lo: mn, hi: mx}
 	if b.keepBoxes {
 		box := b.boxes[ni*2*b.dims : (ni+1)*2*b.dims]
 		for g := range b.dims {

@@ -59,8 +59,8 @@ func (t *Tree) appendPreorder(b []byte, i int) []byte {
 	if n.feat == leafFeat {
 		return b
 	}
-	b = t.appendPreorder(b, int(n.a))
-	return t.appendPreorder(b, int(n.a)+1)
+	b = t.appendPreorder(b, i+int(n.a))
+	return t.appendPreorder(b, i+int(n.a)+1)
 }
 
 // ErrCorruptTree is wrapped by every DecodeTree error.
@@ -239,7 +239,7 @@ func (d *treeDecoder) decode(ni, depth int) error {
 		return fmt.Errorf("%w: more than the %d nodes announced", ErrCorruptTree, d.max)
 	}
 	d.nodes = append(d.nodes, node{}, node{})
-	d.nodes[ni] = node{thr: thr, a: uint16(a), feat: feat, lo: lo, hi: hi}
+	d.nodes[ni] = node{thr: thr, a: uint16(a - ni), feat: feat, lo: lo, hi: hi}
 	box, err := d.box(ni)
 	if err != nil {
 		return err

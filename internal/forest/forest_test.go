@@ -79,9 +79,9 @@ func route(tr *Tree, x []float64) int {
 			return i
 		}
 		if x[n.feat] <= float64(n.thr) {
-			i = int(n.a)
+			i += int(n.a)
 		} else {
-			i = int(n.a) + 1
+			i += int(n.a) + 1
 		}
 	}
 }
@@ -107,12 +107,13 @@ func checkShape(t *testing.T, tr *Tree, limit int) int {
 			total += int(n.a)
 			return
 		}
-		require.Less(t, int(n.a)+1, len(tr.nodes))
-		require.Greater(t, int(n.a), i, "children come after their parent")
+		left := i + int(n.a)
+		require.Less(t, left+1, len(tr.nodes))
+		require.Greater(t, int(n.a), 0, "children come after their parent")
 		require.False(t, math.IsNaN(float64(n.thr)))
 		require.NotEqual(t, uint32(1<<31), math.Float32bits(n.thr), "threshold -0")
-		walk(int(n.a), depth+1)
-		walk(int(n.a)+1, depth+1)
+		walk(left, depth+1)
+		walk(left+1, depth+1)
 	}
 	walk(0, 0)
 	for i, s := range seen {
@@ -450,7 +451,7 @@ func TestAttributionDefinition(t *testing.T) {
 				}
 			}
 			want[n.feat] += w * math.Log2(float64(nv)/float64(nc))
-			i = int(n.a) + b2i(xRight)
+			i += int(n.a) + b2i(xRight)
 		}
 	}
 	var total float64
@@ -476,7 +477,7 @@ func passes(tr *Tree, x []float64, target int) bool {
 		if n.feat == leafFeat {
 			return false
 		}
-		i = int(n.a) + b2i(x[n.feat] > float64(n.thr))
+		i += int(n.a) + b2i(x[n.feat] > float64(n.thr))
 	}
 }
 
@@ -498,8 +499,9 @@ func TestMemoryBytes(t *testing.T) {
 		// 16 bytes per node: split and data range.
 		assert.Equal(t, 16*tr.NumNodes()+treeHeaderBytes, tr.MemoryBytes())
 	}
-	// A fitted forest's slab is exactly sized; headers sit in one array.
-	assert.Equal(t, 16*nodes+100*(int(unsafe.Sizeof(Tree{}))+8)+int(unsafe.Sizeof(Forest{})), f.MemoryBytes())
+	// A fitted forest's slab is exactly sized; headers sit in one array,
+	// with a pointer and the walks' 16-byte summary per tree.
+	assert.Equal(t, 16*nodes+100*(int(unsafe.Sizeof(Tree{}))+8+16)+int(unsafe.Sizeof(Forest{})), f.MemoryBytes())
 }
 
 func TestNewValidates(t *testing.T) {
@@ -516,22 +518,44 @@ func TestNewValidates(t *testing.T) {
 	assert.Panics(t, func() { NewBuilder(1).Build(make([]float32, MaxSampleSize+1), nil) })
 }
 
-// TestPlainFallback runs the scorer used where the word view of nodes is
-// unavailable (big-endian machines) against the fast kernels.
-func TestPlainFallback(t *testing.T) {
+// TestKernelsMatchPlainWalk checks the lockstep kernels (both comparison
+// domains of the one-feature walk, and the float32 walk) against one plain
+// walk per tree, at random points and at and next to every threshold.
+func TestKernelsMatchPlainWalk(t *testing.T) {
 	for _, dims := range []int{1, 5} {
 		f := Fit(gaussData(1000, dims, 3), dims, Options{Trees: 21, SampleSize: 128, Seed: 3})
+		check := func(x []float64) {
+			t.Helper()
+			want := math.Exp2(-sumPathsPlain(f.Trees(), x) / float64(len(f.Trees())))
+			require.InDelta(t, want, f.Score(x), 1e-13, "x=%v", x)
+		}
 		x := make([]float64, dims)
 		r := rand.New(rand.NewPCG(8, 8))
 		for range 500 {
 			for j := range x {
 				x[j] = r.NormFloat64() * 2
 			}
-			fast := f.Score(x)
-			wordView = false
-			plain := f.Score(x)
-			wordView = true
-			require.InDelta(t, plain, fast, 1e-13)
+			check(x)
+		}
+		for _, tr := range f.Trees()[:3] {
+			for _, n := range tr.nodes {
+				if n.feat == leafFeat {
+					continue
+				}
+				clear(x)
+				for _, v := range []float32{n.thr, math.Nextafter32(n.thr, -1), math.Nextafter32(n.thr, 1)} {
+					x[n.feat] = float64(v)
+					check(x)
+					x[n.feat] = float64(v) + 1e-12
+					check(x)
+				}
+			}
+		}
+		for _, v := range []float64{0, math.Copysign(0, -1), math.Inf(1), math.Inf(-1), math.NaN()} {
+			for j := range x {
+				x[j] = v
+			}
+			check(x)
 		}
 	}
 }

@@ -72,7 +72,7 @@ func ImportTree(feature []int, threshold []float64, left, right, nSamples []int,
 		nodes = append(nodes, node{}, node{})
 		// The training data's ranges are not in scikit-learn's arrays; an
 		// unbounded range makes ScoreAsInserted equal Score for these trees.
-		nodes[it.new] = node{thr: floorFloat32(t), a: uint16(a), feat: uint16(feature[o]), lo: float32(math.Inf(-1)), hi: float32(math.Inf(1))}
+		nodes[it.new] = node{thr: floorFloat32(t), a: uint16(a - it.new), feat: uint16(feature[o]), lo: float32(math.Inf(-1)), hi: float32(math.Inf(1))}
 		queue = append(queue, item{l, a, it.depth + 1}, item{r, a + 1, it.depth + 1})
 	}
 	// Attribution relies on the root holding exactly sampleSize samples.

@@ -37,8 +37,8 @@ func sklearnArrays(tr *Tree) (feature []int, thr []float64, left, right, samples
 		// scikit-learn's would usually be.
 		next := float64(math.Nextafter32(n.thr, float32(math.Inf(1))))
 		thr[id] = float64(n.thr) + (next-float64(n.thr))/3
-		l, ls := rec(int(n.a))
-		r, rs := rec(int(n.a) + 1)
+		l, ls := rec(i + int(n.a))
+		r, rs := rec(i + int(n.a) + 1)
 		left[id], right[id], samples[id] = l, r, ls+rs
 		return id, ls + rs
 	}

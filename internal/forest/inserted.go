@@ -47,7 +47,7 @@ func (t *Tree) PathLengthAsInserted(x []float64) float64 {
 		if outside(v, n) {
 			h, stay = cutOffOutside(v, n, depth, h, stay)
 		}
-		i = int(n.a) + b2i(v > float64(n.thr))
+		i += int(n.a) + b2i(v > float64(n.thr))
 	}
 }
 
@@ -130,7 +130,7 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 		if n.feat == leafFeat {
 			return h + stay*leafLen(*n)
 		}
-		i = int(n.a) + b2i(x[n.feat] > float64(n.thr))
+		i += int(n.a) + b2i(x[n.feat] > float64(n.thr))
 	}
 }
 
@@ -141,11 +141,8 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 const laneCount = 32
 
 type lanes struct {
-	i       [laneCount]int
+	o       [laneCount]uintptr // each lane's node, as a byte offset into the slab
 	h, stay [laneCount]float64
-	p       [laneCount]unsafe.Pointer // each lane's tree's nodes
-	n       int
-	steps   int
 }
 
 // ScoreAsInserted is Score with PathLengthAsInserted: points beyond what a
@@ -162,7 +159,7 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 		}
 		return math.Exp2(-sum / float64(len(f.trees)))
 	}
-	if f.dims > maxFastDims || !wordView {
+	if f.dims > maxFastDims {
 		for _, t := range f.trees {
 			sum += t.PathLengthAsInserted(x) * t.invC
 		}
@@ -180,35 +177,38 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 		rx[uint8(i)] = float32(v)
 	}
 	var l lanes
-	for trees := f.trees; len(trees) > 0; trees = trees[l.n:] {
-		l.n = min(len(trees), laneCount)
-		l.steps = 0
-		for k, t := range trees[:l.n] {
-			l.p[k], l.i[k], l.h[k], l.stay[k] = nodesPtr(t), 0, 0, 1
-			l.steps = max(l.steps, int(t.depth))
+	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	for trees := f.meta; len(trees) > 0; {
+		n := min(len(trees), laneCount)
+		steps := 0
+		for k, m := range trees[:n] {
+			l.o[k], l.h[k], l.stay[k] = uintptr(m.off)*16, 0, 1
+			steps = max(steps, int(m.depth))
 		}
-		for depth := 1; depth <= l.steps; depth++ {
-			for k := 0; k < l.n; k++ {
+		for depth := 1; depth <= steps; depth++ {
+			for k := 0; k < n; k++ {
 				// In bounds: walks follow child links only (see score.go).
-				n := (*node)(unsafe.Add(l.p[k], l.i[k]*16))
-				if n.feat == leafFeat {
+				o := l.o[k]
+				nd := (*node)(unsafe.Add(base, o))
+				if nd.feat == leafFeat {
 					continue
 				}
-				f := uint8(n.feat) // < dims <= maxFastDims
-				if r := rx[f]; r < n.lo || r > n.hi {
-					l.h[k], l.stay[k] = cutOffOutside(x[n.feat], n, depth, l.h[k], l.stay[k])
+				f := uint8(nd.feat) // < dims <= maxFastDims
+				if r := rx[f]; r < nd.lo || r > nd.hi {
+					l.h[k], l.stay[k] = cutOffOutside(x[nd.feat], nd, depth, l.h[k], l.stay[k])
 				}
-				l.i[k] = int(n.a) + b2i(cx[f] >= n.thr)
+				l.o[k] = o + uintptr(int(nd.a)+b2i(cx[f] >= nd.thr))*16
 			}
 		}
-		for k, t := range trees[:l.n] {
-			n := &t.nodes[l.i[k]]
+		for k, m := range trees[:n] {
+			nd := (*node)(unsafe.Add(base, l.o[k]))
 			h, stay := l.h[k], l.stay[k]
-			if l.i[k] == 0 && n.a > 1 {
-				h, stay = cutOff(x[0], n, 1, h, stay)
+			if m.depth == 0 && nd.a > 1 { // the root is a leaf
+				h, stay = cutOff(x[0], nd, 1, h, stay)
 			}
-			sum += (h + stay*leafLen(*n)) * t.invC
+			sum += (h + stay*leafLen(*nd)) * m.invC
 		}
+		trees = trees[n:]
 	}
 	return math.Exp2(-sum / float64(len(f.trees)))
 }

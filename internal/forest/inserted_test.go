@@ -78,13 +78,20 @@ func TestAsInsertedAllocatesNothing(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(100, func() { f.ScoreAsInserted(x) }))
 }
 
+// BenchmarkForestScoreAsInserted scores fresh points; "detector" is the
+// detector's default model (32 trees of psi 32 over a value and its
+// departure), in cache (forests=1) and as one of 1000 series' models
+// (forests=1000, about 23 MB: each score then waits on memory).
 func BenchmarkForestScoreAsInserted(b *testing.B) {
 	for _, c := range []struct {
-		name             string
-		dims, trees, psi int
-	}{{"d=1", 1, 100, 256}, {"d=4", 4, 100, 256}, {"detector-default", 1, 50, 64}} {
+		name                    string
+		dims, trees, psi, count int
+	}{{"d=1", 1, 100, 256, 1}, {"d=4", 4, 100, 256, 1}, {"detector/forests=1", 2, 32, 32, 1}, {"detector/forests=1000", 2, 32, 32, 1000}} {
 		b.Run(c.name, func(b *testing.B) {
-			f := Fit(gaussData(4096, c.dims, 1), c.dims, Options{Trees: c.trees, SampleSize: c.psi, Seed: 1})
+			fs := make([]*Forest, c.count)
+			for i := range fs {
+				fs[i] = Fit(gaussData(1024, c.dims, uint64(i)), c.dims, Options{Trees: c.trees, SampleSize: c.psi, Seed: uint64(i)})
+			}
 			q := gaussData(1024, c.dims, 2)
 			x := make([]float64, c.dims)
 			b.ReportAllocs()
@@ -94,7 +101,7 @@ func BenchmarkForestScoreAsInserted(b *testing.B) {
 				for j := range x {
 					x[j] = float64(q[r*c.dims+j])
 				}
-				sink += f.ScoreAsInserted(x)
+				sink += fs[i%c.count].ScoreAsInserted(x)
 			}
 			_ = sink
 		})

@@ -9,40 +9,76 @@ import (
 //
 // A straightforward walk (pathLen) is bound by the latency of its dependent
 // loads and by mispredicting where each path ends. The kernels below walk
-// several trees in lockstep for a fixed number of steps (the deepest leaf
+// eight trees in lockstep for a fixed number of steps (the deepest leaf
 // among them); a path that reaches a leaf early just stays there. This gives
 // the CPU independent load chains and a loop trip count that is known in
 // advance.
 //
-// They read nodes through unsafe pointers to avoid a bounds check per step
-// and so that each node is one 8-byte load. This is sound because trees are
-// only built by Build/ImportTree/DecodeTree, which guarantee that every
-// internal node's children a and a+1 are inside the tree, and a forest's
-// trees change only under its owner's lock (never during a walk); the walks
-// start at the root and only ever follow child links or stay on a leaf.
+// They read nodes through unsafe pointers to avoid a bounds check per step.
+// A lane is one byte offset into the forest's slab, and a step adds the
+// node's relative child link to it, so all eight lanes, the slab base and
+// the key fit in registers. This is sound because trees are only built by
+// Build/ImportTree/DecodeTree, which guarantee that every internal node's
+// children are inside its tree, and a forest's trees change only under its
+// owner's lock (never during a walk); the walks start at a root and only
+// ever follow child links or stay on a leaf.
 //
 // Results equal summing pathLen(t)*t.invC up to the order of the additions.
 
-const leafMin = uint64(leafFeat) << 48 // node words >= leafMin are leaves
-
-// The word view reads the first 8 bytes of each 16-byte node (thr, a, feat;
-// this fails to compile if the layout changes) and needs little-endian field
-// order (checked at run time; big-endian machines use the plain walk).
-var _ = [1]struct{}{}[unsafe.Sizeof(node{})-16]
-var _ = [1]struct{}{}[unsafe.Offsetof(node{}.feat)-6]
-
-var wordView = func() bool {
-	n := node{thr: 1.5, a: 0x1234, feat: 0x5678}
-	return nodeWord(unsafe.Pointer(&n), 0) == 0x5678_1234_00000000|uint64(math.Float32bits(1.5))
-}()
-
-// nodeWord loads the first word of node i of the tree starting at p:
-// bits 0-31 thr, 32-47 a, 48-63 feat (the struct's little-endian layout).
-func nodeWord(p unsafe.Pointer, i int) uint64 {
-	return *(*uint64)(unsafe.Add(p, i*16))
+// at returns the node at byte offset o of the slab that starts at base.
+func at(base unsafe.Pointer, o uintptr) *node {
+	return (*node)(unsafe.Add(base, o))
 }
 
-func nodesPtr(t *Tree) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(t.nodes)) }
+// lanes8 holds the slab offsets of up to 8 trees walked together: their
+// roots before a walk and the leaves they ended in after it.
+type lanes8 [8]uintptr
+
+// load points the lanes at the roots of trees (1 <= len <= 8) and returns
+// the number of steps needed. Unused lanes repeat the first tree so that a
+// short final group can still use the 8-wide walk (its chains run in
+// parallel, so the padding costs less than walking the remainder one tree
+// at a time).
+func (o *lanes8) load(trees []treeMeta) int {
+	steps := 0
+	if len(trees) == len(o) {
+		for j, m := range trees[:len(o)] {
+			o[j] = uintptr(m.off) * 16
+			steps = max(steps, int(m.depth))
+		}
+		return steps
+	}
+	for j := range o {
+		m := trees[min(j, len(trees)-1)]
+		o[j] = uintptr(m.off) * 16
+		steps = max(steps, int(m.depth))
+	}
+	return steps
+}
+
+// acc accumulates h_t/c(psi_t) in one lane per group slot: independent
+// additions instead of one long dependent chain of 100.
+type acc [8]float64
+
+func (a *acc) add(base unsafe.Pointer, o *lanes8, trees []treeMeta) {
+	for j, m := range trees {
+		n := at(base, o[j])
+		a[j] += (float64(n.thr) + cTable[n.a]) * m.invC // leafLen
+	}
+}
+
+func (a *acc) total() float64 {
+	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+}
+
+// sumPathsPlain is the reference: sum_t h_t(x)/c(psi_t) by plain walks.
+func sumPathsPlain(trees []*Tree, x []float64) float64 {
+	var s float64
+	for _, t := range trees {
+		s += pathLen(t.nodes, x) * t.invC
+	}
+	return s
+}
 
 // One-feature forests compare in the integer domain, which is cheaper than
 // moving each threshold into a float register.
@@ -71,138 +107,79 @@ func key1(x float64) (key uint32, signed bool) {
 	return b, int32(b) >= 0
 }
 
-func stepSigned(p unsafe.Pointer, i int, c int32) int {
-	v := nodeWord(p, i)
-	if v < leafMin {
-		i = int(uint16(v>>32)) + b2i(int32(uint32(v)) < c)
+// The leaf test is a branch on purpose: it is well predicted (most paths
+// run to the last step), and a branchless select would put it on every
+// load's dependency chain.
+
+func stepSigned(base unsafe.Pointer, o uintptr, c int32) uintptr {
+	n := at(base, o)
+	next := o + uintptr(int(n.a)+b2i(*(*int32)(unsafe.Pointer(&n.thr)) < c))*16
+	if n.feat == leafFeat {
+		next = o
 	}
-	return i
+	return next
 }
 
-func stepUnsigned(p unsafe.Pointer, i int, c uint32) int {
-	v := nodeWord(p, i)
-	if v < leafMin {
-		i = int(uint16(v>>32)) + b2i(uint32(v) > c)
+func stepUnsigned(base unsafe.Pointer, o uintptr, c uint32) uintptr {
+	n := at(base, o)
+	next := o + uintptr(int(n.a)+b2i(*(*uint32)(unsafe.Pointer(&n.thr)) > c))*16
+	if n.feat == leafFeat {
+		next = o
 	}
-	return i
+	return next
 }
 
-// group holds the node pointers of up to 8 trees walked together and, on
-// return, the path length h of the leaf each ended in.
-type group struct {
-	p [8]unsafe.Pointer
-	h [8]float64
-}
-
-// finish records the path lengths of the leaves the walks ended in.
-func (g *group) finish(i0, i1, i2, i3, i4, i5, i6, i7 int) {
-	g.h = [8]float64{
-		leafWordLen(nodeWord(g.p[0], i0)), leafWordLen(nodeWord(g.p[1], i1)),
-		leafWordLen(nodeWord(g.p[2], i2)), leafWordLen(nodeWord(g.p[3], i3)),
-		leafWordLen(nodeWord(g.p[4], i4)), leafWordLen(nodeWord(g.p[5], i5)),
-		leafWordLen(nodeWord(g.p[6], i6)), leafWordLen(nodeWord(g.p[7], i7)),
-	}
-}
-
-// leafWordLen is leafLen for a node loaded by nodeWord.
-func leafWordLen(v uint64) float64 {
-	return float64(math.Float32frombits(uint32(v))) + cTable[uint16(v>>32)]
-}
-
-// load prepares trees (1 <= len <= 8) and returns the number of steps
-// needed. Unused slots repeat the first tree so that a short final group
-// can still use the 8-wide walk (its chains run in parallel, so the padding
-// costs less than walking the remainder one tree at a time).
-func (g *group) load(trees []*Tree) int {
-	steps := 0
-	for j, t := range trees {
-		g.p[j] = nodesPtr(t)
-		steps = max(steps, int(t.depth))
-	}
-	for j := len(trees); j < len(g.p); j++ {
-		g.p[j] = g.p[0]
-	}
-	return steps
-}
-
-// acc accumulates h_t/c(psi_t) in one lane per group slot: independent
-// additions instead of one long dependent chain of 100.
-type acc [8]float64
-
-func (a *acc) add(g *group, trees []*Tree) {
-	for j, t := range trees {
-		a[j] += g.h[j] * t.invC
-	}
-}
-
-func (a *acc) total() float64 {
-	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
-}
-
-// Eight chains measured fastest (4 and 6 were 10-15% slower; more would
-// spill most of the state on amd64). The walks are kept out of line so
-// their register allocation does not compete with the caller's.
+// Eight chains measured fastest (4 and 6 were 10-15% slower). The walks
+// are kept out of line so their register allocation does not compete with
+// the caller's.
 
 //go:noinline
-func walk8Signed(g *group, steps int, c int32) {
-	p0, p1, p2, p3, p4, p5, p6, p7 := g.p[0], g.p[1], g.p[2], g.p[3], g.p[4], g.p[5], g.p[6], g.p[7]
-	var i0, i1, i2, i3, i4, i5, i6, i7 int
-	for range steps {
-		i0 = stepSigned(p0, i0, c)
-		i1 = stepSigned(p1, i1, c)
-		i2 = stepSigned(p2, i2, c)
-		i3 = stepSigned(p3, i3, c)
-		i4 = stepSigned(p4, i4, c)
-		i5 = stepSigned(p5, i5, c)
-		i6 = stepSigned(p6, i6, c)
-		i7 = stepSigned(p7, i7, c)
+func walk8Signed(base unsafe.Pointer, o *lanes8, steps int, c int32) {
+	o0, o1, o2, o3, o4, o5, o6, o7 := o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]
+	for ; steps > 0; steps-- {
+		o0 = stepSigned(base, o0, c)
+		o1 = stepSigned(base, o1, c)
+		o2 = stepSigned(base, o2, c)
+		o3 = stepSigned(base, o3, c)
+		o4 = stepSigned(base, o4, c)
+		o5 = stepSigned(base, o5, c)
+		o6 = stepSigned(base, o6, c)
+		o7 = stepSigned(base, o7, c)
 	}
-	g.finish(i0, i1, i2, i3, i4, i5, i6, i7)
+	*o = lanes8{o0, o1, o2, o3, o4, o5, o6, o7}
 }
 
 //go:noinline
-func walk8Unsigned(g *group, steps int, c uint32) {
-	p0, p1, p2, p3, p4, p5, p6, p7 := g.p[0], g.p[1], g.p[2], g.p[3], g.p[4], g.p[5], g.p[6], g.p[7]
-	var i0, i1, i2, i3, i4, i5, i6, i7 int
-	for range steps {
-		i0 = stepUnsigned(p0, i0, c)
-		i1 = stepUnsigned(p1, i1, c)
-		i2 = stepUnsigned(p2, i2, c)
-		i3 = stepUnsigned(p3, i3, c)
-		i4 = stepUnsigned(p4, i4, c)
-		i5 = stepUnsigned(p5, i5, c)
-		i6 = stepUnsigned(p6, i6, c)
-		i7 = stepUnsigned(p7, i7, c)
+func walk8Unsigned(base unsafe.Pointer, o *lanes8, steps int, c uint32) {
+	o0, o1, o2, o3, o4, o5, o6, o7 := o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]
+	for ; steps > 0; steps-- {
+		o0 = stepUnsigned(base, o0, c)
+		o1 = stepUnsigned(base, o1, c)
+		o2 = stepUnsigned(base, o2, c)
+		o3 = stepUnsigned(base, o3, c)
+		o4 = stepUnsigned(base, o4, c)
+		o5 = stepUnsigned(base, o5, c)
+		o6 = stepUnsigned(base, o6, c)
+		o7 = stepUnsigned(base, o7, c)
 	}
-	g.finish(i0, i1, i2, i3, i4, i5, i6, i7)
-}
-
-// sumPathsPlain is the reference: sum_t h_t(x)/c(psi_t) by plain walks.
-func sumPathsPlain(trees []*Tree, x []float64) float64 {
-	var s float64
-	for _, t := range trees {
-		s += pathLen(t.nodes, x) * t.invC
-	}
-	return s
+	*o = lanes8{o0, o1, o2, o3, o4, o5, o6, o7}
 }
 
 // sumPaths1 returns sum_t h_t(x0)/c(psi_t) for a one-feature forest.
-func sumPaths1(trees []*Tree, x0 float64) float64 {
-	if !wordView {
-		return sumPathsPlain(trees, []float64{x0})
-	}
+func (f *Forest) sumPaths1(x0 float64) float64 {
 	key, signed := key1(x0)
-	var g group
+	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	var o lanes8
 	var a acc
-	for len(trees) > 0 {
+	for trees := f.meta; len(trees) > 0; {
 		ts := trees[:min(len(trees), 8)]
-		steps := g.load(ts)
+		steps := o.load(ts)
 		if signed {
-			walk8Signed(&g, steps, int32(key))
+			walk8Signed(base, &o, steps, int32(key))
 		} else {
-			walk8Unsigned(&g, steps, key)
+			walk8Unsigned(base, &o, steps, key)
 		}
-		a.add(&g, ts)
+		a.add(base, &o, ts)
 		trees = trees[len(ts):]
 	}
 	return a.total()
@@ -231,45 +208,46 @@ func prepX(x []float64, cx *[maxFastDims]float32) {
 	}
 }
 
-func stepN(p unsafe.Pointer, i int, cx *[maxFastDims]float32) int {
-	v := nodeWord(p, i)
-	if v < leafMin {
-		i = int(uint16(v>>32)) + b2i(cx[uint8(v>>48)] >= math.Float32frombits(uint32(v)))
+func stepN(base unsafe.Pointer, o uintptr, cx *[maxFastDims]float32) uintptr {
+	n := at(base, o)
+	next := o + uintptr(int(n.a)+b2i(cx[uint8(n.feat)] >= n.thr))*16
+	if n.feat == leafFeat {
+		next = o
 	}
-	return i
+	return next
 }
 
 //go:noinline
-func walk8N(g *group, steps int, cx *[maxFastDims]float32) {
-	p0, p1, p2, p3, p4, p5, p6, p7 := g.p[0], g.p[1], g.p[2], g.p[3], g.p[4], g.p[5], g.p[6], g.p[7]
-	var i0, i1, i2, i3, i4, i5, i6, i7 int
-	for range steps {
-		i0 = stepN(p0, i0, cx)
-		i1 = stepN(p1, i1, cx)
-		i2 = stepN(p2, i2, cx)
-		i3 = stepN(p3, i3, cx)
-		i4 = stepN(p4, i4, cx)
-		i5 = stepN(p5, i5, cx)
-		i6 = stepN(p6, i6, cx)
-		i7 = stepN(p7, i7, cx)
+func walk8N(base unsafe.Pointer, o *lanes8, steps int, cx *[maxFastDims]float32) {
+	o0, o1, o2, o3, o4, o5, o6, o7 := o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]
+	for ; steps > 0; steps-- {
+		o0 = stepN(base, o0, cx)
+		o1 = stepN(base, o1, cx)
+		o2 = stepN(base, o2, cx)
+		o3 = stepN(base, o3, cx)
+		o4 = stepN(base, o4, cx)
+		o5 = stepN(base, o5, cx)
+		o6 = stepN(base, o6, cx)
+		o7 = stepN(base, o7, cx)
 	}
-	g.finish(i0, i1, i2, i3, i4, i5, i6, i7)
+	*o = lanes8{o0, o1, o2, o3, o4, o5, o6, o7}
 }
 
 // sumPathsN returns sum_t h_t(x)/c(psi_t); x has the forest's dims.
-func sumPathsN(trees []*Tree, x []float64) float64 {
-	if len(x) > maxFastDims || !wordView {
-		return sumPathsPlain(trees, x)
+func (f *Forest) sumPathsN(x []float64) float64 {
+	if len(x) > maxFastDims {
+		return sumPathsPlain(f.trees, x)
 	}
 	var cx [maxFastDims]float32
 	prepX(x, &cx)
-	var g group
+	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	var o lanes8
 	var a acc
-	for len(trees) > 0 {
+	for trees := f.meta; len(trees) > 0; {
 		ts := trees[:min(len(trees), 8)]
-		steps := g.load(ts)
-		walk8N(&g, steps, &cx)
-		a.add(&g, ts)
+		steps := o.load(ts)
+		walk8N(base, &o, steps, &cx)
+		a.add(base, &o, ts)
 		trees = trees[len(ts):]
 	}
 	return a.total()

@@ -27,8 +27,10 @@ const (
 
 // node is one tree node packed into 16 bytes.
 //
-// Internal node: go left iff x[feat] <= thr; left child is a, right is a+1
-// (children are always adjacent, so one index suffices). [lo, hi] is the
+// Internal node: go left iff x[feat] <= thr; the left child is a nodes
+// after this one and the right child right after it (children are adjacent
+// and always follow their parent). Relative links let a walk keep one
+// pointer per tree instead of a tree base and an index. [lo, hi] is the
 // range of the node's training data on feat, used by ScoreAsInserted; it
 // sits in the same 16 bytes so that a step of either walk touches one cache
 // line (for imported trees, whose data ranges are unknown, it is [-Inf, +Inf]).
@@ -180,6 +182,6 @@ func pathLen(nodes []node, x []float64) float64 {
 		if n.feat == leafFeat {
 			return leafLen(n)
 		}
-		i = int(n.a) + b2i(x[n.feat] > float64(n.thr))
+		i += int(n.a) + b2i(x[n.feat] > float64(n.thr))
 	}
 }
