@@ -35,11 +35,11 @@ func at(base unsafe.Pointer, o uintptr) *node {
 type lanes8 [8]uintptr
 
 // load points the lanes at the roots of trees (1 <= len <= 8) and returns
-// the number of steps needed. Unused lanes repeat the first tree so that a
-// short final group can still use the 8-wide walk (its chains run in
-// parallel, so the padding costs less than walking the remainder one tree
-// at a time).
-func (o *lanes8) load(trees []treeMeta) int {
+// the number of steps needed. A short final group parks its unused lanes on
+// a leaf (pad, the byte offset of one), where the walk's predicted leaf
+// branch costs next to nothing: cheaper than walking the remainder one
+// tree at a time or repeating a real tree.
+func (o *lanes8) load(trees []treeMeta, pad uintptr) int {
 	steps := 0
 	if len(trees) == len(o) {
 		for j, m := range trees[:len(o)] {
@@ -49,12 +49,18 @@ func (o *lanes8) load(trees []treeMeta) int {
 		return steps
 	}
 	for j := range o {
-		m := trees[min(j, len(trees)-1)]
+		o[j] = pad
+	}
+	for j, m := range trees {
 		o[j] = uintptr(m.off) * 16
 		steps = max(steps, int(m.depth))
 	}
 	return steps
 }
+
+// padLeaf returns the byte offset of a leaf for load: the slab's last node
+// is one (a node's children follow it).
+func (f *Forest) padLeaf() uintptr { return uintptr(len(f.nodes)-1) * 16 }
 
 // acc accumulates h_t/c(psi_t) in one lane per group slot: independent
 // additions instead of one long dependent chain of 100.
@@ -173,7 +179,7 @@ func (f *Forest) sumPaths1(x0 float64) float64 {
 	var a acc
 	for trees := f.meta; len(trees) > 0; {
 		ts := trees[:min(len(trees), 8)]
-		steps := o.load(ts)
+		steps := o.load(ts, f.padLeaf())
 		if signed {
 			walk8Signed(base, &o, steps, int32(key))
 		} else {
@@ -245,7 +251,7 @@ func (f *Forest) sumPathsN(x []float64) float64 {
 	var a acc
 	for trees := f.meta; len(trees) > 0; {
 		ts := trees[:min(len(trees), 8)]
-		steps := o.load(ts)
+		steps := o.load(ts, f.padLeaf())
 		walk8N(base, &o, steps, &cx)
 		a.add(base, &o, ts)
 		trees = trees[len(ts):]
