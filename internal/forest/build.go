@@ -143,6 +143,9 @@ func (b *Builder) leaf(ni, lo, hi, depth int) {
 		n.lo, n.hi = b.rangeOf(0, lo, hi)
 	}
 	b.nodes[ni] = n
+	if ni != 0 {
+		b.nodes[ni].setLeafLen()
+	}
 	if b.keepBoxes {
 		box := b.boxes[ni*2*b.dims : (ni+1)*2*b.dims]
 		for g := range b.dims {

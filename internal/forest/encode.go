@@ -15,7 +15,9 @@ import (
 //	byte    flags          bit 0: the tree has boxes (Builder.KeepBoxes)
 //	n nodes in pre-order (a node, then its left subtree, then its right):
 //	  leaf:     uint16 0xFFFF, uint16 training samples that reached it,
-//	            float32 lo, float32 hi
+//	            float32 lo, float32 hi (the data range of a root leaf; other
+//	            leaves' ranges are not kept, written as -Inf, +Inf and
+//	            ignored when read)
 //	  internal: uint16 feature, float32 threshold, float32 lo, float32 hi
 //	  then, with boxes, the node's box: dims (lo, hi) float32 pairs
 //
@@ -48,8 +50,13 @@ func (t *Tree) appendPreorder(b []byte, i int) []byte {
 	} else {
 		b = le.AppendUint32(b, math.Float32bits(n.thr))
 	}
-	b = le.AppendUint32(b, math.Float32bits(n.lo))
-	b = le.AppendUint32(b, math.Float32bits(n.hi))
+	lo, hi := n.lo, n.hi
+	if n.feat == leafFeat && i != 0 {
+		// Below the root a leaf's range is not kept (setLeafLen).
+		lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
+	}
+	b = le.AppendUint32(b, math.Float32bits(lo))
+	b = le.AppendUint32(b, math.Float32bits(hi))
 	if t.boxes != nil {
 		d := int(t.dims)
 		for _, v := range t.boxes[i*2*d : (i+1)*2*d] {
@@ -211,6 +218,9 @@ func (d *treeDecoder) decode(ni, depth int) error {
 		}
 		d.samples += uint64(count)
 		d.nodes[ni] = node{thr: float32(depth), a: count, feat: leafFeat, lo: lo, hi: hi}
+		if ni != 0 {
+			d.nodes[ni].setLeafLen() // its range is not used
+		}
 		_, err := d.box(ni)
 		return err
 	}

@@ -524,6 +524,13 @@ func TestNewValidates(t *testing.T) {
 func TestKernelsMatchPlainWalk(t *testing.T) {
 	for _, dims := range []int{1, 5} {
 		f := Fit(gaussData(1000, dims, 3), dims, Options{Trees: 21, SampleSize: 128, Seed: 3})
+		// Two one-node trees (constant samples) among the others: their
+		// leaves keep a range instead of a stored path length.
+		constant := make([]float32, 16*dims)
+		single := NewBuilder(dims).Build(constant, rand.New(rand.NewPCG(1, 1)))
+		require.Equal(t, 1, single.NumNodes())
+		trees := append([]*Tree{single}, f.Trees()...)
+		f = New(dims, append(trees, single))
 		check := func(x []float64) {
 			t.Helper()
 			want := math.Exp2(-sumPathsPlain(f.Trees(), x) / float64(len(f.Trees())))

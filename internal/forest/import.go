@@ -49,6 +49,9 @@ func ImportTree(feature []int, threshold []float64, left, right, nSamples []int,
 				return nil, fmt.Errorf("forest: leaf %d has %d samples, outside [0, %d]", o, s, MaxSampleSize)
 			}
 			nodes[it.new] = node{thr: float32(it.depth), a: uint16(s), feat: leafFeat, lo: float32(math.Inf(-1)), hi: float32(math.Inf(1))}
+			if it.new != 0 {
+				nodes[it.new].setLeafLen()
+			}
 			continue
 		}
 		l, r := left[o], right[o]

@@ -69,7 +69,11 @@ type acc [8]float64
 func (a *acc) add(base unsafe.Pointer, o *lanes8, trees []treeMeta) {
 	for j, m := range trees {
 		n := at(base, o[j])
-		a[j] += (float64(n.thr) + cTable[n.a]) * m.invC // leafLen
+		h := n.storedLeafLen()
+		if m.depth == 0 { // a one-node tree: its leaf holds its range
+			h = leafLen(*n)
+		}
+		a[j] += h * m.invC
 	}
 }
 

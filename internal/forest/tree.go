@@ -8,7 +8,10 @@
 // and a psi=256 tree about 158 nodes (~2.5 KB).
 package forest
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 const (
 	// MaxSampleSize is the largest per-tree sample: node and child indices
@@ -35,7 +38,9 @@ const (
 // sits in the same 16 bytes so that a step of either walk touches one cache
 // line (for imported trees, whose data ranges are unknown, it is [-Inf, +Inf]).
 // Leaf (feat == leafFeat): thr is the leaf depth (an exact small integer in
-// float32) and a is the number of training samples that reached the leaf.
+// float32) and a is the number of training samples that reached the leaf;
+// lo and hi hold its path length (see setLeafLen), or for a tree that is a
+// single leaf, its data range.
 type node struct {
 	thr    float32
 	a      uint16
@@ -171,6 +176,19 @@ func b2i(b bool) int {
 func leafLen(n node) float64 {
 	return float64(n.thr) + cTable[n.a]
 }
+
+// A leaf below the root has no use for a data range (only a one-node
+// tree's leaf has a cut-off, see ScoreAsInserted), so it keeps its leafLen
+// in those 8 bytes instead: the lockstep walks then add a leaf's path
+// length with one load rather than two dependent ones. The root leaf keeps
+// its range. (Unaligned float64 access is fine: it holds no pointers.)
+
+// setLeafLen stores leafLen(*n) in the range of leaf n, which must not be
+// a root.
+func (n *node) setLeafLen() { *(*float64)(unsafe.Pointer(&n.lo)) = leafLen(*n) }
+
+// storedLeafLen returns what setLeafLen stored.
+func (n *node) storedLeafLen() float64 { return *(*float64)(unsafe.Pointer(&n.lo)) }
 
 // pathLen walks one tree. The child step is branchless (index arithmetic
 // on the comparison result) because the direction is data-dependent and
