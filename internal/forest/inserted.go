@@ -202,11 +202,14 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 		}
 		for k, m := range trees[:n] {
 			nd := (*node)(unsafe.Add(base, l.o[k]))
-			h, stay := l.h[k], l.stay[k]
-			if m.depth == 0 && nd.a > 1 { // the root is a leaf
-				h, stay = cutOff(x[0], nd, 1, h, stay)
+			h, stay, leaf := l.h[k], l.stay[k], nd.storedLeafLen()
+			if m.depth == 0 { // the root is a leaf, with its range
+				if nd.a > 1 {
+					h, stay = cutOff(x[0], nd, 1, h, stay)
+				}
+				leaf = leafLen(*nd)
 			}
-			sum += (h + stay*leafLen(*nd)) * m.invC
+			sum += (h + stay*leaf) * m.invC
 		}
 		trees = trees[n:]
 	}

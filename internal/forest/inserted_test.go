@@ -113,6 +113,10 @@ func TestScoreAsInsertedMatchesPerTreeWalk(t *testing.T) {
 	// including forests whose size is not a multiple of the lane count.
 	for _, c := range []struct{ dims, trees int }{{1, 50}, {3, 13}, {2, 1}} {
 		f := Fit(gaussData(512, c.dims, 2), c.dims, Options{Trees: c.trees, SampleSize: 64, Seed: 8})
+		// A one-node tree (constant sample) among them: its leaf keeps its
+		// range for the cut-off rather than a stored path length.
+		single := NewBuilder(c.dims).Build(make([]float32, 8*c.dims), rand.New(rand.NewPCG(1, 1)))
+		f = New(c.dims, append(f.Trees()[:c.trees-1:c.trees-1], single))
 		rng := rand.New(rand.NewPCG(3, 3))
 		x := make([]float64, c.dims)
 		for range 500 {
