@@ -66,15 +66,22 @@ func outside(v float64, n *node) bool {
 	return v < float64(n.lo) || v > float64(n.hi)
 }
 
-//go:noinline
 func cutOffOutside(v float64, n *node, depth int, h, stay float64) (float64, float64) {
-	lo, hi := float64(n.lo), float64(n.hi)
 	// Ranges come from float32 training data: compare at that precision so
 	// that rounding noise (a constant mean computed as 0.20000000000000284)
 	// is not "beyond the data".
-	if v32 := float64(float32(v)); v32 >= lo && v32 <= hi {
+	if v32 := float64(float32(v)); v32 >= float64(n.lo) && v32 <= float64(n.hi) {
 		return h, stay
 	}
+	return cutOffBeyond(v, n, depth, h, stay)
+}
+
+// cutOffBeyond is cutOffOutside for a v whose float32 rounding is known to
+// be outside n's range.
+//
+//go:noinline
+func cutOffBeyond(v float64, n *node, depth int, h, stay float64) (float64, float64) {
+	lo, hi := float64(n.lo), float64(n.hi)
 	ext := v - hi
 	if v < lo {
 		ext = lo - v
@@ -195,7 +202,7 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 				}
 				f := uint8(nd.feat) // < dims <= maxFastDims
 				if r := rx[f]; r < nd.lo || r > nd.hi {
-					l.h[k], l.stay[k] = cutOffOutside(x[nd.feat], nd, depth, l.h[k], l.stay[k])
+					l.h[k], l.stay[k] = cutOffBeyond(x[nd.feat], nd, depth, l.h[k], l.stay[k])
 				}
 				l.o[k] = o + uintptr(int(nd.a)+b2i(cx[f] >= nd.thr))*16
 			}
