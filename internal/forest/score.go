@@ -118,8 +118,9 @@ func key1(x float64) (key uint32, signed bool) {
 }
 
 // The leaf test is a branch on purpose: it is well predicted (most paths
-// run to the last step), and a branchless select would put it on every
-// load's dependency chain.
+// run to the last step), and on a predicted branch a lane that has reached
+// its leaf does not wait for its node's load. A branch-free select, and
+// leaves that loop on themselves, made every step wait: 4-25% slower.
 
 func stepSigned(base unsafe.Pointer, o uintptr, c int32) uintptr {
 	n := at(base, o)
