@@ -160,7 +160,7 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 	}
 	x = x[:f.dims]
 	var sum float64
-	if f.trees[0].boxes != nil {
+	if len(f.boxes) != 0 { // trees with boxes (PathLengthAsInserted takes each as it is)
 		for _, t := range f.trees {
 			sum += t.PathLengthAsInserted(x) * t.invC
 		}
