@@ -170,6 +170,6 @@ func TestMillionSeriesUnderLimit(t *testing.T) {
 	t.Logf("active %d, evicted %d, estimated %d B (%.0f B/series), heap held %d B", active, evicted, mem, float64(mem)/float64(active), held)
 	assert.LessOrEqual(t, active, int64(cfg.MaxSeries))
 	assert.Equal(t, int64(total), active+evicted)
-	assert.Less(t, held, mem*3/2, "the estimate accounts for the heap the models hold")
-	assert.Greater(t, held, mem/2, "the estimate is not wildly high")
+	assert.LessOrEqual(t, held, mem, "the heap stays under the reported estimate")
+	assert.Greater(t, held, mem*9/10, "the estimate is not loose")
 }

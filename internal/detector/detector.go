@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/otel-iforest/iforest/internal/forest"
+	"github.com/otel-iforest/iforest/internal/heapsize"
 )
 
 // minTrain is the fewest observations a tree is built from: fewer points
@@ -90,10 +91,11 @@ type scratch struct {
 	perm     []int32
 	sample   []float32
 	builders map[int]*forest.Builder // by dims
+	bytes    int                     // memBytes as last added to Detector.bytes
 }
 
 func (sc *scratch) memBytes() int {
-	n := 4*cap(sc.perm) + 4*cap(sc.sample) + 8*cap(sc.vec)
+	n := heapsize.Of(4*cap(sc.perm), false) + heapsize.Of(4*cap(sc.sample), false) + heapsize.Of(8*cap(sc.vec), false)
 	for _, b := range sc.builders {
 		n += b.MemoryBytes()
 	}
@@ -388,6 +390,7 @@ func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
 		for i := 0; i < d.growPerPoint && n+i < d.cfg.Trees; i++ {
 			s.forest.Add(d.sample(sc, s))
 		}
+		d.scratchResized(sc)
 		return
 	}
 	s.toRefit++
@@ -396,6 +399,16 @@ func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
 		b, sample, rng := d.sample(sc, s)
 		s.forest.Rebuild(s.nextTree, b, sample, rng)
 		s.nextTree = (s.nextTree + 1) % d.cfg.Trees
+		d.scratchResized(sc)
+	}
+}
+
+// scratchResized counts a change of a shard's working memory (it grows
+// with the first builds) in the detector's total, like resized.
+func (d *Detector) scratchResized(sc *scratch) {
+	if n := sc.memBytes(); n != sc.bytes {
+		d.bytes.Add(int64(n - sc.bytes))
+		sc.bytes = n
 	}
 }
 

@@ -1,6 +1,10 @@
 package detector
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/otel-iforest/iforest/internal/heapsize"
+)
 
 import "math"
 
@@ -17,7 +21,7 @@ type scoreQuantile struct {
 
 const quantBins = 200
 
-func (q *scoreQuantile) memBytes() int { return int(unsafe.Sizeof(*q)) }
+func (q *scoreQuantile) memBytes() int { return heapsize.Of(int(unsafe.Sizeof(*q)), false) }
 
 func newScoreQuantile(halfLifePoints int) *scoreQuantile {
 	// Weight growth per point such that a score's relative weight halves

@@ -1,6 +1,10 @@
 package detector
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/otel-iforest/iforest/internal/heapsize"
+)
 
 // table holds the baselines of one shard of a Shared detector: an
 // open-addressing index (linear probing) into a dense slice of slots.
@@ -138,5 +142,5 @@ func (t *table) pos(key uint64) int {
 
 // bytes is the table's memory.
 func (t *table) bytes() int {
-	return 4*cap(t.idx) + slotBytes*cap(t.slots)
+	return heapsize.Of(4*cap(t.idx), false) + heapsize.Of(slotBytes*cap(t.slots), false)
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+
+	"github.com/otel-iforest/iforest/internal/heapsize"
 )
 
 // Builder holds scratch space for building trees so that, once warmed up,
@@ -40,7 +42,8 @@ func NewBuilder(dims int) *Builder {
 
 // MemoryBytes approximates the bytes held by the Builder's scratch space.
 func (b *Builder) MemoryBytes() int {
-	return 2*cap(b.idx) + 16*cap(b.nodes) + 4*cap(b.boxes) + 2*cap(b.cand) + 4*(cap(b.cmin)+cap(b.cmax)) + 160
+	return heapsize.Of(2*cap(b.idx), false) + heapsize.Of(16*cap(b.nodes), false) + heapsize.Of(4*cap(b.boxes), false) +
+		heapsize.Of(2*cap(b.cand), false) + heapsize.Of(4*cap(b.cmin), false) + heapsize.Of(4*cap(b.cmax), false) + 160
 }
 
 // KeepBoxes makes the trees built from now on record each internal node's

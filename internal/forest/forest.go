@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"unsafe"
+
+	"github.com/otel-iforest/iforest/internal/heapsize"
 )
 
 // Forest is an ensemble of isolation trees over dims features.
@@ -291,12 +293,14 @@ func overlaps(slab, t []node) bool {
 	return p >= start && p < start+uintptr(cap(slab))*unsafe.Sizeof(node{})
 }
 
-// MemoryBytes approximates the bytes retained by the forest: the slabs, the
-// tree headers, the tree pointer slice and the Forest header.
+// MemoryBytes approximates the heap retained by the forest: the slabs, the
+// tree headers and summaries, the tree pointer slice and the Forest header,
+// each rounded up as the allocator does.
 func (f *Forest) MemoryBytes() int {
-	return int(unsafe.Sizeof(Forest{})) + 8*cap(f.trees) + int(unsafe.Sizeof(Tree{}))*cap(f.hdr) +
-		int(unsafe.Sizeof(treeMeta{}))*cap(f.meta) +
-		int(unsafe.Sizeof(node{}))*cap(f.nodes) + 4*cap(f.boxes)
+	return heapsize.Of(int(unsafe.Sizeof(Forest{})), true) + heapsize.Of(8*cap(f.trees), true) +
+		heapsize.Of(int(unsafe.Sizeof(Tree{}))*cap(f.hdr), true) +
+		heapsize.Of(int(unsafe.Sizeof(treeMeta{}))*cap(f.meta), false) +
+		heapsize.Of(int(unsafe.Sizeof(node{}))*cap(f.nodes), false) + heapsize.Of(4*cap(f.boxes), false)
 }
 
 // Score returns the anomaly score s(x) = 2^(-mean_t(h_t(x)/c(psi_t))) in

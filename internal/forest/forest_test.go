@@ -3,12 +3,15 @@ package forest
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/otel-iforest/iforest/internal/heapsize"
 )
 
 func TestAvgPathLength(t *testing.T) {
@@ -501,7 +504,38 @@ func TestMemoryBytes(t *testing.T) {
 	}
 	// A fitted forest's slab is exactly sized; headers sit in one array,
 	// with a pointer and the walks' 16-byte summary per tree.
-	assert.Equal(t, 16*nodes+100*(int(unsafe.Sizeof(Tree{}))+8+16)+int(unsafe.Sizeof(Forest{})), f.MemoryBytes())
+	assert.Equal(t, heapsize.Of(16*nodes, false)+heapsize.Of(100*int(unsafe.Sizeof(Tree{})), true)+
+		heapsize.Of(100*8, true)+heapsize.Of(100*16, false)+heapsize.Of(int(unsafe.Sizeof(Forest{})), true), f.MemoryBytes())
+
+	// And it is what the heap holds: many forests of the detector's kind,
+	// built by rolling rebuilds as the detector does.
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	b := NewBuilder(2)
+	rng := rand.New(rand.NewPCG(1, 1))
+	sample := gaussData(32, 2, 1)
+	fs := make([]*Forest, 500)
+	before := heap()
+	estimate := 0
+	for i := range fs {
+		fs[i] = New(2, nil)
+		for range 32 {
+			fs[i].Add(b, sample, rng)
+		}
+		for k := range 64 {
+			fs[i].Rebuild(k%32, b, gaussData(32, 2, uint64(k)), rng)
+		}
+	}
+	held := heap() - before
+	for _, f := range fs {
+		estimate += f.MemoryBytes()
+	}
+	runtime.KeepAlive(fs)
+	assert.InDelta(t, float64(estimate), float64(held), 0.02*float64(estimate))
 }
 
 func TestNewValidates(t *testing.T) {
