@@ -41,14 +41,10 @@ func TestOfMatchesTheHeap(t *testing.T) {
 		runtime.KeepAlive(keep)
 		assert.InDelta(t, float64(Of(size, false)), per, 0.02*float64(Of(size, false))+1, "size %d", size)
 	}
-	type withPointers struct {
-		p   *int
-		pad [2296]byte
-	}
-	keep := make([]*withPointers, count)
+	keep := make([][]*byte, count)
 	before := heap()
 	for i := range keep {
-		keep[i] = new(withPointers)
+		keep[i] = make([]*byte, 2304/8) // 2304 bytes of pointers
 	}
 	per := float64(heap()-before) / count
 	runtime.KeepAlive(keep)
