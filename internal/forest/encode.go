@@ -255,7 +255,9 @@ func (d *treeDecoder) decode(ni, depth int) error {
 		return err
 	}
 	// The box's range on the split feature is the node's own range.
-	if box != nil && (math.Float32bits(box[2*feat]) != math.Float32bits(lo) || math.Float32bits(box[2*feat+1]) != math.Float32bits(hi)) {
+	// Compared as numbers: -0 and +0 are the same end (which one a range
+	// gets depends on the order of tied values).
+	if box != nil && (box[2*feat] != lo || box[2*feat+1] != hi) {
 		return fmt.Errorf("%w: box [%v, %v] on the split feature differs from the node's range [%v, %v]", ErrCorruptTree, box[2*feat], box[2*feat+1], lo, hi)
 	}
 	if err := d.decode(a, depth+1); err != nil {

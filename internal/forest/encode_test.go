@@ -191,3 +191,26 @@ func FuzzDecodeTree(f *testing.F) {
 		require.Equal(t, tr, again)
 	})
 }
+
+// Data holding both -0 and +0 can give a node's range and its box ends of
+// different zero signs; they are the same number, and the tree must decode.
+func TestDecodeSignedZeroBoxes(t *testing.T) {
+	zeros := []float32{float32(math.Copysign(0, -1)), 0, -2, 1}
+	for seed := uint64(0); seed < 50; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		data := make([]float32, 64*2)
+		for i := range data {
+			data[i] = zeros[rng.IntN(len(zeros))]
+		}
+		b := NewBuilder(2)
+		b.KeepBoxes(true)
+		tr := b.Build(data, rng)
+		enc, err := tr.AppendBinary(nil)
+		require.NoError(t, err)
+		dec, _, err := DecodeTree(enc, 2)
+		require.NoError(t, err, "seed %d", seed)
+		for _, x := range [][]float64{{0, 0}, {math.Copysign(0, -1), 1}, {-2, 5}} {
+			assert.Equal(t, tr.PathLengthAsInserted(x), dec.PathLengthAsInserted(x))
+		}
+	}
+}
