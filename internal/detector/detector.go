@@ -91,7 +91,11 @@ type scratch struct {
 	perm     []int32
 	sample   []float32
 	builders map[int]*forest.Builder // by dims
-	bytes    int                     // memBytes as last added to Detector.bytes
+	// tally: memBytes go into Detector.bytes (bytes as last added). A
+	// shard's scratch is counted there; a high-cardinality group's is
+	// counted with its group.
+	tally bool
+	bytes int
 }
 
 func (sc *scratch) memBytes() int {
@@ -148,6 +152,7 @@ func New(cfg Config, maxSeries int) *Detector {
 	d.growPerPoint = (cfg.Trees + span - 1) / span
 	for i := range d.shards {
 		d.shards[i].series = make(map[uint64]*series)
+		d.shards[i].scratch.tally = true
 	}
 	return d
 }
@@ -406,6 +411,9 @@ func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
 // scratchResized counts a change of a shard's working memory (it grows
 // with the first builds) in the detector's total, like resized.
 func (d *Detector) scratchResized(sc *scratch) {
+	if !sc.tally {
+		return
+	}
 	if n := sc.memBytes(); n != sc.bytes {
 		d.bytes.Add(int64(n - sc.bytes))
 		sc.bytes = n

@@ -140,4 +140,5 @@ func TestSharedEvictsIdleGroups(t *testing.T) {
 	s.Evict(1 << 62)
 	assert.Zero(t, s.Groups())
 	assert.Zero(t, s.MemoryBytes())
+	assert.Zero(t, s.det.MemoryBytes(), "group scratch is counted with its group, not again")
 }

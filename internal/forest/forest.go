@@ -213,8 +213,8 @@ func (f *Forest) built(b *Builder, sample []float32, rng *rand.Rand) *Tree {
 }
 
 func (f *Forest) check(t *Tree) {
-	if t == nil {
-		panic("forest: nil tree")
+	if t == nil || len(t.nodes) == 0 {
+		panic("forest: nil or empty tree")
 	}
 	if m := t.maxFeature(); m >= f.dims {
 		panic(fmt.Sprintf("forest: tree splits on feature %d but forest has %d dims", m, f.dims))

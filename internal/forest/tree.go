@@ -11,6 +11,8 @@ package forest
 import (
 	"math"
 	"unsafe"
+
+	"github.com/otel-iforest/iforest/internal/heapsize"
 )
 
 const (
@@ -112,13 +114,14 @@ func (t *Tree) NumNodes() int { return len(t.nodes) }
 // SampleSize returns the number of training samples the tree was built on.
 func (t *Tree) SampleSize() int { return int(t.psi) }
 
-// MemoryBytes approximates the bytes retained by the tree: its node slice
-// plus the Tree header.
-func (t *Tree) MemoryBytes() int { return 16*cap(t.nodes) + 4*cap(t.boxes) + treeHeaderBytes }
-
-// treeHeaderBytes is sizeof(Tree) (two slice headers 48 + invC 8 + psi,
-// depth, dims 12) rounded up to the allocator's 80-byte size class.
-const treeHeaderBytes = 80
+// MemoryBytes approximates the heap retained by a tree of its own (from
+// Build, ImportTree or DecodeTree): its node and box slices and the Tree
+// header, as the allocator rounds them. A forest's trees are views into
+// its storage; see Forest.MemoryBytes.
+func (t *Tree) MemoryBytes() int {
+	return heapsize.Of(int(unsafe.Sizeof(node{}))*cap(t.nodes), false) + heapsize.Of(4*cap(t.boxes), false) +
+		heapsize.Of(int(unsafe.Sizeof(Tree{})), true)
+}
 
 // Depth returns the depth of the deepest leaf.
 func (t *Tree) Depth() int { return int(t.depth) }

@@ -11,9 +11,11 @@ var classes = [...]int{8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 1
 const (
 	maxSmall = 32768
 	pageSize = 8192
-	// Objects above this size that contain pointers start with an 8-byte
-	// type header (the runtime's minSizeForMallocHeader).
+	// Small objects above this size that contain pointers start with an
+	// 8-byte type header (the runtime's minSizeForMallocHeader); large
+	// objects (over maxSmall-8 with it) have none.
 	headerMin = 512
+	header    = 8
 )
 
 // Of returns the heap bytes taken by one object of n bytes: its size class,
@@ -23,8 +25,8 @@ func Of(n int, pointers bool) int {
 	if n <= 0 {
 		return 0
 	}
-	if pointers && n > headerMin {
-		n += 8
+	if pointers && n > headerMin && n <= maxSmall-header {
+		n += header
 	}
 	if n > maxSmall {
 		return (n + pageSize - 1) / pageSize * pageSize

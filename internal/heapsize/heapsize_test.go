@@ -16,6 +16,7 @@ func TestOf(t *testing.T) {
 		{0, false, 0}, {1, false, 8}, {8, false, 8}, {9, false, 16}, {360, true, 384},
 		{512, true, 512}, {513, false, 576}, {2304, false, 2304}, {2304, true, 2688},
 		{17000, false, 18432}, {32768, false, 32768}, {32769, false, 40960},
+		{32760, true, 32768}, {32761, true, 32768}, {32768, true, 32768}, {40000, true, 40960},
 	} {
 		assert.Equal(t, c.want, Of(c.n, c.pointers), "Of(%d, %v)", c.n, c.pointers)
 	}
