@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/processor/processorhelper"
 	"go.opentelemetry.io/otel/attribute"
@@ -99,24 +100,14 @@ func TestSeriesLimitKeepsEstablishedModels(t *testing.T) {
 	assert.Less(t, mem, int64(cfg.MaxSeries*32<<10))
 }
 
-// countAttr counts the gauge datapoints of md that carry attribute key.
+// countAttr counts the datapoints of md that carry attribute key.
 func countAttr(md pmetric.Metrics, key string) int {
 	n := 0
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				dps := ms.At(k).Gauge().DataPoints()
-				for l := 0; l < dps.Len(); l++ {
-					if _, ok := dps.At(l).Attributes().Get(key); ok {
-						n++
-					}
-				}
-			}
+	forEachAttrs(md, func(attrs pcommon.Map) {
+		if _, ok := attrs.Get(key); ok {
+			n++
 		}
-	}
+	})
 	return n
 }
 

@@ -196,7 +196,7 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 			for k := 0; k < n; k++ {
 				// In bounds: walks follow child links only (see score.go).
 				o := l.o[k]
-				nd := (*node)(unsafe.Add(base, o))
+				nd := at(base, o)
 				if nd.feat == leafFeat {
 					continue
 				}
@@ -208,7 +208,7 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 			}
 		}
 		for k, m := range trees[:n] {
-			nd := (*node)(unsafe.Add(base, l.o[k]))
+			nd := at(base, l.o[k])
 			h, stay, leaf := l.h[k], l.stay[k], nd.storedLeafLen()
 			if m.depth == 0 { // the root is a leaf, with its range
 				if nd.a > 1 {
