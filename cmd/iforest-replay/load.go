@@ -16,8 +16,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // loadOptions are the --load settings (rate, batch, endpoint, retries and
@@ -350,14 +348,9 @@ func (w *loadWorker) run(ctx, stop context.Context, s *sender, st *loadStats, ba
 // not an error.
 func runLoad(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	lo := o.loadOpts
-	if o.wait > 0 {
-		if err := waitForEndpoint(ctx, o.endpoint, o.wait); err != nil {
-			return err
-		}
-	}
-	conn, err := grpc.NewClient(o.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(ctx, o)
 	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", o.endpoint, err)
+		return err
 	}
 	defer conn.Close()
 	client := pmetricotlp.NewGRPCClient(conn)

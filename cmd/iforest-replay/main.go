@@ -28,8 +28,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 func main() {
@@ -239,14 +237,9 @@ func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		in = f
 	}
-	if o.wait > 0 {
-		if err := waitForEndpoint(ctx, o.endpoint, o.wait); err != nil {
-			return err
-		}
-	}
-	conn, err := grpc.NewClient(o.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(ctx, o)
 	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", o.endpoint, err)
+		return err
 	}
 	defer conn.Close()
 

@@ -10,7 +10,9 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -95,6 +97,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// dial waits for the endpoint (up to --wait) and opens a plaintext gRPC
+// connection to it.
+func dial(ctx context.Context, o options) (*grpc.ClientConn, error) {
+	if o.wait > 0 {
+		if err := waitForEndpoint(ctx, o.endpoint, o.wait); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := grpc.NewClient(o.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", o.endpoint, err)
+	}
+	return conn, nil
 }
 
 // waitForEndpoint polls a TCP connection to addr until it succeeds or
