@@ -226,16 +226,10 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 		p.numbers(m, s.DataPoints(), kind, mh, b)
 	case pmetric.MetricTypeHistogram:
 		h := m.Histogram()
-		kind := histKind(h.AggregationTemporality())
-		for _, dp := range h.DataPoints().All() {
-			histogram(p, m, dp, kind, mh, b)
-		}
+		histograms(p, m, h.DataPoints(), histKind(h.AggregationTemporality()), mh, b)
 	case pmetric.MetricTypeExponentialHistogram:
 		h := m.ExponentialHistogram()
-		kind := histKind(h.AggregationTemporality())
-		for _, dp := range h.DataPoints().All() {
-			histogram(p, m, dp, kind, mh, b)
-		}
+		histograms(p, m, h.DataPoints(), histKind(h.AggregationTemporality()), mh, b)
 	case pmetric.MetricTypeSummary:
 		dps := m.Summary().DataPoints()
 		for i := 0; i < dps.Len(); i++ {
@@ -253,7 +247,8 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 				b.skipped[skipNoValue]++
 				continue
 			}
-			p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+			pt.Key = p.seriesKey(mh, dp.Attributes())
+			p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 		}
 	}
 }
@@ -268,16 +263,21 @@ type histPoint interface {
 	Timestamp() pcommon.Timestamp
 }
 
-// histogram scores a histogram datapoint by its count and sum. Generic rather
-// than taking the interface, so that a datapoint is not boxed (allocated)
-// on its way in.
-func histogram[P histPoint](p *iforestProcessor, m pmetric.Metric, dp P, kind detector.Kind, mh uint64, b *batch) {
-	if dp.Flags().NoRecordedValue() {
-		b.skipped[skipNoValue]++
-		return
+// histograms scores histogram datapoints by their count and sum. Generic
+// rather than taking the interface, so that a datapoint is not boxed
+// (allocated) on its way in.
+func histograms[P histPoint, S points[P]](p *iforestProcessor, m pmetric.Metric, dps S, kind detector.Kind, mh uint64, b *batch) {
+	var ahead lookahead
+	for i := 0; i < dps.Len(); i++ {
+		dp := dps.At(i)
+		key := keyAhead(p, &ahead, dps, mh, i)
+		if dp.Flags().NoRecordedValue() {
+			b.skipped[skipNoValue]++
+			continue
+		}
+		pt := detector.Point{Key: key, Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
+		p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 	}
-	pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
-	p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 }
 
 func histKind(t pmetric.AggregationTemporality) detector.Kind {
@@ -297,11 +297,13 @@ func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (
 }
 
 func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
+	var ahead lookahead
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
 		if b.refs != nil && p.claim(b.refs, b.res, dp, kind, b) || !b.univariate {
 			continue
 		}
+		key := keyAhead(p, &ahead, dps, mh, i)
 		var v float64
 		switch dp.ValueType() {
 		case pmetric.NumberDataPointValueTypeInt:
@@ -316,14 +318,20 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 			b.skipped[skipNoValue]++
 			continue
 		}
-		pt := detector.Point{Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: v}
-		p.observe(m, pt, mh, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
+		pt := detector.Point{Key: key, Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: v}
+		p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 	}
 }
 
-// observe asks the detector for a verdict and writes it out.
-func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, mh uint64, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
-	pt.Key = combine(mh, hashMapExcept(attrs, p.cfg.Output.AttributePrefix))
+// seriesKey is the key of a datapoint's series: its metric's (mh, which
+// covers resource, scope and name) and its attributes but our own.
+func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) uint64 {
+	return combine(mh, hashMapExcept(attrs, p.cfg.Output.AttributePrefix))
+}
+
+// observe asks the detector for a verdict on pt (its Key set) and writes it
+// out.
+func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
 	var v detector.Verdict
 	if p.shared != nil {
 		v = p.shared.Observe(pt, p.groupKey(m, attrs, b.res), b.now)

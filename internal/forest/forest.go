@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/otel-iforest/iforest/internal/heapsize"
+	"github.com/otel-iforest/iforest/internal/prefetch"
 )
 
 // Forest is an ensemble of isolation trees over dims features.
@@ -395,4 +396,13 @@ func subtreeCount(nodes []node, i int) int {
 		return int(n.a)
 	}
 	return subtreeCount(nodes, i+int(n.a)) + subtreeCount(nodes, i+int(n.a)+1)
+}
+
+// Prefetch starts loading what a score reads of the forest (the tree
+// summaries and the node slab) into the caches, without waiting for it
+// (see package prefetch). A caller that knows which forest it scores next
+// calls it ahead of time. It changes nothing.
+func (f *Forest) Prefetch() {
+	prefetch.Range(unsafe.Pointer(unsafe.SliceData(f.meta)), uintptr(len(f.meta))*unsafe.Sizeof(treeMeta{}))
+	prefetch.Range(unsafe.Pointer(unsafe.SliceData(f.nodes)), uintptr(len(f.nodes))*unsafe.Sizeof(node{}))
 }
