@@ -329,8 +329,9 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 		}
 		s.inc.update(&d.cfg.Incidents, key, t, &v)
 	}
-	d.learn(&sh.scratch, s, x, v)
-	d.resized(s)
+	if d.learn(&sh.scratch, s, x, v) {
+		d.resized(s)
+	}
 	return v
 }
 
@@ -357,11 +358,13 @@ func (d *Detector) threshold(s *series) float64 {
 
 // learn adds x to the window and keeps the forest current: while warming up
 // it grows the forest a few trees per point; after that it rebuilds one tree
-// every RefitInterval points, so no single call pays for a whole refit.
-func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
+// every RefitInterval points, so no single call pays for a whole refit. It
+// reports whether the model's storage may have changed size.
+func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) (resized bool) {
 	if s.rows < d.cfg.WindowSize {
 		if len(s.win)+len(x) > cap(s.win) {
 			s.growWindow(d.cfg.WindowSize)
+			resized = true
 		}
 		for _, f := range x {
 			s.win = append(s.win, toFloat32(f))
@@ -388,7 +391,7 @@ func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
 	}
 
 	if s.rows < minTrain {
-		return
+		return resized
 	}
 	if s.forest == nil {
 		s.forest = forest.New(s.fdims, nil)
@@ -398,7 +401,7 @@ func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
 			s.forest.Add(d.sample(sc, s))
 		}
 		d.scratchResized(sc)
-		return
+		return true
 	}
 	s.toRefit++
 	if s.toRefit >= d.cfg.RefitInterval {
@@ -407,7 +410,9 @@ func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) {
 		s.forest.Rebuild(s.nextTree, b, sample, rng)
 		s.nextTree = (s.nextTree + 1) % d.cfg.Trees
 		d.scratchResized(sc)
+		return true
 	}
+	return resized
 }
 
 // scratchResized counts a change of a shard's working memory (it grows
