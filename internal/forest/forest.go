@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"unsafe"
 
 	"github.com/otel-iforest/iforest/internal/heapsize"
@@ -33,6 +34,12 @@ type Forest struct {
 	// 72-byte header, so that a score of a forest that is not in cache
 	// loads 8 lines of it for 32 trees rather than 36.
 	meta []treeMeta
+	// order lists the trees by their place in the slabs (see place); next
+	// is where in it the search for room for the next tree starts, and
+	// first is where the first tree starts (nodes before it are garbage).
+	order []int32
+	next  int
+	first int32
 }
 
 type treeMeta struct {
@@ -48,24 +55,13 @@ func New(dims int, trees []*Tree) *Forest {
 	if dims < 1 || dims > MaxFeatures {
 		panic(fmt.Sprintf("forest: dims %d out of range [1, %d]", dims, MaxFeatures))
 	}
-	f := &Forest{dims: dims}
-	nodes, boxes := 0, 0
-	for _, t := range trees {
+	f := &Forest{dims: dims, hdr: make([]Tree, 0, len(trees)), order: make([]int32, 0, len(trees))}
+	for i, t := range trees {
 		f.check(t)
-		nodes += len(t.nodes)
-		boxes += len(t.boxes)
+		f.hdr = append(f.hdr, *t) // views of t: pack copies them into the slabs
+		f.order = append(f.order, int32(i))
 	}
-	f.nodes = make([]node, 0, nodes+nodes/8)
-	if boxes > 0 {
-		f.boxes = make([]float32, 0, boxes+boxes/8)
-	}
-	f.hdr = make([]Tree, 0, len(trees))
-	for _, t := range trees {
-		f.hdr = append(f.hdr, *t)
-		f.nodes = append(f.nodes, t.nodes...)
-		f.boxes = append(f.boxes, t.boxes...)
-	}
-	f.reslice()
+	f.pack(0, false)
 	return f
 }
 
@@ -110,6 +106,7 @@ func Fit(data []float32, dims int, opts Options) *Forest {
 	sample := make([]float32, psi*dims)
 	f := New(dims, nil)
 	f.hdr = make([]Tree, 0, nTrees)
+	f.order = make([]int32, 0, nTrees)
 	for i := range nTrees {
 		pcg.Seed(opts.Seed, pcgStream^mix64(uint64(i)))
 		s.draw(rng, data, dims, sample)
@@ -117,15 +114,6 @@ func Fit(data []float32, dims int, opts Options) *Forest {
 	}
 	f.compact()
 	return f
-}
-
-// compact drops the slabs' room for growth (a fitted forest does not change).
-func (f *Forest) compact() {
-	f.nodes = append(make([]node, 0, len(f.nodes)), f.nodes...)
-	if f.boxes != nil {
-		f.boxes = append(make([]float32, 0, len(f.boxes)), f.boxes...)
-	}
-	f.reslice()
 }
 
 // mix64 is the splitmix64 finaliser: it spreads consecutive tree indices
@@ -217,71 +205,192 @@ func (f *Forest) check(t *Tree) {
 	if t == nil || len(t.nodes) == 0 {
 		panic("forest: nil or empty tree")
 	}
+	if t.boxes != nil && (int(t.dims) != f.dims || len(t.boxes) != 2*f.dims*len(t.nodes)) {
+		panic(fmt.Sprintf("forest: tree has boxes over %d features but forest has %d", t.dims, f.dims))
+	}
 	if m := t.maxFeature(); m >= f.dims {
 		panic(fmt.Sprintf("forest: tree splits on feature %d but forest has %d dims", m, f.dims))
 	}
 }
 
-// place copies t into slot i of the slabs (moving the trees after it when
-// the size changes) and points the headers at their new places.
+// Storage.
+//
+// A tree's place in the slabs has nothing to do with its index: meta[i].off
+// says where tree i's nodes start, and its boxes (when kept) start at
+// 2*dims times that in the box slab. place puts a new tree into the first
+// gap between live trees that holds it, searching from the one after the
+// tree placed last, and leaves the nodes of the tree it replaces as
+// garbage; only when no gap holds it does pack move the live trees
+// together. The detector replaces its trees round-robin, oldest first, so
+// the gap after the tree placed last is where the oldest trees were: the
+// slab works as a ring, and a replacement copies one tree, where moving
+// every tree after it used to copy half the forest (and rewrite every
+// header). Scores do not depend on where trees are: every walk sums over
+// the trees in index order.
+
+// place copies t into the slabs as tree i (an added tree's header is empty).
 func (f *Forest) place(i int, t *Tree) {
 	if overlaps(f.nodes, t.nodes) {
-		t = t.clone() // t is one of ours: copy it out before the slab moves
+		t = t.clone() // t is one of ours: copy it out before the slabs move
 	}
-	at, boxAt := 0, 0
-	for k := range f.hdr[:i] {
-		at += len(f.hdr[k].nodes)
-		boxAt += len(f.hdr[k].boxes)
+	if len(f.hdr[i].nodes) > 0 {
+		f.unlist(int32(i))
 	}
-	f.nodes = splice(f.nodes, at, len(f.hdr[i].nodes), t.nodes)
-	f.boxes = splice(f.boxes, boxAt, len(f.hdr[i].boxes), t.boxes)
+	f.hdr[i] = Tree{}
+	n := len(t.nodes)
+	k, off := f.fit(n)
+	if k < 0 || t.boxes != nil && (off+n)*2*f.dims > cap(f.boxes) {
+		f.pack(n, t.boxes != nil)
+		k, off = len(f.order), len(f.nodes)
+	}
+	f.nodes = f.nodes[:max(len(f.nodes), off+n)]
+	copy(f.nodes[off:], t.nodes)
+	if t.boxes != nil {
+		bo := off * 2 * f.dims
+		f.boxes = f.boxes[:max(len(f.boxes), bo+len(t.boxes))]
+		copy(f.boxes[bo:], t.boxes)
+	}
+	f.order = slices.Insert(f.order, k, int32(i))
+	f.next = k + 1
 	f.hdr[i] = *t
-	f.reslice()
+	f.index()
+	f.view(i, off)
+	f.first = f.meta[f.order[0]].off
 }
 
-// reslice points every header at its trees' part of the slabs (in order,
-// each as long as its current view) and refreshes the pointer slice.
-func (f *Forest) reslice() {
-	at, boxAt := 0, 0
+// unlist removes tree k from f.order.
+func (f *Forest) unlist(k int32) {
+	at := slices.Index(f.order, k)
+	f.order = slices.Delete(f.order, at, at+1)
+	if at < f.next {
+		f.next--
+	}
+}
+
+// fit finds a gap of at least n nodes in the node slab (up to its
+// capacity), searching from gap f.next on and wrapping around. Gap g lies
+// before the tree f.order[g] (gap len(f.order): after the last tree). It
+// returns g and the gap's start, or -1 if no gap is large enough.
+func (f *Forest) fit(n int) (g, off int) {
+	m := len(f.order)
+	for j := 0; j <= m; j++ {
+		g := (f.next + j) % (m + 1)
+		start, limit := 0, cap(f.nodes)
+		if g > 0 {
+			prev := f.order[g-1]
+			start = int(f.meta[prev].off) + len(f.hdr[prev].nodes)
+		}
+		if g < m {
+			limit = int(f.meta[f.order[g]].off)
+		}
+		if limit-start >= n {
+			return g, start
+		}
+	}
+	return -1, 0
+}
+
+// index sizes the pointer slice and the summaries to the headers (after
+// Add) and points the pointers at the headers (which Add may have moved).
+func (f *Forest) index() {
+	if len(f.trees) == len(f.hdr) && (len(f.hdr) == 0 || f.trees[0] == &f.hdr[0]) {
+		return
+	}
 	if cap(f.trees) < len(f.hdr) {
 		f.trees = make([]*Tree, len(f.hdr), cap(f.hdr))
 	}
 	f.trees = f.trees[:len(f.hdr)]
+	for k := range f.hdr {
+		f.trees[k] = &f.hdr[k]
+	}
 	if cap(f.meta) < len(f.hdr) {
-		f.meta = make([]treeMeta, len(f.hdr), cap(f.hdr))
+		f.meta = append(make([]treeMeta, 0, cap(f.hdr)), f.meta...)
 	}
 	f.meta = f.meta[:len(f.hdr)]
-	for k := range f.hdr {
-		h := &f.hdr[k]
-		n := len(h.nodes)
-		h.nodes = f.nodes[at : at+n : at+n]
-		f.meta[k] = treeMeta{off: int32(at), depth: h.depth, invC: h.invC}
-		at += n
-		if h.boxes != nil {
-			n = len(h.boxes)
-			h.boxes = f.boxes[boxAt : boxAt+n : boxAt+n]
-			boxAt += n
-		}
-		f.trees[k] = h
-	}
 }
 
-// splice replaces s[at:at+old] with repl, growing s (with some room for
-// later trees being larger) when needed.
-func splice[T any](s []T, at, old int, repl []T) []T {
-	n := len(s) - old + len(repl)
-	end := len(s)
-	if n > cap(s) {
-		grown := make([]T, len(s), n+n/8+16)
-		copy(grown, s)
-		s = grown
+// view points tree i's header at its nodes at off (and its boxes at
+// 2*dims*off) and refreshes its summary.
+func (f *Forest) view(i, off int) {
+	h := &f.hdr[i]
+	n := len(h.nodes)
+	h.nodes = f.nodes[off : off+n : off+n]
+	if h.boxes != nil {
+		bo, b := off*2*f.dims, len(h.boxes)
+		h.boxes = f.boxes[bo : bo+b : bo+b]
 	}
-	if n > end {
-		s = s[:n]
+	f.meta[i] = treeMeta{off: int32(off), depth: h.depth, invC: h.invC}
+	f.trees[i] = h
+}
+
+// pack moves the live trees to the slabs' front, in slab order, and makes
+// room after them for extra more nodes (and their boxes, if boxes): in
+// place when they fit, else in slabs grown by an eighth.
+func (f *Forest) pack(extra int, boxes bool) {
+	live := extra
+	for _, k := range f.order {
+		live += len(f.hdr[k].nodes)
+		boxes = boxes || f.hdr[k].boxes != nil
 	}
-	copy(s[at+len(repl):], s[at+old:end]) // copy is a memmove
-	copy(s[at:], repl)
-	return s[:n]
+	f.repack(live, roomFor(live), boxes)
+}
+
+// compact drops the slabs' garbage and room for growth (a fitted forest
+// does not change).
+func (f *Forest) compact() {
+	live, boxes := 0, false
+	for _, k := range f.order {
+		live += len(f.hdr[k].nodes)
+		boxes = boxes || f.hdr[k].boxes != nil
+	}
+	f.repack(live, live, boxes)
+}
+
+// repack lays the live trees out from the slabs' start in slab order, in
+// slabs of capacity size (node slab) when the current ones are too small or
+// of another size than asked for exactly (size == need).
+func (f *Forest) repack(need, size int, boxes bool) {
+	nodes, bx := f.nodes, f.boxes
+	if need > cap(nodes) || size == need && cap(nodes) != size {
+		nodes = make([]node, 0, size)
+	}
+	w := 2 * f.dims
+	switch {
+	case !boxes:
+		bx = nil
+	case cap(bx) < cap(nodes)*w || size == need && cap(bx) != cap(nodes)*w:
+		bx = make([]float32, 0, cap(nodes)*w)
+	}
+	nodes, bx = nodes[:0], bx[:0]
+	for _, k := range f.order {
+		// In place, sources are at or after their destinations (slab
+		// order), so a copy (a memmove) never overwrites a tree not yet moved.
+		h := &f.hdr[k]
+		at := len(nodes)
+		nodes = append(nodes, h.nodes...)
+		if h.boxes != nil {
+			bx = append(bx[:at*w], h.boxes...)
+		}
+	}
+	f.nodes, f.boxes = nodes, bx
+	f.reslice()
+}
+
+// roomFor is the capacity of a slab that holds n nodes: an eighth more,
+// for the next trees being larger and the gaps that replacements leave.
+func roomFor(n int) int { return n + n/8 + 16 }
+
+// reslice points every header at its tree's place in the slabs, which
+// follow f.order from the slabs' start (after repack), and refreshes the
+// summaries and the pointer slice.
+func (f *Forest) reslice() {
+	f.index()
+	at := 0
+	for _, k := range f.order {
+		f.view(int(k), at)
+		at += len(f.hdr[k].nodes)
+	}
+	f.next, f.first = len(f.order), 0
 }
 
 // overlaps reports whether t's nodes are a view into slab.
@@ -300,7 +409,7 @@ func overlaps(slab, t []node) bool {
 func (f *Forest) MemoryBytes() int {
 	return heapsize.Of(int(unsafe.Sizeof(Forest{})), true) + heapsize.Of(8*cap(f.trees), true) +
 		heapsize.Of(int(unsafe.Sizeof(Tree{}))*cap(f.hdr), true) +
-		heapsize.Of(int(unsafe.Sizeof(treeMeta{}))*cap(f.meta), false) +
+		heapsize.Of(int(unsafe.Sizeof(treeMeta{}))*cap(f.meta), false) + heapsize.Of(4*cap(f.order), false) +
 		heapsize.Of(int(unsafe.Sizeof(node{}))*cap(f.nodes), false) + heapsize.Of(4*cap(f.boxes), false)
 }
 
@@ -404,5 +513,6 @@ func subtreeCount(nodes []node, i int) int {
 // calls it ahead of time. It changes nothing.
 func (f *Forest) Prefetch() {
 	prefetch.Range(unsafe.Pointer(unsafe.SliceData(f.meta)), uintptr(len(f.meta))*unsafe.Sizeof(treeMeta{}))
-	prefetch.Range(unsafe.Pointer(unsafe.SliceData(f.nodes)), uintptr(len(f.nodes))*unsafe.Sizeof(node{}))
+	live := f.nodes[f.first:]
+	prefetch.Range(unsafe.Pointer(unsafe.SliceData(live)), uintptr(len(live))*unsafe.Sizeof(node{}))
 }

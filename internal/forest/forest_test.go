@@ -503,9 +503,10 @@ func TestMemoryBytes(t *testing.T) {
 		assert.Equal(t, heapsize.Of(16*tr.NumNodes(), false)+heapsize.Of(int(unsafe.Sizeof(Tree{})), true), tr.MemoryBytes())
 	}
 	// A fitted forest's slab is exactly sized; headers sit in one array,
-	// with a pointer and the walks' 16-byte summary per tree.
+	// with a pointer, the walks' 16-byte summary and a slab-order index
+	// per tree.
 	assert.Equal(t, heapsize.Of(16*nodes, false)+heapsize.Of(100*int(unsafe.Sizeof(Tree{})), true)+
-		heapsize.Of(100*8, true)+heapsize.Of(100*16, false)+heapsize.Of(int(unsafe.Sizeof(Forest{})), true), f.MemoryBytes())
+		heapsize.Of(100*8, true)+heapsize.Of(100*16, false)+heapsize.Of(100*4, false)+heapsize.Of(int(unsafe.Sizeof(Forest{})), true), f.MemoryBytes())
 
 	// And it is what the heap holds: many forests of the detector's kind,
 	// built by rolling rebuilds as the detector does.
@@ -601,15 +602,53 @@ func TestKernelsMatchPlainWalk(t *testing.T) {
 	}
 }
 
-// The forest keeps its trees in one slab: replacing trees of other sizes
-// moves the trees behind them. Whatever the sequence of Rebuild, SetTree and
+// checkSlab checks the storage invariants: every tree is a view into the
+// slabs at the place its summary says, trees do not overlap, f.order lists
+// them by place and f.first is the first one's.
+func checkSlab(t *testing.T, f *Forest) {
+	t.Helper()
+	require.Len(t, f.order, len(f.hdr))
+	require.Len(t, f.meta, len(f.hdr))
+	seen := make([]bool, len(f.hdr))
+	end, boxEnd := -1, -1
+	for _, k := range f.order {
+		require.False(t, seen[k], "tree %d listed twice", k)
+		seen[k] = true
+		h := f.trees[k]
+		require.Same(t, &f.hdr[k], h)
+		off := int(f.meta[k].off)
+		require.Same(t, &f.nodes[off], &h.nodes[0], "tree %d is not where its summary says", k)
+		require.Greater(t, off, end, "tree %d overlaps the one before it", k)
+		end = off + len(h.nodes) - 1
+		require.Less(t, end, len(f.nodes))
+		require.Equal(t, treeMeta{off: int32(off), depth: h.depth, invC: h.invC}, f.meta[k])
+		if h.boxes != nil {
+			at := int((uintptr(unsafe.Pointer(&h.boxes[0])) - uintptr(unsafe.Pointer(&f.boxes[0]))) / 4)
+			require.Greater(t, at, boxEnd)
+			boxEnd = at + len(h.boxes) - 1
+			require.Less(t, boxEnd, len(f.boxes))
+		}
+	}
+	if len(f.order) > 0 {
+		require.Equal(t, f.meta[f.order[0]].off, f.first)
+	}
+	require.Equal(t, leafFeat, int(f.nodes[len(f.nodes)-1].feat), "the slab's last node pads short lane groups: a leaf")
+}
+
+// The forest keeps its trees in one slab, in the order they were placed:
+// a replacement goes after the last tree and leaves garbage, which is packed
+// away when the slab is full. Whatever the sequence of Rebuild, SetTree and
 // Add, the forest must score exactly like a forest of separately built trees.
 func TestSlabMatchesSeparateTrees(t *testing.T) {
-	for _, dims := range []int{1, 3} {
+	for _, c := range []struct {
+		dims  int
+		boxes bool
+	}{{1, true}, {3, true}, {2, false}} {
+		dims := c.dims
 		data := gaussData(2000, dims, 5)
 		b, ref := NewBuilder(dims), NewBuilder(dims)
-		b.KeepBoxes(true)
-		ref.KeepBoxes(true)
+		b.KeepBoxes(c.boxes)
+		ref.KeepBoxes(c.boxes)
 		rngA := rand.New(rand.NewPCG(4, 4))
 		rngB := rand.New(rand.NewPCG(4, 4))
 		pick := rand.New(rand.NewPCG(5, 5))
@@ -625,11 +664,15 @@ func TestSlabMatchesSeparateTrees(t *testing.T) {
 			f.Add(b, s, rngA)
 			trees = append(trees, ref.Build(s, rngB))
 		}
-		for step := range 300 {
+		for step := range 400 {
 			i := pick.IntN(len(trees))
 			s := sample()
-			switch step % 3 {
+			switch step % 4 {
 			case 0:
+				f.Rebuild(i, b, s, rngA)
+				trees[i] = ref.Build(s, rngB)
+			case 3: // round-robin, as the detector rebuilds
+				i = step / 4 % len(trees)
 				f.Rebuild(i, b, s, rngA)
 				trees[i] = ref.Build(s, rngB)
 			case 1:
@@ -659,7 +702,16 @@ func TestSlabMatchesSeparateTrees(t *testing.T) {
 			}
 			require.Equal(t, want.Score(x), f.Score(x))
 			require.Equal(t, want.ScoreAsInserted(x), f.ScoreAsInserted(x))
+			checkSlab(t, f)
 		}
+		f.compact()
+		checkSlab(t, f)
+		nodes := 0
+		for _, tr := range trees {
+			nodes += len(tr.nodes)
+		}
+		require.Equal(t, nodes, cap(f.nodes), "compact leaves no garbage and no room")
+		require.Equal(t, len(f.boxes), cap(f.boxes))
 		assert.LessOrEqual(t, f.MemoryBytes(), 2*New(dims, trees).MemoryBytes(), "slab room stays bounded")
 	}
 }
