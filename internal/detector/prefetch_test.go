@@ -14,6 +14,7 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.WindowSize = 64 // wrap the ring many times
 	plain, hinted := New(cfg, 0), New(cfg, 0)
+	hinted.prefetchFrom = 0 // these few models would be left to the cache
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range 600 {
 		key := uint64(i % 3)

@@ -14,11 +14,12 @@ import (
 // Forest is an ensemble of isolation trees over dims features.
 //
 // The forest owns its trees' storage: the nodes (and boxes) of all trees
-// sit in one slab, tree after tree, and the tree headers in one array. A
-// process that holds thousands of forests scores each point against one
-// forest whose trees would otherwise be scattered over as many heap pages as
-// there are trees; one slab keeps a score's loads on a few pages (fewer TLB
-// and cache misses) and lets a refit replace a tree without allocating.
+// sit in one slab (in no particular order, see place), and the tree
+// headers in one array. A process that holds thousands of forests scores
+// each point against one forest whose trees would otherwise be scattered
+// over as many heap pages as there are trees; one slab keeps a score's
+// loads on a few pages (fewer TLB and cache misses) and lets a refit
+// replace a tree without allocating.
 //
 // Score, ScoreAsInserted and Attribution only read the forest and may run
 // concurrently with each other; SetTree, Rebuild and Add mutate it (in
