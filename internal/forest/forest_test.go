@@ -749,3 +749,33 @@ func TestPrefetch(t *testing.T) {
 		t.Fatalf("score %v after Prefetch, %v before", got, before)
 	}
 }
+
+// With trees replaced round-robin, as the detector refits, the slab works
+// as a ring: a replacement goes where the oldest trees were, and the other
+// trees rarely move (a move copies the whole forest).
+func TestRoundRobinRebuildsRarelyMove(t *testing.T) {
+	b := NewBuilder(2)
+	rng := rand.New(rand.NewPCG(2, 2))
+	f := New(2, nil)
+	for range 32 {
+		f.Add(b, gaussData(32, 2, rng.Uint64()), rng)
+	}
+	const rebuilds = 3200
+	moved := 0
+	before := make([]int32, 32)
+	for k := range rebuilds {
+		for j, m := range f.meta {
+			before[j] = m.off
+		}
+		f.Rebuild(k%32, b, gaussData(32, 2, rng.Uint64()), rng)
+		for j, m := range f.meta {
+			if j != k%32 && m.off != before[j] {
+				moved++
+				break
+			}
+		}
+	}
+	t.Logf("other trees moved in %d of %d rebuilds", moved, rebuilds)
+	assert.Less(t, moved, rebuilds/20)
+	checkSlab(t, f)
+}
