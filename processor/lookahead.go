@@ -20,8 +20,13 @@ const aheadBy = 2
 // lookahead holds the series keys of the datapoints up to aheadBy past the
 // current one, by index modulo its length.
 type lookahead struct {
-	keys [aheadBy + 1]uint64
-	next int // the next index to hash
+	keys     [aheadBy + 1]uint64
+	next     int  // the next index to hash
+	prefetch bool // whether to ask for models (high-cardinality ones are small and shared)
+}
+
+func (p *iforestProcessor) lookahead() lookahead {
+	return lookahead{prefetch: p.shared == nil && p.det.Prefetching()}
 }
 
 // attributed is a datapoint: what its series key is made of.
@@ -41,7 +46,7 @@ func keyAhead[P attributed, S points[P]](p *iforestProcessor, l *lookahead, dps 
 	for last := min(i+aheadBy, dps.Len()-1); l.next <= last; l.next++ {
 		key := p.seriesKey(mh, dps.At(l.next).Attributes())
 		l.keys[l.next%len(l.keys)] = key
-		if l.next > i && p.shared == nil { // high-cardinality models are small and shared
+		if l.next > i && l.prefetch {
 			p.det.Prefetch(key)
 		}
 	}

@@ -267,7 +267,7 @@ type histPoint interface {
 // rather than taking the interface, so that a datapoint is not boxed
 // (allocated) on its way in.
 func histograms[P histPoint, S points[P]](p *iforestProcessor, m pmetric.Metric, dps S, kind detector.Kind, mh uint64, b *batch) {
-	var ahead lookahead
+	ahead := p.lookahead()
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
 		key := keyAhead(p, &ahead, dps, mh, i)
@@ -297,7 +297,7 @@ func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (
 }
 
 func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
-	var ahead lookahead
+	ahead := p.lookahead()
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
 		if b.refs != nil && p.claim(b.refs, b.res, dp, kind, b) || !b.univariate {

@@ -375,7 +375,7 @@ func TestKeyAhead(t *testing.T) {
 			{2, 9},
 			{11},
 		} {
-			var l lookahead
+			l := p.lookahead()
 			for _, i := range visit {
 				want := p.seriesKey(42, dps.At(i).Attributes())
 				require.Equal(t, want, keyAhead(p, &l, dps, 42, i), "visiting %v, at %d", visit, i)

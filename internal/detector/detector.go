@@ -31,9 +31,6 @@ type Detector struct {
 	// growPerPoint is how many trees a warming model builds per observation,
 	// so that it has a full forest exactly when warm-up ends.
 	growPerPoint int
-	// prefetchFrom is the models' size from which Prefetch prefetches
-	// (cacheResident; tests lower it).
-	prefetchFrom int64
 }
 
 // Stats are counters a caller exports as telemetry. Fields are deltas since
@@ -149,7 +146,7 @@ type series struct {
 // New returns a detector. cfg must be valid (see Config.Validate).
 func New(cfg Config, maxSeries int) *Detector {
 	limits := shardLimits(cfg.Shards, maxSeries)
-	d := &Detector{cfg: cfg, shards: make([]shard, len(limits)), prefetchFrom: cacheResident}
+	d := &Detector{cfg: cfg, shards: make([]shard, len(limits))}
 	for i, l := range limits {
 		d.shards[i].limit = l
 	}
@@ -552,11 +549,9 @@ func (d *Detector) TakeStats() Stats {
 // Prefetch starts loading the model of key into the caches (see package
 // prefetch), so that an Observe of key soon after finds it there instead
 // of waiting for memory: a caller with a batch in hand calls it a few
-// datapoints ahead of the one it observes. It changes nothing.
+// datapoints ahead of the one it observes, if Prefetching. It changes
+// nothing.
 func (d *Detector) Prefetch(key uint64) {
-	if d.bytes.Load() < d.prefetchFrom {
-		return
-	}
 	sh := &d.shards[key%uint64(len(d.shards))]
 	sh.mu.Lock()
 	if s := sh.series[key]; s != nil {
@@ -565,11 +560,14 @@ func (d *Detector) Prefetch(key uint64) {
 	sh.mu.Unlock()
 }
 
-// cacheResident is a size of all models together below which Prefetch does
-// nothing: they stay in a core's L2 cache (512 KiB and more on current
-// x86 and Arm server cores), and asking for them would only cost time (3%
-// at 10 series).
-const cacheResident = 512 << 10
+// Prefetching reports whether the models are large enough together for
+// Prefetch to pay: below cacheResident they stay in a core's L2 cache
+// (512 KiB and more on current x86 and Arm server cores), and asking for
+// them only costs time (3% at 10 series). A caller asks once a batch, not
+// once a datapoint: the total is a counter every core updates.
+func (d *Detector) Prefetching() bool { return d.bytes.Load() >= cacheResident }
+
+const cacheResident = 512 << 10 // bytes, see Prefetching
 
 // prefetch asks for what the next observation reads: the series, the
 // window rows of its lookback mean and the row learn writes, and the

@@ -14,7 +14,6 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.WindowSize = 64 // wrap the ring many times
 	plain, hinted := New(cfg, 0), New(cfg, 0)
-	hinted.prefetchFrom = 0 // these few models would be left to the cache
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range 600 {
 		key := uint64(i % 3)
@@ -23,6 +22,27 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		hinted.Prefetch(key + 100) // no such model
 		require.Equal(t, plain.Observe(p, 0), hinted.Observe(p, 0), "point %d", i)
 	}
+}
+
+// Prefetching is worth it once the models outgrow a core's L2 cache.
+func TestPrefetching(t *testing.T) {
+	d := New(DefaultConfig(), 0)
+	rng := rand.New(rand.NewPCG(5, 6))
+	require.False(t, d.Prefetching())
+	for i := range 40 {
+		for key := range uint64(10) {
+			d.Observe(gaugeAt(key, i, 10+rng.NormFloat64()), 0)
+		}
+	}
+	require.Less(t, d.MemoryBytes(), int64(cacheResident), "10 warm models")
+	require.False(t, d.Prefetching())
+	for i := 40; i < 80; i++ {
+		for key := range uint64(60) {
+			d.Observe(gaugeAt(key, i, 10+rng.NormFloat64()), 0)
+		}
+	}
+	require.GreaterOrEqual(t, d.MemoryBytes(), int64(cacheResident), "60 warm models")
+	require.True(t, d.Prefetching())
 }
 
 // The window rows prefetched must cover every row the lookback mean reads
