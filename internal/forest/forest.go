@@ -37,7 +37,8 @@ type Forest struct {
 	meta []treeMeta
 	// order lists the trees by their place in the slabs (see place); next
 	// is where in it the search for room for the next tree starts, and
-	// first is where the first tree starts (nodes before it are garbage).
+	// first is where the first tree starts (nodes before it are garbage),
+	// kept so that Prefetch need not load order and meta first.
 	order []int32
 	next  int
 	first int32
@@ -237,7 +238,6 @@ func (f *Forest) place(i int, t *Tree) {
 	if len(f.hdr[i].nodes) > 0 {
 		f.unlist(int32(i))
 	}
-	f.hdr[i] = Tree{}
 	n := len(t.nodes)
 	k, off := f.fit(n)
 	if k < 0 || t.boxes != nil && (off+n)*2*f.dims > cap(f.boxes) {
@@ -328,38 +328,41 @@ func (f *Forest) view(i, off int) {
 // room after them for extra more nodes (and their boxes, if boxes): in
 // place when they fit, else in slabs grown by an eighth.
 func (f *Forest) pack(extra int, boxes bool) {
-	live := extra
-	for _, k := range f.order {
-		live += len(f.hdr[k].nodes)
-		boxes = boxes || f.hdr[k].boxes != nil
-	}
-	f.repack(live, roomFor(live), boxes)
+	live, liveBoxes := f.live()
+	f.repack(live+extra, false, boxes || liveBoxes)
 }
 
 // compact drops the slabs' garbage and room for growth (a fitted forest
 // does not change).
 func (f *Forest) compact() {
-	live, boxes := 0, false
-	for _, k := range f.order {
-		live += len(f.hdr[k].nodes)
-		boxes = boxes || f.hdr[k].boxes != nil
-	}
-	f.repack(live, live, boxes)
+	live, boxes := f.live()
+	f.repack(live, true, boxes)
 }
 
-// repack lays the live trees out from the slabs' start in slab order, in
-// slabs of capacity size (node slab) when the current ones are too small or
-// of another size than asked for exactly (size == need).
-func (f *Forest) repack(need, size int, boxes bool) {
+// live returns how many nodes the trees have and whether any has boxes.
+func (f *Forest) live() (nodes int, boxes bool) {
+	for _, k := range f.order {
+		nodes += len(f.hdr[k].nodes)
+		boxes = boxes || f.hdr[k].boxes != nil
+	}
+	return nodes, boxes
+}
+
+// repack lays the live trees out from the slabs' start in slab order, with
+// room for need nodes: in the current slabs when they are large enough,
+// else in new ones grown by an eighth; exact slabs hold need and no more.
+func (f *Forest) repack(need int, exact, boxes bool) {
 	nodes, bx := f.nodes, f.boxes
-	if need > cap(nodes) || size == need && cap(nodes) != size {
-		nodes = make([]node, 0, size)
+	if exact && cap(nodes) != need {
+		nodes = make([]node, 0, need)
+	} else if need > cap(nodes) {
+		nodes = make([]node, 0, roomFor(need))
 	}
 	w := 2 * f.dims
 	switch {
 	case !boxes:
 		bx = nil
-	case cap(bx) < cap(nodes)*w || size == need && cap(bx) != cap(nodes)*w:
+	case cap(bx) < cap(nodes)*w || exact && cap(bx) != cap(nodes)*w:
 		bx = make([]float32, 0, cap(nodes)*w)
 	}
 	nodes, bx = nodes[:0], bx[:0]
