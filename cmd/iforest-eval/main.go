@@ -10,6 +10,7 @@
 //	score score existing NAB-format results
 //	plot  draw one results file as a PNG
 //	replay run a CSV through the processor built from a config, write verdicts
+//	scenario run a labelled scenario folder through the processor, count catches and false alarms
 //
 // Each subcommand lives in its own file as run<Name>(args []string) error
 // with its own flag.FlagSet; add new ones to the switch below and to usage.
@@ -31,6 +32,8 @@ subcommands:
   plot   draw a NAB results file (series, score, threshold, windows) as a PNG
   replay run a CSV's rows through the processor built from a config file and
          write every row's verdicts (per model and per column) as CSV
+  scenario run every CSV of a labelled scenario folder (windows.json) through
+         the processor; count anomalies caught and false-alarm episodes
 
 Run "iforest-eval <subcommand> -h" for its flags.
 `
@@ -76,6 +79,8 @@ func main() {
 		err = runPlot(args)
 	case "replay":
 		err = runReplay(args)
+	case "scenario":
+		err = runScenario(args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, usageText)
 		return

@@ -205,6 +205,10 @@ func evalNAB(ctx context.Context, o nabOptions) (*summary, error) {
 		}
 	}
 	sum := scoreCorpus(o.Name, scored)
+	sum.Alarms = &alarmSummary{}
+	for i, f := range files {
+		sum.Alarms.add(f.Series, scored[i])
+	}
 	if err := writeSummaryFile(filepath.Join(o.Out, o.Name, summaryFile), sum); err != nil {
 		return nil, err
 	}
@@ -240,15 +244,17 @@ func findDataFiles(dir string) ([]string, error) {
 }
 
 // detectFile streams f's rows through a fresh processor, one datapoint per
-// batch in row order, and stores each row's anomaly.score attribute in
-// f.Series.Scores (0 before the first verdict). rowsDone is told how many
-// rows have gone through, now and then.
+// batch in row order, and stores each row's anomaly.score and
+// anomaly.detected attributes in f.Series.Scores and Detected (0 and false
+// before the first verdict). rowsDone is told how many rows have gone
+// through, now and then.
 func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, rowsDone func(int)) error {
 	scoreAttr := cfg.Output.AttributePrefix + "score"
+	detectedAttr := cfg.Output.AttributePrefix + "detected"
 	var score float64
-	var scored bool
+	var scored, detected bool
 	sink, err := consumer.NewMetrics(func(_ context.Context, md pmetric.Metrics) error {
-		score, scored = datapointScore(md, scoreAttr)
+		score, detected, scored = datapointVerdict(md, scoreAttr, detectedAttr)
 		return nil
 	})
 	if err != nil {
@@ -265,6 +271,7 @@ func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, r
 
 	s := f.Series
 	s.Scores = make([]float64, s.Len())
+	s.Detected = make([]bool, s.Len())
 	const report = 1000
 	for i, t := range s.Times {
 		md := pmetric.NewMetrics()
@@ -281,7 +288,7 @@ func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, r
 			return fmt.Errorf("%s row %d: %w", f.Name, i, err)
 		}
 		if scored {
-			s.Scores[i] = score
+			s.Scores[i], s.Detected[i] = score, detected
 		}
 		if (i+1)%report == 0 {
 			rowsDone(report)
@@ -291,8 +298,9 @@ func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, r
 	return nil
 }
 
-// datapointScore finds the score attribute on the single datapoint of md.
-func datapointScore(md pmetric.Metrics, attr string) (float64, bool) {
+// datapointVerdict finds the score and detected attributes on the single
+// datapoint of md.
+func datapointVerdict(md pmetric.Metrics, scoreAttr, detectedAttr string) (score float64, detected, ok bool) {
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		sms := rms.At(i).ScopeMetrics()
@@ -305,14 +313,16 @@ func datapointScore(md pmetric.Metrics, attr string) (float64, bool) {
 				}
 				dps := m.Gauge().DataPoints()
 				for l := 0; l < dps.Len(); l++ {
-					if v, ok := dps.At(l).Attributes().Get(attr); ok && v.Type() == pcommon.ValueTypeDouble {
-						return v.Double(), true
+					attrs := dps.At(l).Attributes()
+					if v, ok := attrs.Get(scoreAttr); ok && v.Type() == pcommon.ValueTypeDouble {
+						d, _ := attrs.Get(detectedAttr)
+						return v.Double(), d.Type() == pcommon.ValueTypeBool && d.Bool(), true
 					}
 				}
 			}
 		}
 	}
-	return 0, false
+	return 0, false, false
 }
 
 // resultsPath is where NAB keeps detector name's results for a corpus file:

@@ -122,6 +122,36 @@ type summary struct {
 	Profiles   []profileResult
 	Categories []groupResult // standard profile, at its corpus threshold
 	PerFile    []groupResult // standard profile, at its corpus threshold
+	// Alarms counts the detector's own verdicts (its detected column) when
+	// it gave them: what it pages for at its configured threshold.
+	Alarms *alarmSummary
+}
+
+// alarmSummary is the detector's own verdicts over the corpus.
+type alarmSummary struct {
+	Windows, WindowsHit int
+	FalseEpisodes       int
+	SeriesDays          float64 // scored days (after probation), summed over files
+}
+
+// EpisodesPerSeriesDay is the false-alarm rate.
+func (a *alarmSummary) EpisodesPerSeriesDay() float64 {
+	if a.SeriesDays <= 0 {
+		return 0
+	}
+	return float64(a.FalseEpisodes) / a.SeriesDays
+}
+
+// countAlarms adds a file's verdicts to a: windows hit anywhere in them,
+// false-alarm episodes after the probation.
+func (a *alarmSummary) add(s *nab.Series, f *nab.File) {
+	al := nab.CountAlarms(s.Detected, f.Spans, f.Probation, 0)
+	a.Windows += al.Windows
+	a.WindowsHit += al.WindowsHit
+	a.FalseEpisodes += al.FalseEpisodes
+	if n := s.Len(); n > f.Probation+1 {
+		a.SeriesDays += s.Times[n-1].Sub(s.Times[f.Probation]).Hours() / 24
+	}
 }
 
 type profileResult struct {
@@ -198,6 +228,16 @@ type jsonSummary struct {
 	Files       int                        `json:"file_count"`
 	Rows        int                        `json:"rows"`
 	Windows     int                        `json:"windows"`
+	Alarms      *jsonAlarms                `json:"alarms,omitempty"`
+}
+
+// jsonAlarms is the --json form of an alarmSummary.
+type jsonAlarms struct {
+	WindowsHit           int     `json:"windows_hit"`
+	Windows              int     `json:"windows"`
+	FalseEpisodes        int     `json:"false_alarm_episodes"`
+	SeriesDays           float64 `json:"series_days"`
+	EpisodesPerSeriesDay float64 `json:"false_alarm_episodes_per_series_day"`
 }
 
 type jsonGroupResult struct {
@@ -237,6 +277,10 @@ func (s *summary) json() jsonSummary {
 	for _, g := range s.PerFile {
 		j.PerFile[g.Name] = group(g, 0)
 	}
+	if a := s.Alarms; a != nil {
+		j.Alarms = &jsonAlarms{WindowsHit: a.WindowsHit, Windows: a.Windows, FalseEpisodes: a.FalseEpisodes,
+			SeriesDays: a.SeriesDays, EpisodesPerSeriesDay: a.EpisodesPerSeriesDay()}
+	}
 	return j
 }
 
@@ -266,6 +310,10 @@ func printSummary(w io.Writer, s *summary, asJSON, perFile bool) error {
 		fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%.6g\t%d\t%d\t%d\t\n", p.Profile.Name, p.Score, p.Result.Score, p.Threshold, p.TP, p.FN, p.FP)
 	}
 	tw.Flush()
+	if a := s.Alarms; a != nil {
+		fmt.Fprintf(w, "\nAt the configured threshold (anomaly.detected): %d of %d windows hit, %d false-alarm episodes in %.0f series-days (%.3f per series-day)\n",
+			a.WindowsHit, a.Windows, a.FalseEpisodes, a.SeriesDays, a.EpisodesPerSeriesDay())
+	}
 
 	std := s.Profiles[0]
 	groups := func(title string, gs []groupResult) {

@@ -101,6 +101,9 @@ type Series struct {
 	// the file has no label column.
 	Scores []float64
 	Labels []bool
+	// Detected is the detector's own verdict per row, when it gives one
+	// (the processor's anomaly.detected); nil otherwise.
+	Detected []bool
 }
 
 // Len is the number of rows.
@@ -146,6 +149,7 @@ func ReadSeries(r io.Reader) (*Series, error) {
 	}
 	scoreCol, hasScore := col["anomaly_score"]
 	labelCol, hasLabel := col["label"]
+	detCol, hasDet := col["detected"]
 
 	s := &Series{}
 	if hasScore {
@@ -153,6 +157,9 @@ func ReadSeries(r io.Reader) (*Series, error) {
 	}
 	if hasLabel {
 		s.Labels = []bool{}
+	}
+	if hasDet {
+		s.Detected = []bool{}
 	}
 	for line := 2; ; line++ {
 		rec, err := cr.Read()
@@ -186,6 +193,13 @@ func ReadSeries(r io.Reader) (*Series, error) {
 			}
 			s.Labels = append(s.Labels, l != 0)
 		}
+		if hasDet {
+			d, err := parseNumber(rec[detCol])
+			if err != nil {
+				return nil, fmt.Errorf("line %d: detected: %w", line, err)
+			}
+			s.Detected = append(s.Detected, d != 0)
+		}
 	}
 	if s.Len() == 0 {
 		return nil, errors.New("no data rows")
@@ -202,14 +216,20 @@ func parseNumber(f string) (float64, error) {
 }
 
 // WriteResults writes s in NAB's results format,
-// timestamp,value,anomaly_score,label, one line per row. s.Scores must be
-// set; a nil s.Labels writes label 0 throughout.
+// timestamp,value,anomaly_score,label, one line per row, and a detected
+// column (0/1) when s.Detected is set. s.Scores must be set; a nil
+// s.Labels writes label 0 throughout.
 func WriteResults(w io.Writer, s *Series) error {
-	if len(s.Scores) != s.Len() || len(s.Values) != s.Len() || (s.Labels != nil && len(s.Labels) != s.Len()) {
+	if len(s.Scores) != s.Len() || len(s.Values) != s.Len() || (s.Labels != nil && len(s.Labels) != s.Len()) ||
+		(s.Detected != nil && len(s.Detected) != s.Len()) {
 		return errors.New("write results: columns of different lengths")
 	}
 	bw := bufio.NewWriter(w)
-	bw.WriteString("timestamp,value,anomaly_score,label\n")
+	if s.Detected != nil {
+		bw.WriteString("timestamp,value,anomaly_score,label,detected\n")
+	} else {
+		bw.WriteString("timestamp,value,anomaly_score,label\n")
+	}
 	var buf []byte
 	for i, t := range s.Times {
 		buf = t.UTC().AppendFormat(buf[:0], TimeLayout)
@@ -218,11 +238,18 @@ func WriteResults(w io.Writer, s *Series) error {
 		buf = append(buf, ',')
 		buf = strconv.AppendFloat(buf, s.Scores[i], 'g', -1, 64)
 		if s.Labels != nil && s.Labels[i] {
-			buf = append(buf, ",1\n"...)
+			buf = append(buf, ",1"...)
 		} else {
-			buf = append(buf, ",0\n"...)
+			buf = append(buf, ",0"...)
 		}
-		bw.Write(buf)
+		switch {
+		case s.Detected == nil:
+		case s.Detected[i]:
+			buf = append(buf, ",1"...)
+		default:
+			buf = append(buf, ",0"...)
+		}
+		bw.Write(append(buf, '\n'))
 	}
 	return bw.Flush()
 }
