@@ -204,11 +204,11 @@ func evalNAB(ctx context.Context, o nabOptions) (*summary, error) {
 			return nil, err
 		}
 	}
-	sum := scoreCorpus(o.Name, scored)
-	sum.Alarms = &alarmSummary{}
+	series := make([]*nab.Series, len(files))
 	for i, f := range files {
-		sum.Alarms.add(f.Series, scored[i])
+		series[i] = f.Series
 	}
+	sum := scoreCorpus(o.Name, scored, series)
 	if err := writeSummaryFile(filepath.Join(o.Out, o.Name, summaryFile), sum); err != nil {
 		return nil, err
 	}

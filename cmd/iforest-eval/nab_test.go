@@ -80,11 +80,11 @@ func TestNABTinyCorpus(t *testing.T) {
 		require.NoError(t, err, "results file at OUT/NAME/<category>/NAME_<file>.csv")
 		sc := bufio.NewScanner(fh)
 		require.True(t, sc.Scan())
-		assert.Equal(t, "timestamp,value,anomaly_score,label", sc.Text())
-		rows := 0
+		assert.Equal(t, "timestamp,value,anomaly_score,label,detected", sc.Text())
+		rows, detected := 0, 0
 		for sc.Scan() {
 			f := strings.Split(sc.Text(), ",")
-			require.Len(t, f, 4)
+			require.Len(t, f, 5)
 			in := strings.Split(inLines[rows+1], ",")
 			assert.Equal(t, in[0], f[0], "timestamp of row %d", rows)
 			assert.Equal(t, parse(t, in[1]), parse(t, f[1]), "value of row %d", rows)
@@ -98,11 +98,19 @@ func TestNABTinyCorpus(t *testing.T) {
 				want = "1"
 			}
 			assert.Equal(t, want, f[3], "label of row %d", rows)
+			assert.Contains(t, []string{"0", "1"}, f[4], "detected of row %d", rows)
+			if f[4] == "1" {
+				detected++
+				assert.Greater(t, score, 0.0, "a detected row was scored (row %d)", rows)
+			}
 			rows++
 		}
 		require.NoError(t, sc.Err())
 		fh.Close()
 		assert.Equal(t, tinyRows, rows, "one results row per input row")
+		if name == "catA/spiky.csv" {
+			assert.Positive(t, detected, "the processor's own verdicts flag the spike")
+		}
 	}
 
 	// The spike is unmissable: some threshold catches it without false
@@ -115,9 +123,15 @@ func TestNABTinyCorpus(t *testing.T) {
 	assert.Greater(t, std.Score, 50.0)
 
 	// Scoring the written files gives the same summary.
-	files, err := loadResultsDir(filepath.Join(out, "tiny"), ws)
+	// At the configured threshold the spike's window is hit.
+	require.NotNil(t, sum.Alarms)
+	assert.Equal(t, 1, sum.Alarms.WindowsHit)
+	assert.Equal(t, 1, sum.Alarms.Windows)
+	assert.Positive(t, sum.Alarms.SeriesDays)
+
+	files, series, err := loadResultsDir(filepath.Join(out, "tiny"), ws)
 	require.NoError(t, err)
-	assert.Equal(t, sum, scoreCorpus("tiny", files))
+	assert.Equal(t, sum, scoreCorpus("tiny", files, series))
 	thr, ok := summaryThreshold(filepath.Join(out, "tiny", summaryFile))
 	require.True(t, ok)
 	assert.Equal(t, std.Threshold, thr)

@@ -42,32 +42,37 @@ func runScore(args []string) error {
 	if err != nil {
 		return err
 	}
-	files, err := loadResultsDir(*results, ws)
+	files, series, err := loadResultsDir(*results, ws)
 	if err != nil {
 		return err
 	}
 	if len(files) < len(ws) {
 		fmt.Fprintf(os.Stderr, "score: %d of the %d files in %s have results; scoring those\n", len(files), len(ws), *windows)
 	}
-	return printSummary(os.Stdout, scoreCorpus(filepath.Base(filepath.Clean(*results)), files), *asJSON, *perFile)
+	return printSummary(os.Stdout, scoreCorpus(filepath.Base(filepath.Clean(*results)), files, series), *asJSON, *perFile)
 }
 
 // loadResultsDir reads DIR/<category>/<NAME>_<file>.csv, naming each file
 // <category>/<file>.csv after NAB's convention that detector names have no
-// underscore, and maps its windows onto its rows.
-func loadResultsDir(dir string, ws nab.Windows) ([]*nab.File, error) {
+// underscore, and maps its windows onto its rows. It returns the rows too,
+// in the same order.
+func loadResultsDir(dir string, ws nab.Windows) ([]*nab.File, []*nab.Series, error) {
 	cats, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var files []*nab.File
+	type loaded struct {
+		f *nab.File
+		s *nab.Series
+	}
+	var all []loaded
 	for _, c := range cats {
 		if !c.IsDir() {
 			continue
 		}
 		entries, err := os.ReadDir(filepath.Join(dir, c.Name()))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, e := range entries {
 			if e.IsDir() || !strings.HasSuffix(e.Name(), ".csv") {
@@ -76,40 +81,45 @@ func loadResultsDir(dir string, ws nab.Windows) ([]*nab.File, error) {
 			path := filepath.Join(dir, c.Name(), e.Name())
 			_, file, ok := strings.Cut(e.Name(), "_")
 			if !ok {
-				return nil, fmt.Errorf("%s: want a name of the form <detector>_<file>.csv", path)
+				return nil, nil, fmt.Errorf("%s: want a name of the form <detector>_<file>.csv", path)
 			}
 			name := c.Name() + "/" + file
 			w, ok := ws[name]
 			if !ok {
-				return nil, fmt.Errorf("%s: %s is not in the windows file", path, name)
+				return nil, nil, fmt.Errorf("%s: %s is not in the windows file", path, name)
 			}
-			f, err := loadResultsFile(path, name, w)
+			f, s, err := loadResultsFile(path, name, w)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			files = append(files, f)
+			all = append(all, loaded{f, s})
 		}
 	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("%s: no <category>/<detector>_<file>.csv results", dir)
+	if len(all) == 0 {
+		return nil, nil, fmt.Errorf("%s: no <category>/<detector>_<file>.csv results", dir)
 	}
-	slices.SortFunc(files, func(a, b *nab.File) int { return strings.Compare(a.Name, b.Name) })
-	return files, nil
+	slices.SortFunc(all, func(a, b loaded) int { return strings.Compare(a.f.Name, b.f.Name) })
+	files, series := make([]*nab.File, len(all)), make([]*nab.Series, len(all))
+	for i, l := range all {
+		files[i], series[i] = l.f, l.s
+	}
+	return files, series, nil
 }
 
-func loadResultsFile(path, name string, ws []nab.Window) (*nab.File, error) {
+func loadResultsFile(path, name string, ws []nab.Window) (*nab.File, *nab.Series, error) {
 	s, err := nab.LoadSeries(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s.Scores == nil {
-		return nil, fmt.Errorf("%s: no anomaly_score column", path)
+		return nil, nil, fmt.Errorf("%s: no anomaly_score column", path)
 	}
 	spans, err := nab.Spans(s.Times, ws)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return nab.NewFile(name, s.Scores, spans)
+	f, err := nab.NewFile(name, s.Scores, spans)
+	return f, s, err
 }
 
 // summary is a detector's NAB result: each profile at its own optimal
@@ -169,11 +179,19 @@ type groupResult struct {
 	nab.Result
 }
 
-func scoreCorpus(detector string, files []*nab.File) *summary {
+// scoreCorpus scores files. series are their rows (same order); when every
+// one has the detector's own verdicts, those are counted too (Alarms).
+func scoreCorpus(detector string, files []*nab.File, series []*nab.Series) *summary {
 	c := nab.NewCorpus(files)
 	sum := &summary{Detector: detector, Files: len(files), Windows: c.Windows()}
 	for _, f := range files {
 		sum.Rows += len(f.Scores)
+	}
+	if !slices.ContainsFunc(series, func(s *nab.Series) bool { return s.Detected == nil }) {
+		sum.Alarms = &alarmSummary{}
+		for i, f := range files {
+			sum.Alarms.add(series[i], f)
+		}
 	}
 	var perFile []nab.Result
 	for _, p := range nab.Profiles() {

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otel-iforest/iforest/internal/scenario"
+)
+
+// A scenario folder with one file: the seed's CPU day, its three spikes
+// labelled. All three are caught at their first row, and the normal rows
+// after the skip give no false alarm; a second file without labels that
+// repeats the first's spikes has them as false alarms.
+func TestEvalScenario(t *testing.T) {
+	dir := t.TempDir()
+	rows := scenario.SeedCPU(1, nil)
+	var csv strings.Builder
+	csv.WriteString("timestamp,value,label,kind\n")
+	for _, r := range rows {
+		label, kind := 0, ""
+		if r.Anomaly {
+			label, kind = 1, "spike"
+		}
+		fmt.Fprintf(&csv, "%s,%g,%d,%s\n", r.Time.Format("2006-01-02 15:04:05"), r.Value, label, kind)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "cpu.csv"), []byte(csv.String()), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "unlabelled.csv"), []byte(csv.String()), 0o644))
+	ts := func(i int) string { return rows[i].Time.Format("2006-01-02 15:04:05") }
+	windows := fmt.Sprintf(`{"cpu.csv": [["%s","%s","spike"],["%s","%s","spike"],["%s","%s","spike"]], "unlabelled.csv": []}`,
+		ts(87), ts(91), ts(646), ts(650), ts(859), ts(863))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "windows.json"), []byte(windows), 0o644))
+
+	cfg, err := loadProcessorConfig("")
+	require.NoError(t, err)
+	out := t.TempDir()
+	res, err := evalScenario(context.Background(), cfg, dir, time.Hour, out)
+	require.NoError(t, err)
+	require.Len(t, res.Files, 2)
+	assert.Equal(t, 3, res.Anomalies)
+	assert.Equal(t, 3, res.Caught)
+	cpu := res.Files[0]
+	assert.Equal(t, "cpu.csv", cpu.Name)
+	for _, st := range cpu.Stretches {
+		assert.Equal(t, 0, st.Delay, "caught at its first row: %+v", st)
+	}
+	assert.Zero(t, cpu.FalseEpisodes)
+	// The same spikes unlabelled are false alarms, all three after the
+	// one-hour skip (the first starts at minute 87).
+	assert.Equal(t, 3, res.Files[1].FalseEpisodes)
+	assert.Equal(t, 3, res.FalseEpisodes)
+	_, err = os.Stat(filepath.Join(out, "cpu_results.csv"))
+	assert.NoError(t, err, "results written with -out")
+}
