@@ -16,9 +16,10 @@ import (
 //   - an incident start or end: its id is in the ledger in that state, and
 //     this connector has not reported that start or end before;
 //   - a flagged datapoint (emit_datapoints, the anomaly rate): it names an
-//     incident that is open, or ended within the ledger's grace. Flagged
-//     points outside an incident (possible with incidents.open_after > 1
-//     or a cooldown) are therefore not reported.
+//     incident that is open. Flagged points outside an incident (possible
+//     with incidents.open_after > 1 or a cooldown) are therefore not
+//     reported, and a copy of a flagged point is only while its incident
+//     is open (it adds a detected event to a real incident, nothing more).
 //
 // With accept_remote_verdicts (the processor runs in another collector)
 // the ledger is not asked. Either way a verdict whose score is not a number
@@ -123,7 +124,7 @@ func (t *trust) flagged(c checked) (reason, bool) {
 		return reasonNoIncident, false
 	case !c.idOK:
 		return reasonMalformed, false
-	case !t.ledger.Live(c.id):
+	case !t.ledger.IsOpen(c.id):
 		return reasonUnverified, false
 	}
 	return 0, true

@@ -211,8 +211,19 @@ func (r Reader) ClaimEnd(id uint64) Check {
 	return Vouched
 }
 
-// Live reports whether incident id is open, or ended within the grace: a
-// flagged datapoint that names it may be reported.
+// IsOpen reports whether incident id is open: a flagged datapoint that
+// names it may be reported. (A processor writes an id on flagged points
+// only while their incident is open; once it ended, a flagged point naming
+// it is a copy.)
+func (l *Ledger) IsOpen(id uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entries[id]
+	return e != nil && !e.ended
+}
+
+// Live reports whether incident id is known: open, or ended within the
+// grace.
 func (l *Ledger) Live(id uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

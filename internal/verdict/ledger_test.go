@@ -41,6 +41,7 @@ func TestLedgerVouchesOnceForWhatWasIssued(t *testing.T) {
 
 	l.Opened(1)
 	assert.True(t, l.Live(1))
+	assert.True(t, l.IsOpen(1))
 	assert.Equal(t, Unknown, r.ClaimEnd(1), "open, not ended")
 	assert.Equal(t, Vouched, r.ClaimStart(1))
 	assert.Equal(t, Repeated, r.ClaimStart(1), "a copy of the start")
@@ -49,6 +50,7 @@ func TestLedgerVouchesOnceForWhatWasIssued(t *testing.T) {
 
 	l.Closed(1)
 	assert.True(t, l.Live(1), "ended within the grace")
+	assert.False(t, l.IsOpen(1))
 	assert.Equal(t, Vouched, r.ClaimEnd(1))
 	assert.Equal(t, Repeated, r.ClaimEnd(1), "a copy of the end")
 	assert.Equal(t, Repeated, r.ClaimStart(1))
@@ -187,6 +189,7 @@ func TestLedgerConcurrent(t *testing.T) {
 					_ = readers[0].ClaimEnd(id)
 				}
 				_ = l.Live(id)
+				_ = l.IsOpen(id)
 				if i%100 == 0 {
 					clock.advance(time.Second)
 				}
