@@ -50,13 +50,17 @@ $(BENCHSTAT): $(TOOLS_MOD)
 # root. A throw-away file makes the root a package for the duration of the
 # run. The root-level generated tests (generated_component_test.go,
 # generated_package_test.go) would form a bogus package at the root, so they
-# are removed; the processor package has its own tests.
-MDATAGEN_TMP := zz_mdatagen_tmp.go
+# are removed; the processor package has its own tests. mdatagen names that
+# package after the directory, which fails for a checkout named like
+# `wt-x`, so it reads the root through a link named iforest.
+MDATAGEN_TMP  := zz_mdatagen_tmp.go
+MDATAGEN_ROOT := $(BUILD_DIR)/mdatagen/iforest
 
 .PHONY: generate
 generate: $(MDATAGEN) ## regenerate internal/metadata, internal/metadatatest and documentation.md from metadata.yaml (and the same under connector/)
 	@printf '// Temporary file created by `make generate`; safe to delete.\n\npackage iforest\n' > $(MDATAGEN_TMP)
-	@rc=0; $(MDATAGEN) metadata.yaml || rc=$$?; \
+	@mkdir -p $(dir $(MDATAGEN_ROOT)) && ln -sfn $(CURDIR) $(MDATAGEN_ROOT)
+	@rc=0; $(MDATAGEN) $(MDATAGEN_ROOT)/metadata.yaml || rc=$$?; \
 	  rm -f $(MDATAGEN_TMP) generated_component_test.go generated_package_test.go; \
 	  exit $$rc
 	@# The connector: mdatagen names the generated tests' package after the
@@ -66,10 +70,18 @@ generate: $(MDATAGEN) ## regenerate internal/metadata, internal/metadatatest and
 	@rm -f connector/generated_component_test.go.bak connector/generated_package_test.go.bak
 	@echo "generated: internal/metadata internal/metadatatest documentation.md connector/internal/metadata connector/internal/metadatatest connector/documentation.md"
 
+# Everything `generate` writes, for both components; untracked files count
+# too (a metric added to metadata.yaml adds none, but a new component does).
+GENERATED := internal/metadata internal/metadatatest documentation.md \
+	connector/internal/metadata connector/internal/metadatatest connector/documentation.md \
+	connector/generated_component_test.go connector/generated_package_test.go
+
 .PHONY: check-generated
-check-generated: generate ## fail if the committed generated code differs from metadata.yaml
-	@git diff --exit-code -- internal/metadata internal/metadatatest documentation.md || \
-	  { echo "generated code is out of date: run 'make generate' and commit"; exit 1; }
+check-generated: generate ## fail if the committed generated code (processor and connector) differs from the metadata.yaml files
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+	  git status --short -- $(GENERATED); git --no-pager diff -- $(GENERATED); \
+	  echo "generated code is out of date: run 'make generate' and commit"; exit 1; \
+	fi
 
 # ---------------------------------------------------------------- dist
 

@@ -30,13 +30,17 @@ func BenchmarkConsume(b *testing.B) {
 				if every > 0 && i%every == 0 {
 					flagged(dp.Attributes(), 0.9, 0.8)
 					expected(dp.Attributes(), 1, 2)
-					started(dp.Attributes(), "id")
+					started(dp.Attributes(), "00000000000000aa")
 				} else {
 					normal(dp.Attributes(), 0.4)
 				}
 			}
 			md.MarkReadOnly()
-			c, err := NewFactory().CreateMetricsToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
+			// Remote verdicts: the same batch again and again is reported
+			// every time (the ledger would take each start once).
+			cfg := defaultConfig()
+			cfg.AcceptRemoteVerdicts = true
+			c, err := NewFactory().CreateMetricsToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
 			if err != nil {
 				b.Fatal(err)
 			}

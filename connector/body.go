@@ -16,7 +16,7 @@ import (
 // anomalousBody is the body of started and detected events:
 //
 //	system.cpu.utilization{cpu=cpu0} = 0.93 is anomalous (score 0.81 >= 0.70; normal 0.18-0.52)
-func anomalousBody(metricName string, p point, prefix string, v verdict) string {
+func anomalousBody(metricName string, p point, prefix string, v verdictView) string {
 	var sb strings.Builder
 	writeSeries(&sb, metricName, p.attrs, prefix)
 	switch {
@@ -62,7 +62,7 @@ func anomalousBody(metricName string, p point, prefix string, v verdict) string 
 // endedBody is the body of ended events:
 //
 //	system.cpu.utilization{cpu=cpu0} is back to normal after 5m0s (peak score 0.91)
-func endedBody(metricName string, attrs pcommon.Map, prefix string, v verdict) string {
+func endedBody(metricName string, attrs pcommon.Map, prefix string, v verdictView) string {
 	var sb strings.Builder
 	writeSeries(&sb, metricName, attrs, prefix)
 	sb.WriteString(" is back to normal")

@@ -63,16 +63,16 @@ func TestFormatRange(t *testing.T) {
 func TestBodiesWithMissingParts(t *testing.T) {
 	attrs := pcommon.NewMap()
 	attrs.PutStr("anomaly.incident", "started")
-	assert.Equal(t, "up is anomalous", anomalousBody("up", point{attrs: attrs}, "anomaly.", verdict{}))
+	assert.Equal(t, "up is anomalous", anomalousBody("up", point{attrs: attrs}, "anomaly.", verdictView{}))
 	assert.Equal(t, "up = 1 is anomalous (score 0.90)",
-		anomalousBody("up", point{attrs: attrs, value: 1, hasValue: true}, "anomaly.", verdict{score: opt{0.9, true}}))
+		anomalousBody("up", point{attrs: attrs, value: 1, hasValue: true}, "anomaly.", verdictView{score: opt{0.9, true}}))
 	// Only one side of the range: no range.
 	assert.Equal(t, "up = 1 is anomalous (score 0.90 >= 0.80)",
 		anomalousBody("up", point{attrs: attrs, value: 1, hasValue: true}, "anomaly.",
-			verdict{score: opt{0.9, true}, threshold: opt{0.8, true}, expectedMin: opt{0, true}}))
+			verdictView{score: opt{0.9, true}, threshold: opt{0.8, true}, expectedMin: opt{0, true}}))
 	// A histogram without sum has a count and no mean.
-	assert.Equal(t, "h = count 0 is anomalous", anomalousBody("h", point{attrs: attrs, hasCount: true}, "anomaly.", verdict{}))
-	assert.Equal(t, "up is back to normal", endedBody("up", attrs, "anomaly.", verdict{}))
+	assert.Equal(t, "h = count 0 is anomalous", anomalousBody("h", point{attrs: attrs, hasCount: true}, "anomaly.", verdictView{}))
+	assert.Equal(t, "up is back to normal", endedBody("up", attrs, "anomaly.", verdictView{}))
 
 	// Attribute values of every type, sorted by key.
 	attrs.PutInt("i", -3)
@@ -81,5 +81,5 @@ func TestBodiesWithMissingParts(t *testing.T) {
 	attrs.PutEmptySlice("s").AppendEmpty().SetStr("x")
 	attrs.PutStr("a", "")
 	assert.Equal(t, `m{a=,b=false,d=0.333,i=-3,s=["x"]} is back to normal after 1s`,
-		endedBody("m", attrs, "anomaly.", verdict{duration: opt{1, true}}))
+		endedBody("m", attrs, "anomaly.", verdictView{duration: opt{1, true}}))
 }

@@ -2,7 +2,9 @@ package anomalyeventsconnector
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -30,6 +32,22 @@ func TestLoadConfig(t *testing.T) {
 		}},
 		{id: component.NewIDWithName(metadata.Type, "empty_prefix"), wantErr: "attribute_prefix: must not be empty"},
 		{id: component.NewIDWithName(metadata.Type, "space_prefix"), wantErr: `attribute_prefix: must not start or end with white space, got "anomaly. "`},
+		{id: component.NewIDWithName(metadata.Type, "grouped"), want: func(c *Config) {
+			c.AcceptRemoteVerdicts = true
+			c.GroupBy = []string{"host.name", "k8s.pod.name"}
+			c.GroupWindow = 2 * time.Minute
+			c.MaxOpenGroups = 50
+			c.Rate.Interval = 30 * time.Second
+			c.Rate.MaxEntities = 100
+		}},
+		{id: component.NewIDWithName(metadata.Type, "bad_group"), wantErr: strings.Join([]string{
+			`group_by[1]: must be a resource attribute key, got ""`,
+			`group_by[2]: "host.name" is listed twice`,
+			"group_window: must be a duration of at least 1s, with a unit (e.g. 1m), got 5ns",
+			"rate.interval: must be a duration of at least 1s, with a unit (e.g. 1m), got 500ms",
+			"max_open_groups: must be at least 1, got 0",
+			"rate.max_entities: must be at least 1, got -1",
+		}, "\n")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {
@@ -57,6 +75,10 @@ func TestDefaultConfig(t *testing.T) {
 	assert.Equal(t, "anomaly.", cfg.AttributePrefix)
 	assert.False(t, cfg.EmitDatapoints)
 	assert.True(t, cfg.IncludeMetricAttributes)
+	assert.False(t, cfg.AcceptRemoteVerdicts)
+	assert.Empty(t, cfg.GroupBy)
+	assert.Equal(t, time.Minute, cfg.GroupWindow)
+	assert.Equal(t, time.Minute, cfg.Rate.Interval)
 }
 
 func TestUnknownKeyIsRejected(t *testing.T) {

@@ -12,8 +12,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
 
 	"github.com/otel-iforest/iforest/connector/internal/metadata"
+	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 // eventKind is one of the log events the connector emits.
@@ -39,73 +41,138 @@ var events = [numEventKinds]struct {
 	eventEnded:    {"anomaly.ended", plog.SeverityNumberInfo, "INFO", "ended"},
 }
 
-// Values of the <prefix>incident attribute.
-const (
-	incidentStarted = "started"
-	incidentEnded   = "ended"
-)
-
 // metricNameKey is the log attribute that names the source metric.
 const metricNameKey = "metric.name"
 
-// keys holds the attribute names derived from the configured prefix, built
-// once so that the walk over datapoints does not concatenate strings.
+// keys holds the attribute names derived from the configured prefix: the
+// processor's verdict attributes, read from datapoints (and copied to
+// records when present), and the connector's own.
 type keys struct {
-	prefix string
-	// read from datapoints (and copied to records when present)
-	score, detected, threshold, expectedMin, expectedMax, topFeature string
-	incident, incidentID, incidentDuration, incidentPeak             string
-	model, contributions                                             string
-	// written by the connector
-	value, count string
+	verdict.Names
+	value, count                         string
+	seriesCount, series, seriesTruncated string // entity incidents
+	rate                                 string // the rate metric's name
 }
 
 func newKeys(prefix string) keys {
 	return keys{
-		prefix:           prefix,
-		score:            prefix + "score",
-		detected:         prefix + "detected",
-		threshold:        prefix + "threshold",
-		expectedMin:      prefix + "expected.min",
-		expectedMax:      prefix + "expected.max",
-		topFeature:       prefix + "top_feature",
-		model:            prefix + "model",
-		contributions:    prefix + "contributions",
-		incident:         prefix + "incident",
-		incidentID:       prefix + "incident.id",
-		incidentDuration: prefix + "incident.duration",
-		incidentPeak:     prefix + "incident.peak_score",
-		value:            prefix + "value",
-		count:            prefix + "count",
+		Names:           verdict.NewNames(prefix),
+		value:           prefix + "value",
+		count:           prefix + "count",
+		seriesCount:     prefix + "series.count",
+		series:          prefix + "series",
+		seriesTruncated: prefix + "series.truncated",
+		rate:            prefix + "rate",
 	}
 }
 
+// anomalyEvents is the metrics -> logs connector.
 type anomalyEvents struct {
 	cfg       *Config
 	keys      keys
 	next      consumer.Logs
 	telemetry *metadata.TelemetryBuilder
+	logger    *zap.Logger
 	now       func() time.Time
-	// eventAttrs are the precomputed `event` attribute options of the
-	// self-telemetry, one per event kind.
-	eventAttrs [numEventKinds]metric.AddOption
+	trust     trust
+	groups    *grouper // nil without group_by
+	// Precomputed attribute options of the self-telemetry.
+	eventAttrs  [numEventKinds]metric.AddOption
+	reasonAttrs [numReasons]metric.AddOption
+
+	// The ticker that sends entity incidents whose entity's data stopped
+	// (group_by only).
+	stop, done chan struct{}
 }
 
 var _ consumer.Metrics = (*anomalyEvents)(nil)
 
-func newConnector(cfg *Config, next consumer.Logs, tb *metadata.TelemetryBuilder, now func() time.Time) *anomalyEvents {
-	c := &anomalyEvents{cfg: cfg, keys: newKeys(cfg.AttributePrefix), next: next, telemetry: tb, now: now}
+func newConnector(set component.TelemetrySettings, name string, cfg *Config, next consumer.Logs, ledger *verdict.Ledger) (*anomalyEvents, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return nil, err
+	}
+	c := &anomalyEvents{
+		cfg: cfg, keys: newKeys(cfg.AttributePrefix), next: next, telemetry: tb, logger: set.Logger, now: time.Now,
+		trust:       newTrust(cfg.AcceptRemoteVerdicts, ledger, name),
+		reasonAttrs: reasonOptions(),
+	}
 	for k := range c.eventAttrs {
 		c.eventAttrs[k] = metric.WithAttributeSet(attribute.NewSet(attribute.String("event", events[k].label)))
 	}
-	return c
+	if len(cfg.GroupBy) > 0 {
+		c.groups = newGrouper(cfg)
+		if err := tb.RegisterConnectorAnomalyeventsGroupsOpenCallback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(c.groups.len()))
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := registerLedgerEvicted(tb, ledger); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-func (c *anomalyEvents) Start(context.Context, component.Host) error { return nil }
+func registerLedgerEvicted(tb *metadata.TelemetryBuilder, ledger *verdict.Ledger) error {
+	return tb.RegisterConnectorAnomalyeventsLedgerEvictedCallback(func(_ context.Context, o metric.Int64Observer) error {
+		o.Observe(ledger.Evicted())
+		return nil
+	})
+}
 
-func (c *anomalyEvents) Shutdown(context.Context) error {
+// tickEvery is how often the connector looks for entity incidents due by
+// the collector's clock.
+const tickEvery = time.Second
+
+func (c *anomalyEvents) Start(context.Context, component.Host) error {
+	if c.groups != nil {
+		c.stop, c.done = make(chan struct{}), make(chan struct{})
+		go c.tick(tickEvery)
+	}
+	return nil
+}
+
+func (c *anomalyEvents) Shutdown(ctx context.Context) error {
+	if c.stop != nil {
+		close(c.stop)
+		<-c.done
+		c.stop = nil
+		// A page not sent yet is sent now rather than lost.
+		c.flushGroups(ctx, true)
+	}
 	c.telemetry.Shutdown()
 	return nil
+}
+
+func (c *anomalyEvents) tick(every time.Duration) {
+	defer close(c.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			c.flushGroups(context.Background(), false)
+		}
+	}
+}
+
+// flushGroups sends the started events of entity incidents due by the
+// collector's clock (all pending ones with all).
+func (c *anomalyEvents) flushGroups(ctx context.Context, all bool) {
+	o := output{now: c.now}
+	c.groups.flushWall(&o, &c.keys, all)
+	if !o.has {
+		return
+	}
+	if err := c.next.ConsumeLogs(ctx, o.logs); err != nil {
+		c.logger.Warn("could not hand entity incident events to the logs pipeline", zap.Error(err))
+		return
+	}
+	c.countEmitted(ctx, &o)
 }
 
 // Capabilities: the connector only reads the metrics it receives.
@@ -114,10 +181,10 @@ func (c *anomalyEvents) Capabilities() consumer.Capabilities {
 }
 
 // ConsumeMetrics emits the log events found in md, grouped by md's
-// resources and scopes, in one call to the next consumer. Nothing is sent
-// when md holds no events.
+// resources and scopes (entity incidents by entity), in one call to the
+// next consumer. Nothing is sent when md holds no events.
 func (c *anomalyEvents) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
-	b := batch{c: c}
+	b := batch{c: c, output: output{now: c.now}, grouping: c.groups != nil}
 	for _, rm := range md.ResourceMetrics().All() {
 		b.setResource(rm)
 		for _, sm := range rm.ScopeMetrics().All() {
@@ -126,56 +193,115 @@ func (c *anomalyEvents) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) 
 				b.metric(m)
 			}
 		}
+		b.endResource()
 	}
-	if !b.started {
+	if c.groups != nil {
+		c.groups.apply(&b)
+		if b.evicted > 0 {
+			c.telemetry.ConnectorAnomalyeventsGroupsEvicted.Add(ctx, b.evicted)
+		}
+	}
+	for r, n := range b.rejected {
+		if n > 0 {
+			c.telemetry.ConnectorAnomalyeventsVerdictsRejected.Add(ctx, n, c.reasonAttrs[r])
+		}
+	}
+	if !b.has {
 		return nil
 	}
 	if err := c.next.ConsumeLogs(ctx, b.logs); err != nil {
 		return err
 	}
-	for k, n := range b.counts {
+	c.countEmitted(ctx, &b.output)
+	return nil
+}
+
+func (c *anomalyEvents) countEmitted(ctx context.Context, o *output) {
+	for k, n := range o.counts {
 		if n > 0 {
 			c.telemetry.ConnectorAnomalyeventsEventsEmitted.Add(ctx, n, c.eventAttrs[k])
 		}
 	}
-	return nil
+}
+
+// output is the logs being built for one call to the next consumer. The
+// Logs are made with the first record.
+type output struct {
+	now  func() time.Time
+	has  bool
+	logs plog.Logs
+	// observed is the ObservedTimestamp of every record: the time the
+	// connector saw the verdicts.
+	observed pcommon.Timestamp
+	counts   [numEventKinds]int64
+}
+
+func (o *output) ensure() {
+	if !o.has {
+		o.logs = plog.NewLogs()
+		o.observed = pcommon.NewTimestampFromTime(o.now())
+		o.has = true
+	}
+}
+
+// newRecord starts a record of kind in sl.
+func (o *output) newRecord(sl plog.ScopeLogs, kind eventKind, ts pcommon.Timestamp) plog.LogRecord {
+	lr := sl.LogRecords().AppendEmpty()
+	lr.SetTimestamp(ts)
+	lr.SetObservedTimestamp(o.observed)
+	lr.SetEventName(events[kind].name)
+	lr.SetSeverityNumber(events[kind].severity)
+	lr.SetSeverityText(events[kind].severityText)
+	o.counts[kind]++
+	return lr
 }
 
 // batch builds the logs of one ConsumeMetrics call. ResourceLogs and
 // ScopeLogs are created when their first record is, so no empty ones are
 // sent.
 type batch struct {
-	c       *anomalyEvents
-	started bool // logs has been created
-	logs    plog.Logs
-	// observed is the ObservedTimestamp of every record of the batch: the
-	// time the connector saw the verdicts.
-	observed pcommon.Timestamp
-	counts   [numEventKinds]int64
+	output
+	c        *anomalyEvents
+	rejected rejections
 
 	rm             pmetric.ResourceMetrics
 	sm             pmetric.ScopeMetrics
 	rl             plog.ResourceLogs
 	sl             plog.ScopeLogs
 	haveRL, haveSL bool
+
+	// Entity incidents (group_by): the current resource's entity and
+	// latest datapoint time, and what the batch brings to the groups.
+	grouping bool
+	entity   entity
+	maxTS    int64
+	trans    []transition
+	clocks   []entityClock
+	evicted  int64
 }
 
 func (b *batch) setResource(rm pmetric.ResourceMetrics) {
 	b.rm, b.haveRL, b.haveSL = rm, false, false
+	if b.grouping {
+		b.entity = b.c.groups.entityOf(rm.Resource().Attributes())
+		b.maxTS = 0
+	}
+}
+
+func (b *batch) endResource() {
+	if b.grouping && b.entity.ok && b.maxTS > 0 {
+		b.clocks = append(b.clocks, entityClock{key: b.entity.key, ts: b.maxTS})
+	}
 }
 
 func (b *batch) setScope(sm pmetric.ScopeMetrics) {
 	b.sm, b.haveSL = sm, false
 }
 
-// newRecord appends a record to the ScopeLogs that mirrors the current
-// source resource and scope, creating them on first use.
-func (b *batch) newRecord() plog.LogRecord {
-	if !b.started {
-		b.logs = plog.NewLogs()
-		b.observed = pcommon.NewTimestampFromTime(b.c.now())
-		b.started = true
-	}
+// newSeriesRecord appends a record of kind to the ScopeLogs that mirrors the
+// current source resource and scope, creating them on first use.
+func (b *batch) newSeriesRecord(kind eventKind, ts pcommon.Timestamp) plog.LogRecord {
+	b.ensure()
 	if !b.haveRL {
 		b.rl = b.logs.ResourceLogs().AppendEmpty()
 		b.rm.Resource().CopyTo(b.rl.Resource())
@@ -188,7 +314,7 @@ func (b *batch) newRecord() plog.LogRecord {
 		b.sl.SetSchemaUrl(b.sm.SchemaUrl())
 		b.haveSL = true
 	}
-	return b.sl.LogRecords().AppendEmpty()
+	return b.newRecord(b.sl, kind, ts)
 }
 
 // point is what the connector needs of a datapoint of any type.
@@ -212,7 +338,7 @@ func (b *batch) metric(m pmetric.Metric) {
 		b.numbers(m, m.Sum().DataPoints())
 	case pmetric.MetricTypeHistogram:
 		for _, dp := range m.Histogram().DataPoints().All() {
-			if b.wanted(dp.Attributes()) {
+			if b.wanted(dp.Attributes(), dp.Timestamp()) {
 				p := point{attrs: dp.Attributes(), ts: dp.Timestamp()}
 				p.setCountMean(dp.Count(), dp.Sum(), dp.HasSum())
 				b.emit(m, p)
@@ -220,7 +346,7 @@ func (b *batch) metric(m pmetric.Metric) {
 		}
 	case pmetric.MetricTypeExponentialHistogram:
 		for _, dp := range m.ExponentialHistogram().DataPoints().All() {
-			if b.wanted(dp.Attributes()) {
+			if b.wanted(dp.Attributes(), dp.Timestamp()) {
 				p := point{attrs: dp.Attributes(), ts: dp.Timestamp()}
 				p.setCountMean(dp.Count(), dp.Sum(), dp.HasSum())
 				b.emit(m, p)
@@ -228,7 +354,7 @@ func (b *batch) metric(m pmetric.Metric) {
 		}
 	case pmetric.MetricTypeSummary:
 		for _, dp := range m.Summary().DataPoints().All() {
-			if b.wanted(dp.Attributes()) {
+			if b.wanted(dp.Attributes(), dp.Timestamp()) {
 				p := point{attrs: dp.Attributes(), ts: dp.Timestamp()}
 				p.setCountMean(dp.Count(), dp.Sum(), true)
 				b.emit(m, p)
@@ -239,7 +365,7 @@ func (b *batch) metric(m pmetric.Metric) {
 
 func (b *batch) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice) {
 	for _, dp := range dps.All() {
-		if !b.wanted(dp.Attributes()) {
+		if !b.wanted(dp.Attributes(), dp.Timestamp()) {
 			continue
 		}
 		p := point{attrs: dp.Attributes(), ts: dp.Timestamp()}
@@ -261,15 +387,19 @@ func (p *point) setCountMean(count uint64, sum float64, hasSum bool) {
 }
 
 // wanted is the fast test run on every datapoint: does it carry an incident
-// transition, or (with emit_datapoints) a positive verdict?
-func (b *batch) wanted(attrs pcommon.Map) bool {
+// transition, or (with emit_datapoints) a positive verdict? With group_by
+// it also keeps the resource's latest datapoint time: the entity's clock.
+func (b *batch) wanted(attrs pcommon.Map, ts pcommon.Timestamp) bool {
+	if b.grouping && int64(ts) > b.maxTS {
+		b.maxTS = int64(ts)
+	}
 	k := &b.c.keys
-	if v, ok := attrs.Get(k.incident); ok && v.Type() == pcommon.ValueTypeStr {
-		if s := v.Str(); s == incidentStarted || s == incidentEnded {
+	if v, ok := attrs.Get(k.Incident); ok && v.Type() == pcommon.ValueTypeStr {
+		if s := v.Str(); s == verdict.Started || s == verdict.Ended {
 			return true
 		}
 	}
-	return b.c.cfg.EmitDatapoints && isDetected(attrs, k.detected)
+	return b.c.cfg.EmitDatapoints && isDetected(attrs, k.Detected)
 }
 
 func isDetected(attrs pcommon.Map, key string) bool {
@@ -278,44 +408,81 @@ func isDetected(attrs pcommon.Map, key string) bool {
 }
 
 // emit writes the records of one datapoint that passed wanted: started,
-// detected, ended, in that order.
+// detected, ended, in that order, each if the connector takes the verdict
+// (trust.go).
 func (b *batch) emit(m pmetric.Metric, p point) {
-	k := &b.c.keys
+	k, t := &b.c.keys, &b.c.trust
 	var incident string
-	if v, ok := p.attrs.Get(k.incident); ok && v.Type() == pcommon.ValueTypeStr {
+	if v, ok := p.attrs.Get(k.Incident); ok && v.Type() == pcommon.ValueTypeStr {
 		incident = v.Str()
 	}
-	if incident == incidentStarted {
-		b.record(eventStarted, m, p)
+	chk := check(p.attrs, k)
+	if incident == verdict.Started {
+		if r, ok := t.start(chk); !ok {
+			b.rejected[r]++
+		} else if !b.group(true, m, p, chk) {
+			b.record(eventStarted, m, p)
+		}
 	}
-	if b.c.cfg.EmitDatapoints && isDetected(p.attrs, k.detected) {
-		b.record(eventDetected, m, p)
+	if b.c.cfg.EmitDatapoints && isDetected(p.attrs, k.Detected) {
+		if r, ok := t.flagged(chk); ok {
+			b.record(eventDetected, m, p)
+		} else {
+			b.rejected[r]++
+		}
 	}
-	if incident == incidentEnded {
-		b.record(eventEnded, m, p)
+	if incident == verdict.Ended {
+		if r, ok := t.end(chk); !ok {
+			b.rejected[r]++
+		} else if !b.group(false, m, p, chk) {
+			b.record(eventEnded, m, p)
+		}
 	}
+}
+
+// group hands a transition to the entity incidents and reports whether
+// they took it: the starts and ends of series whose resource names an
+// entity. An end whose start the connector did not group (e.g. it started
+// before the connector did) becomes a per-series event after all (see
+// grouper.leave).
+func (b *batch) group(start bool, m pmetric.Metric, p point, chk checked) bool {
+	if !b.grouping || !b.entity.ok || !chk.idOK {
+		return false
+	}
+	k := &b.c.keys
+	tr := transition{
+		start: start, ts: int64(p.ts), id: chk.id, entity: b.entity,
+		rm: b.rm, sm: b.sm, m: m, p: p, score: number(p.attrs, k.Score).v,
+	}
+	if peak := number(p.attrs, k.IncidentPeak); peak.ok {
+		tr.peak = peak.v
+	}
+	b.trans = append(b.trans, tr)
+	return true
+}
+
+// recordFrom writes a per-series record of a datapoint of rm and sm after
+// the walk, in ResourceLogs and ScopeLogs of its own.
+func (b *batch) recordFrom(rm pmetric.ResourceMetrics, sm pmetric.ScopeMetrics, kind eventKind, m pmetric.Metric, p point) {
+	b.rm, b.sm, b.haveRL, b.haveSL = rm, sm, false, false
+	b.record(kind, m, p)
 }
 
 func (b *batch) record(kind eventKind, m pmetric.Metric, p point) {
 	c, k := b.c, &b.c.keys
-	lr := b.newRecord()
-	lr.SetTimestamp(p.ts)
-	lr.SetObservedTimestamp(b.observed)
-	lr.SetEventName(events[kind].name)
-	lr.SetSeverityNumber(events[kind].severity)
-	lr.SetSeverityText(events[kind].severityText)
+	lr := b.newSeriesRecord(kind, p.ts)
 	v := readVerdict(p.attrs, k)
 	if kind == eventEnded {
-		lr.Body().SetStr(endedBody(m.Name(), p.attrs, k.prefix, v))
+		lr.Body().SetStr(endedBody(m.Name(), p.attrs, k.Prefix, v))
 	} else {
-		lr.Body().SetStr(anomalousBody(m.Name(), p, k.prefix, v))
+		lr.Body().SetStr(anomalousBody(m.Name(), p, k.Prefix, v))
 	}
 
 	attrs := lr.Attributes()
 	if c.cfg.IncludeMetricAttributes {
 		attrs.EnsureCapacity(p.attrs.Len() + 8)
 		for key, val := range p.attrs.All() {
-			if !strings.HasPrefix(key, k.prefix) {
+			if !strings.HasPrefix(key, k.Prefix) {
 				val.CopyTo(attrs.PutEmpty(key))
 			}
 		}
@@ -327,19 +494,18 @@ func (b *batch) record(kind eventKind, m pmetric.Metric, p point) {
 	if p.hasCount {
 		attrs.PutInt(k.count, int64(p.count))
 	}
-	copyAttr(attrs, p.attrs, k.score)
-	copyAttr(attrs, p.attrs, k.threshold)
-	copyAttr(attrs, p.attrs, k.expectedMin)
-	copyAttr(attrs, p.attrs, k.expectedMax)
-	copyAttr(attrs, p.attrs, k.topFeature)
-	copyAttr(attrs, p.attrs, k.contributions)
-	copyAttr(attrs, p.attrs, k.model)
-	copyAttr(attrs, p.attrs, k.incidentID)
+	copyAttr(attrs, p.attrs, k.Score)
+	copyAttr(attrs, p.attrs, k.Threshold)
+	copyAttr(attrs, p.attrs, k.ExpectedMin)
+	copyAttr(attrs, p.attrs, k.ExpectedMax)
+	copyAttr(attrs, p.attrs, k.TopFeature)
+	copyAttr(attrs, p.attrs, k.Contributions)
+	copyAttr(attrs, p.attrs, k.Model)
+	copyAttr(attrs, p.attrs, k.IncidentID)
 	if kind == eventEnded {
-		copyAttr(attrs, p.attrs, k.incidentDuration)
-		copyAttr(attrs, p.attrs, k.incidentPeak)
+		copyAttr(attrs, p.attrs, k.IncidentDuration)
+		copyAttr(attrs, p.attrs, k.IncidentPeak)
 	}
-	b.counts[kind]++
 }
 
 // copyAttr copies the attribute key of from to to, if from has it.
@@ -355,29 +521,30 @@ type opt struct {
 	ok bool
 }
 
-// verdict is the part of the processor's attributes that the body shows.
-type verdict struct {
+// verdictView is the part of the processor's attributes that the body
+// shows.
+type verdictView struct {
 	score, threshold, expectedMin, expectedMax opt
 	duration, peak                             opt
 	topFeature, contributions, model           string
 }
 
-func readVerdict(attrs pcommon.Map, k *keys) verdict {
-	v := verdict{
-		score:       number(attrs, k.score),
-		threshold:   number(attrs, k.threshold),
-		expectedMin: number(attrs, k.expectedMin),
-		expectedMax: number(attrs, k.expectedMax),
-		duration:    number(attrs, k.incidentDuration),
-		peak:        number(attrs, k.incidentPeak),
+func readVerdict(attrs pcommon.Map, k *keys) verdictView {
+	v := verdictView{
+		score:       number(attrs, k.Score),
+		threshold:   number(attrs, k.Threshold),
+		expectedMin: number(attrs, k.ExpectedMin),
+		expectedMax: number(attrs, k.ExpectedMax),
+		duration:    number(attrs, k.IncidentDuration),
+		peak:        number(attrs, k.IncidentPeak),
 	}
-	if tf, ok := attrs.Get(k.topFeature); ok {
+	if tf, ok := attrs.Get(k.TopFeature); ok {
 		v.topFeature = tf.AsString()
 	}
-	if c, ok := attrs.Get(k.contributions); ok {
+	if c, ok := attrs.Get(k.Contributions); ok {
 		v.contributions = c.AsString()
 	}
-	if m, ok := attrs.Get(k.model); ok {
+	if m, ok := attrs.Get(k.Model); ok {
 		v.model = m.AsString()
 	}
 	return v

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/connector/connectortest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -25,22 +26,33 @@ import (
 
 	"github.com/otel-iforest/iforest/connector/internal/metadata"
 	"github.com/otel-iforest/iforest/connector/internal/metadatatest"
+	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 // Golden files are rewritten with UPDATE_GOLDEN=1 go test ./connector/.
 var updateGolden = os.Getenv("UPDATE_GOLDEN") == "1"
 
 // newTestConnector creates a started connector through the factory, with
-// the test clock, sending to a sink.
+// the test clock and a ledger that vouches for the golden input's
+// incidents, sending to a sink.
 func newTestConnector(t *testing.T, cfg *Config, set connector.Settings) (connector.Metrics, *consumertest.LogsSink) {
 	t.Helper()
 	sink := new(consumertest.LogsSink)
-	c, err := NewFactory().CreateMetricsToLogs(context.Background(), set, cfg, sink)
+	return newConnectorTo(t, cfg, set, sink, goldenLedger()), sink
+}
+
+// newConnectorTo creates a started connector through the factory that asks
+// ledger and sends to next.
+func newConnectorTo(t *testing.T, cfg *Config, set connector.Settings, next consumer.Logs, ledger *verdict.Ledger) connector.Metrics {
+	t.Helper()
+	c, err := NewFactory().CreateMetricsToLogs(context.Background(), set, cfg, next)
 	require.NoError(t, err)
-	c.(*anomalyEvents).now = fixedClock
+	ae := c.(*anomalyEvents)
+	ae.now = fixedClock
+	ae.trust = newTrust(cfg.AcceptRemoteVerdicts, ledger, set.ID.String())
 	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, c.Shutdown(context.Background())) })
-	return c, sink
+	return c
 }
 
 func defaultConfig() *Config { return createDefaultConfig().(*Config) }
@@ -52,9 +64,14 @@ func TestGolden(t *testing.T) {
 	}
 	emit := defaultConfig()
 	emit.EmitDatapoints = true
+	remote := defaultConfig()
+	remote.EmitDatapoints, remote.AcceptRemoteVerdicts = true, true
 	for name, cfg := range map[string]*Config{
 		"expected":                 defaultConfig(),
 		"expected_emit_datapoints": emit,
+		// Every verdict taken as it comes, also process.threads's flag
+		// outside an incident.
+		"expected_remote_verdicts": remote,
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, sink := newTestConnector(t, cfg, connectortest.NewNopSettings(metadata.Type))
@@ -166,10 +183,25 @@ func TestEventShape(t *testing.T) {
 	assert.Equal(t, "db.query.duration{db.system=postgresql} is back to normal after 1m36s (peak score 0.87)", recs[3].Body().Str())
 }
 
+// With accept_remote_verdicts every flagged point is reported; by default
+// only those inside an incident (process.threads's flag has none).
 func TestEmitDatapoints(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.EmitDatapoints = true
 	c, sink := newTestConnector(t, cfg, connectortest.NewNopSettings(metadata.Type))
+	require.NoError(t, c.ConsumeMetrics(context.Background(), goldenInput()))
+	require.Len(t, sink.AllLogs(), 1)
+	assert.Equal(t, []string{
+		"anomaly.started", "anomaly.detected", // cpu0
+		"anomaly.detected",                    // cpu2
+		"anomaly.ended",                       // http.server.requests
+		"anomaly.started", "anomaly.detected", // histogram
+		"anomaly.detected", // exponential histogram
+		"anomaly.ended",    // summary
+	}, eventNames(sink.AllLogs()[0]))
+
+	cfg.AcceptRemoteVerdicts = true
+	c, sink = newTestConnector(t, cfg, connectortest.NewNopSettings(metadata.Type))
 	require.NoError(t, c.ConsumeMetrics(context.Background(), goldenInput()))
 	require.Len(t, sink.AllLogs(), 1)
 	ld := sink.AllLogs()[0]
@@ -215,7 +247,8 @@ func TestIncludeMetricAttributesOff(t *testing.T) {
 func TestCustomPrefix(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.AttributePrefix = "iforest."
-	c, sink := newTestConnector(t, cfg, connectortest.NewNopSettings(metadata.Type))
+	sink := new(consumertest.LogsSink)
+	c := newConnectorTo(t, cfg, connectortest.NewNopSettings(metadata.Type), sink, issued([]uint64{0xab, 0xcd}, nil))
 
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
@@ -225,10 +258,11 @@ func TestCustomPrefix(t *testing.T) {
 	dp.Attributes().PutBool("iforest.detected", true)
 	dp.Attributes().PutDouble("iforest.threshold", 0.8)
 	dp.Attributes().PutStr("iforest.incident", "started")
-	dp.Attributes().PutStr("iforest.incident.id", "abc")
+	dp.Attributes().PutStr("iforest.incident.id", "00000000000000ab")
 	// A point with the default prefix's verdict is not ours.
 	other := gaugePoint(sm, "queue.depth", 1)
-	started(other.Attributes(), "ignored")
+	flagged(other.Attributes(), 0.9, 0.8)
+	started(other.Attributes(), "00000000000000cd")
 
 	require.NoError(t, c.ConsumeMetrics(context.Background(), md))
 	require.Len(t, sink.AllLogs(), 1)
@@ -241,7 +275,7 @@ func TestCustomPrefix(t *testing.T) {
 		"iforest.value":       512.0,
 		"iforest.score":       0.9,
 		"iforest.threshold":   0.8,
-		"iforest.incident.id": "abc",
+		"iforest.incident.id": "00000000000000ab",
 	}, recs[0].Attributes().AsRaw())
 }
 
@@ -251,10 +285,7 @@ func TestNothingToReport(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.EmitDatapoints = true
 	next := &countingLogs{}
-	c, err := NewFactory().CreateMetricsToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), cfg, next)
-	require.NoError(t, err)
-	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
-	defer func() { require.NoError(t, c.Shutdown(context.Background())) }()
+	c := newConnectorTo(t, cfg, connectortest.NewNopSettings(metadata.Type), next, goldenLedger())
 
 	md := pmetric.NewMetrics()
 	require.NoError(t, c.ConsumeMetrics(context.Background(), md))
@@ -297,7 +328,7 @@ func TestInputUnchanged(t *testing.T) {
 	in.MarkReadOnly()
 	require.NoError(t, c.ConsumeMetrics(context.Background(), in))
 	require.NoError(t, pmetrictest.CompareMetrics(want, in))
-	assert.Equal(t, 9, sink.LogRecordCount())
+	assert.Equal(t, 8, sink.LogRecordCount())
 }
 
 func TestLifecycle(t *testing.T) {
@@ -314,6 +345,7 @@ func TestLifecycle(t *testing.T) {
 	// Start, work, Shutdown; no goroutines are left (goleak in TestMain).
 	c, err = f.CreateMetricsToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), f.CreateDefaultConfig(), sink)
 	require.NoError(t, err)
+	c.(*anomalyEvents).trust = newTrust(false, goldenLedger(), "lifecycle")
 	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, c.ConsumeMetrics(context.Background(), goldenInput()))
 	require.NoError(t, c.Shutdown(context.Background()))
@@ -330,11 +362,18 @@ func TestTelemetry(t *testing.T) {
 	c, _ := newTestConnector(t, cfg, metadatatest.NewSettings(tt))
 
 	require.NoError(t, c.ConsumeMetrics(context.Background(), goldenInput()))
+	// The same batch again: its starts and ends were reported; the flagged
+	// points, inside live incidents, are reported again.
 	require.NoError(t, c.ConsumeMetrics(context.Background(), goldenInput()))
 	metadatatest.AssertEqualConnectorAnomalyeventsEventsEmitted(t, tt, []metricdata.DataPoint[int64]{
-		{Value: 4, Attributes: attribute.NewSet(attribute.String("event", "started"))},
-		{Value: 10, Attributes: attribute.NewSet(attribute.String("event", "detected"))},
-		{Value: 4, Attributes: attribute.NewSet(attribute.String("event", "ended"))},
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("event", "started"))},
+		{Value: 8, Attributes: attribute.NewSet(attribute.String("event", "detected"))},
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("event", "ended"))},
+	}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualConnectorAnomalyeventsVerdictsRejected(t, tt, []metricdata.DataPoint[int64]{
+		{Value: 4, Attributes: attribute.NewSet(attribute.String("reason", "repeated"))},
+		// process.threads, flagged outside an incident, twice.
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("reason", "no_incident"))},
 	}, metricdatatest.IgnoreTimestamp())
 }
 
@@ -344,17 +383,15 @@ func TestNextConsumerError(t *testing.T) {
 	tt := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
 	boom := errors.New("boom")
-	c, err := NewFactory().CreateMetricsToLogs(context.Background(), metadatatest.NewSettings(tt), defaultConfig(), consumertest.NewErr(boom))
-	require.NoError(t, err)
-	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
-	defer func() { require.NoError(t, c.Shutdown(context.Background())) }()
+	c := newConnectorTo(t, defaultConfig(), metadatatest.NewSettings(tt), consumertest.NewErr(boom), goldenLedger())
 	require.ErrorIs(t, c.ConsumeMetrics(context.Background(), goldenInput()), boom)
-	_, err = tt.GetMetric("otelcol_connector_anomalyevents_events_emitted")
+	_, err := tt.GetMetric("otelcol_connector_anomalyevents_events_emitted")
 	assert.Error(t, err, "nothing counted")
 }
 
 func TestMultivariateExplanation(t *testing.T) {
-	c, sink := newTestConnector(t, defaultConfig(), connectortest.NewNopSettings(metadata.Type))
+	sink := new(consumertest.LogsSink)
+	c := newConnectorTo(t, defaultConfig(), connectortest.NewNopSettings(metadata.Type), sink, issued([]uint64{0xaa}, nil))
 	md := pmetric.NewMetrics()
 	sm := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty()
 	dp := gaugePoint(sm, "cpu_usage", 91.5)

@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 // t0 is the time of every datapoint in the test input; observedAt is the
@@ -15,6 +17,30 @@ var (
 )
 
 func fixedClock() time.Time { return observedAt }
+
+// The incidents of the golden input, as the processor would have issued
+// them: open (a start, or flagged points inside), and ended.
+var (
+	goldenOpen  = []uint64{0x5f0c6e1b2a3d4c5e, 0x0a1b2c3d4e5f6071, 0xc0ffee0000000001, 0xc0ffee0000000002}
+	goldenEnded = []uint64{0x77e2a9c0d1f3b5a4, 0xc0ffee0000000003}
+)
+
+// issued returns a ledger in which a processor opened open and opened and
+// ended ended.
+func issued(open, ended []uint64) *verdict.Ledger {
+	l := verdict.NewLedger(verdict.MaxEntries, verdict.Grace, time.Now)
+	for _, id := range open {
+		l.Opened(id)
+	}
+	for _, id := range ended {
+		l.Opened(id)
+		l.Closed(id)
+	}
+	return l
+}
+
+// goldenLedger vouches for the golden input's incidents.
+func goldenLedger() *verdict.Ledger { return issued(goldenOpen, goldenEnded) }
 
 // verdict attribute helpers, with the default prefix.
 

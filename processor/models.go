@@ -322,10 +322,10 @@ func (p *iforestProcessor) scoreEntities(b *batch) {
 				v.Incident = detector.NoTransition
 			}
 			p.attr.write(attrs, &v)
-			attrs.PutStr(p.attr.model, m.cfg.Name)
+			attrs.PutStr(p.attr.Model, m.cfg.Name)
 			if v.Anomaly {
-				attrs.PutStr(p.attr.topFeature, top)
-				attrs.PutStr(p.attr.contributions, contrib)
+				attrs.PutStr(p.attr.TopFeature, top)
+				attrs.PutStr(p.attr.Contributions, contrib)
 			}
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/otel-iforest/iforest/internal/detector"
+	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 // Persistence: with `storage` set, the processor saves its models in a
@@ -329,6 +330,7 @@ func (ps *persister) load(ctx context.Context) {
 			continue
 		}
 		pt.set(d)
+		verdict.Restored(d.OpenIncidents()) // their ends may be reported
 		series += d.Len()
 		restored = append(restored, pt.name)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/otel-iforest/iforest/internal/detector"
 	"github.com/otel-iforest/iforest/internal/metadata"
+	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 type iforestProcessor struct {
@@ -375,53 +376,40 @@ func (p *iforestProcessor) groupKey(m pmetric.Metric, attrs, res pcommon.Map) ui
 }
 
 // attrNames are the verdict attributes' names, built once from the prefix.
-type attrNames struct {
-	score, detected, threshold, expectedMin, expectedMax string
-	incident, incidentID, incidentDuration, incidentPeak string
-	model, topFeature, contributions                     string
-}
+type attrNames struct{ verdict.Names }
 
 func newAttrNames(prefix string) attrNames {
-	return attrNames{
-		score:            prefix + "score",
-		detected:         prefix + "detected",
-		threshold:        prefix + "threshold",
-		expectedMin:      prefix + "expected.min",
-		expectedMax:      prefix + "expected.max",
-		incident:         prefix + "incident",
-		incidentID:       prefix + "incident.id",
-		incidentDuration: prefix + "incident.duration",
-		incidentPeak:     prefix + "incident.peak_score",
-		model:            prefix + "model",
-		topFeature:       prefix + "top_feature",
-		contributions:    prefix + "contributions",
-	}
+	return attrNames{verdict.NewNames(prefix)}
 }
 
 // write puts a scored point's verdict on its datapoint. Every scored point
 // gets the score and the flag; the explanation and incident attributes only
 // appear where they say something, to keep the common case small.
+// Transitions are recorded in the process's incident ledger, which the
+// anomalyevents connector asks before it reports one.
 func (a *attrNames) write(attrs pcommon.Map, v *detector.Verdict) {
 	attrs.EnsureCapacity(attrs.Len() + 2) // one allocation for both, not two
-	attrs.PutDouble(a.score, v.Score)
-	attrs.PutBool(a.detected, v.Anomaly)
+	attrs.PutDouble(a.Score, v.Score)
+	attrs.PutBool(a.Detected, v.Anomaly)
 	if v.Anomaly {
-		attrs.PutDouble(a.threshold, v.Threshold)
+		attrs.PutDouble(a.Threshold, v.Threshold)
 		if v.HasExpected {
-			attrs.PutDouble(a.expectedMin, v.ExpectedMin)
-			attrs.PutDouble(a.expectedMax, v.ExpectedMax)
+			attrs.PutDouble(a.ExpectedMin, v.ExpectedMin)
+			attrs.PutDouble(a.ExpectedMax, v.ExpectedMax)
 		}
 	}
 	if v.IncidentID != 0 {
-		attrs.PutStr(a.incidentID, fmt.Sprintf("%016x", v.IncidentID))
+		attrs.PutStr(a.IncidentID, verdict.FormatID(v.IncidentID))
 	}
 	switch v.Incident {
 	case detector.Started:
-		attrs.PutStr(a.incident, "started")
+		verdict.Opened(v.IncidentID)
+		attrs.PutStr(a.Incident, verdict.Started)
 	case detector.Ended:
-		attrs.PutStr(a.incident, "ended")
-		attrs.PutDouble(a.incidentDuration, time.Duration(v.IncidentDuration).Seconds())
-		attrs.PutDouble(a.incidentPeak, v.IncidentPeak)
+		verdict.Closed(v.IncidentID)
+		attrs.PutStr(a.Incident, verdict.Ended)
+		attrs.PutDouble(a.IncidentDuration, time.Duration(v.IncidentDuration).Seconds())
+		attrs.PutDouble(a.IncidentPeak, v.IncidentPeak)
 	}
 }
 

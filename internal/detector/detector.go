@@ -526,6 +526,23 @@ func (d *Detector) Len() int {
 	return n
 }
 
+// OpenIncidents returns the ids of the incidents open on any model, e.g.
+// after Restore, so that the caller can vouch for their ends.
+func (d *Detector) OpenIncidents() []uint64 {
+	var ids []uint64
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.series {
+			if s.inc.open {
+				ids = append(ids, s.inc.id)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return ids
+}
+
 func (d *Detector) takeBuilt() int64 {
 	var n int64
 	for i := range d.shards {

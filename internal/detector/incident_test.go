@@ -137,3 +137,32 @@ func TestExpectedRangeInCounterUnits(t *testing.T) {
 	}
 	assert.Equal(t, Started, last.Incident)
 }
+
+// OpenIncidents lists the incidents open at a snapshot, also after Restore,
+// and none once they ended.
+func TestOpenIncidents(t *testing.T) {
+	rows := scenario.SeedCPU(4, []int{300})
+	d := New(DefaultConfig(), 0)
+	var open []uint64
+	observe := func(d *Detector, i int) Verdict {
+		return d.Observe(Point{Key: 9, Kind: Gauge, Time: rows[i].Time.UnixNano(), V0: rows[i].Value}, rows[i].Time.UnixNano())
+	}
+	for i := range 302 {
+		if v := observe(d, i); v.Incident == Started {
+			open = append(open, v.IncidentID)
+		} else if v.Incident == Ended {
+			open = open[:0]
+		}
+	}
+	require.Len(t, open, 1, "the spike at row 300 opened an incident")
+	assert.Equal(t, open, d.OpenIncidents())
+
+	restored := New(DefaultConfig(), 0)
+	require.NoError(t, restored.RestoreBytes(snapshotBytes(t, d)))
+	assert.Equal(t, open, restored.OpenIncidents())
+
+	for i := 302; i < 340; i++ {
+		observe(restored, i)
+	}
+	assert.Empty(t, restored.OpenIncidents())
+}

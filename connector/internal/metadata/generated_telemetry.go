@@ -3,10 +3,12 @@
 package metadata
 
 import (
+	"context"
 	"errors"
 	"sync"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/embedded"
 	"go.opentelemetry.io/otel/trace"
 
 	"go.opentelemetry.io/collector/component"
@@ -23,10 +25,16 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                               metric.Meter
-	mu                                  sync.Mutex
-	registrations                       []metric.Registration
-	ConnectorAnomalyeventsEventsEmitted metric.Int64Counter
+	meter                                       metric.Meter
+	mu                                          sync.Mutex
+	registrations                               []metric.Registration
+	ConnectorAnomalyeventsEventsEmitted         metric.Int64Counter
+	ConnectorAnomalyeventsGroupsEvicted         metric.Int64Counter
+	ConnectorAnomalyeventsGroupsOpen            metric.Int64ObservableGauge
+	ConnectorAnomalyeventsLedgerEvicted         metric.Int64ObservableCounter
+	ConnectorAnomalyeventsRateDatapointsDropped metric.Int64Counter
+	ConnectorAnomalyeventsRateEntities          metric.Int64ObservableGauge
+	ConnectorAnomalyeventsVerdictsRejected      metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -38,6 +46,61 @@ type telemetryBuilderOptionFunc func(mb *TelemetryBuilder)
 
 func (tbof telemetryBuilderOptionFunc) apply(mb *TelemetryBuilder) {
 	tbof(mb)
+}
+
+// RegisterConnectorAnomalyeventsGroupsOpenCallback sets callback for observable ConnectorAnomalyeventsGroupsOpen metric.
+func (builder *TelemetryBuilder) RegisterConnectorAnomalyeventsGroupsOpenCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ConnectorAnomalyeventsGroupsOpen, obs: o})
+		return nil
+	}, builder.ConnectorAnomalyeventsGroupsOpen)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterConnectorAnomalyeventsLedgerEvictedCallback sets callback for observable ConnectorAnomalyeventsLedgerEvicted metric.
+func (builder *TelemetryBuilder) RegisterConnectorAnomalyeventsLedgerEvictedCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ConnectorAnomalyeventsLedgerEvicted, obs: o})
+		return nil
+	}, builder.ConnectorAnomalyeventsLedgerEvicted)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterConnectorAnomalyeventsRateEntitiesCallback sets callback for observable ConnectorAnomalyeventsRateEntities metric.
+func (builder *TelemetryBuilder) RegisterConnectorAnomalyeventsRateEntitiesCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ConnectorAnomalyeventsRateEntities, obs: o})
+		return nil
+	}, builder.ConnectorAnomalyeventsRateEntities)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+type observerInt64 struct {
+	embedded.Int64Observer
+	inst metric.Int64Observable
+	obs  metric.Observer
+}
+
+func (oi *observerInt64) Observe(value int64, opts ...metric.ObserveOption) {
+	oi.obs.ObserveInt64(oi.inst, value, opts...)
 }
 
 // Shutdown unregister all registered callbacks for async instruments.
@@ -62,6 +125,42 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_connector_anomalyevents_events_emitted",
 		metric.WithDescription("Number of anomaly log events handed to the next consumer, by event (started, ended, detected). [Alpha]"),
 		metric.WithUnit("{event}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorAnomalyeventsGroupsEvicted, err = builder.meter.Int64Counter(
+		"otelcol_connector_anomalyevents_groups_evicted",
+		metric.WithDescription("Number of open entity incidents dropped at max_open_groups (their anomaly.ended is not sent; their series' ends are reported per series). [Alpha]"),
+		metric.WithUnit("{group}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorAnomalyeventsGroupsOpen, err = builder.meter.Int64ObservableGauge(
+		"otelcol_connector_anomalyevents_groups_open",
+		metric.WithDescription("Number of entity incidents (group_by) currently open. [Alpha]"),
+		metric.WithUnit("{group}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorAnomalyeventsLedgerEvicted, err = builder.meter.Int64ObservableCounter(
+		"otelcol_connector_anomalyevents_ledger_evicted",
+		metric.WithDescription("Number of incidents this process's incident ledger dropped at its bound before their end was reported (process-wide, the same for every connector). [Alpha]"),
+		metric.WithUnit("{incident}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorAnomalyeventsRateDatapointsDropped, err = builder.meter.Int64Counter(
+		"otelcol_connector_anomalyevents_rate_datapoints_dropped",
+		metric.WithDescription("Number of scored datapoints left out of the anomaly rate, by reason. [Alpha]"),
+		metric.WithUnit("{datapoint}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorAnomalyeventsRateEntities, err = builder.meter.Int64ObservableGauge(
+		"otelcol_connector_anomalyevents_rate_entities",
+		metric.WithDescription("Number of entities whose anomaly rate is tracked. [Alpha]"),
+		metric.WithUnit("{entity}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorAnomalyeventsVerdictsRejected, err = builder.meter.Int64Counter(
+		"otelcol_connector_anomalyevents_verdicts_rejected",
+		metric.WithDescription("Number of verdicts (incident starts and ends, flagged datapoints) found on datapoints and not reported, by reason. [Alpha]"),
+		metric.WithUnit("{verdict}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

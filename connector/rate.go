@@ -1,0 +1,304 @@
+package anomalyeventsconnector
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/otel-iforest/iforest/connector/internal/metadata"
+	"github.com/otel-iforest/iforest/internal/verdict"
+)
+
+// The anomaly rate per entity (the metrics -> metrics connector): for each
+// entity and each rate.interval of datapoint time, the fraction of the
+// entity's scored datapoints that were flagged, as a gauge `anomaly.rate`
+// whose resource is the entity (its group_by attributes; without group_by,
+// the whole resource). With one point per series per interval this is the
+// fraction of the entity's series flagged in that interval, Netdata's node
+// anomaly rate; with more it is weighted by time. Counting points rather
+// than distinct series keeps two counters per entity instead of a set of
+// series.
+//
+// An entity's interval is reported when a datapoint of a later interval
+// arrives for it: datapoint time, so that replayed and delayed data give
+// the rates it had. The last interval of an entity whose data stopped is
+// never reported, and a point of an interval already reported is counted
+// as late and left out. A flagged point counts as flagged only if the
+// connector takes its verdict (trust.go); otherwise it counts as scored.
+
+type anomalyRate struct {
+	cfg       *Config
+	keys      keys
+	next      consumer.Metrics
+	telemetry *metadata.TelemetryBuilder
+	trust     trust
+	hasher    entityHasher
+	interval  int64
+	now       func() time.Time
+
+	mu       sync.Mutex
+	entities map[uint64]*rateEntity
+	newest   int64 // the latest interval seen, of any entity
+	swept    int64 // the interval of the last sweep for idle entities
+
+	reasonAttrs [numReasons]metric.AddOption
+	dropAttrs   [numDrops]metric.AddOption
+}
+
+// Why a scored datapoint was left out (drop_reason).
+const (
+	dropOverLimit = iota
+	dropLate
+	numDrops
+)
+
+type rateEntity struct {
+	attrs           pcommon.Map
+	start           int64 // the open interval's start (unix ns)
+	scored, flagged int64
+}
+
+var _ consumer.Metrics = (*anomalyRate)(nil)
+
+func newRateConnector(set component.TelemetrySettings, cfg *Config, next consumer.Metrics, ledger *verdict.Ledger) (*anomalyRate, error) {
+	tb, err := metadata.NewTelemetryBuilder(set)
+	if err != nil {
+		return nil, err
+	}
+	c := &anomalyRate{
+		cfg: cfg, keys: newKeys(cfg.AttributePrefix), next: next, telemetry: tb,
+		// Only flagged points are checked, and those are not claimed:
+		// no reader bit needed.
+		trust:       trust{remote: cfg.AcceptRemoteVerdicts, ledger: ledger},
+		hasher:      newEntityHasher(cfg.GroupBy),
+		interval:    int64(cfg.Rate.Interval),
+		now:         time.Now,
+		entities:    map[uint64]*rateEntity{},
+		reasonAttrs: reasonOptions(),
+	}
+	for i, r := range [numDrops]string{"over_limit", "late"} {
+		c.dropAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+	}
+	if err := tb.RegisterConnectorAnomalyeventsRateEntitiesCallback(func(_ context.Context, o metric.Int64Observer) error {
+		c.mu.Lock()
+		n := len(c.entities)
+		c.mu.Unlock()
+		o.Observe(int64(n))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := registerLedgerEvicted(tb, ledger); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *anomalyRate) Start(context.Context, component.Host) error { return nil }
+
+func (c *anomalyRate) Shutdown(context.Context) error {
+	c.telemetry.Shutdown()
+	return nil
+}
+
+// Capabilities: the connector only reads the metrics it receives.
+func (c *anomalyRate) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: false}
+}
+
+// rateKey is one entity's interval.
+type rateKey struct {
+	entity uint64
+	start  int64
+}
+
+type tally struct {
+	scored, flagged int64
+	resource        pcommon.Map // a resource of the entity, for its attributes
+}
+
+// ConsumeMetrics counts md's scored datapoints per entity and interval and
+// sends the rates of the intervals it completed, in one call.
+func (c *anomalyRate) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	counts := map[rateKey]*tally{}
+	order := map[uint64]int{} // entities in the order the batch has them
+	var rejected rejections
+	now := c.now().UnixNano()
+	for _, rm := range md.ResourceMetrics().All() {
+		e := c.hasher.of(rm.Resource().Attributes())
+		if !e.ok {
+			continue
+		}
+		if _, ok := order[e.key]; !ok {
+			order[e.key] = len(order)
+		}
+		see := func(attrs pcommon.Map, ts pcommon.Timestamp) {
+			s := number(attrs, c.keys.Score)
+			if !s.ok {
+				return // not scored
+			}
+			if !validScore(s.v) {
+				rejected[reasonMalformed]++
+				return
+			}
+			t := int64(ts)
+			if t <= 0 {
+				t = now
+			}
+			key := rateKey{entity: e.key, start: t - t%c.interval}
+			n := counts[key]
+			if n == nil {
+				n = &tally{resource: rm.Resource().Attributes()}
+				counts[key] = n
+			}
+			n.scored++
+			if isDetected(attrs, c.keys.Detected) {
+				if r, ok := c.trust.flagged(check(attrs, &c.keys)); ok {
+					n.flagged++
+				} else {
+					rejected[r]++
+				}
+			}
+		}
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				forEachPoint(m, see)
+			}
+		}
+	}
+	for r, n := range rejected {
+		if n > 0 {
+			c.telemetry.ConnectorAnomalyeventsVerdictsRejected.Add(ctx, n, c.reasonAttrs[r])
+		}
+	}
+	if len(counts) == 0 {
+		return nil
+	}
+	out, drops := c.fold(counts, order)
+	for i, n := range drops {
+		if n > 0 {
+			c.telemetry.ConnectorAnomalyeventsRateDatapointsDropped.Add(ctx, n, c.dropAttrs[i])
+		}
+	}
+	if out.ResourceMetrics().Len() == 0 {
+		return nil
+	}
+	return c.next.ConsumeMetrics(ctx, out)
+}
+
+// fold adds a batch's counts to the entities, interval by interval, and
+// returns the rates of the intervals that ended.
+func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pmetric.Metrics, [numDrops]int64) {
+	keys := make([]rateKey, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rateKey) int {
+		return cmp.Or(cmp.Compare(order[a.entity], order[b.entity]), cmp.Compare(a.start, b.start))
+	})
+	out := pmetric.NewMetrics()
+	var drops [numDrops]int64
+	var dps pmetric.NumberDataPointSlice // the current entity's, in out
+	var dpsOf uint64
+	haveDps := false
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		n := counts[k]
+		c.newest = max(c.newest, k.start)
+		ent := c.entities[k.entity]
+		if ent == nil {
+			if len(c.entities) >= c.cfg.Rate.MaxEntities && !c.sweep() {
+				drops[dropOverLimit] += n.scored
+				continue
+			}
+			ent = &rateEntity{attrs: pcommon.NewMap(), start: k.start}
+			c.hasher.attrs(n.resource, ent.attrs)
+			c.entities[k.entity] = ent
+		}
+		switch {
+		case k.start < ent.start:
+			drops[dropLate] += n.scored
+			continue
+		case k.start > ent.start:
+			if ent.scored > 0 {
+				if !haveDps || dpsOf != k.entity {
+					dps, dpsOf, haveDps = c.rateMetric(out, ent), k.entity, true
+				}
+				dp := dps.AppendEmpty()
+				dp.SetStartTimestamp(pcommon.Timestamp(ent.start))
+				dp.SetTimestamp(pcommon.Timestamp(ent.start + c.interval))
+				dp.SetDoubleValue(float64(ent.flagged) / float64(ent.scored))
+			}
+			ent.start, ent.scored, ent.flagged = k.start, 0, 0
+		}
+		ent.scored += n.scored
+		ent.flagged += n.flagged
+	}
+	return out, drops
+}
+
+// sweep drops the entities that reported nothing for two intervals before
+// the latest one seen, at most once per interval, and reports whether
+// there is room now.
+func (c *anomalyRate) sweep() bool {
+	if c.swept != c.newest {
+		c.swept = c.newest
+		for k, ent := range c.entities {
+			if ent.start < c.newest-2*c.interval {
+				delete(c.entities, k)
+			}
+		}
+	}
+	return len(c.entities) < c.cfg.Rate.MaxEntities
+}
+
+// rateMetric adds the entity's resource with an anomaly.rate gauge to out.
+func (c *anomalyRate) rateMetric(out pmetric.Metrics, ent *rateEntity) pmetric.NumberDataPointSlice {
+	rm := out.ResourceMetrics().AppendEmpty()
+	ent.attrs.CopyTo(rm.Resource().Attributes())
+	sm := rm.ScopeMetrics().AppendEmpty()
+	sm.Scope().SetName(metadata.ScopeName)
+	m := sm.Metrics().AppendEmpty()
+	m.SetName(c.keys.rate)
+	m.SetUnit("1")
+	m.SetDescription("Fraction of the entity's scored datapoints flagged as anomalous in the interval.")
+	return m.SetEmptyGauge().DataPoints()
+}
+
+// forEachPoint calls fn with the attributes and time of every datapoint of
+// m.
+func forEachPoint(m pmetric.Metric, fn func(pcommon.Map, pcommon.Timestamp)) {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		for _, dp := range m.Gauge().DataPoints().All() {
+			fn(dp.Attributes(), dp.Timestamp())
+		}
+	case pmetric.MetricTypeSum:
+		for _, dp := range m.Sum().DataPoints().All() {
+			fn(dp.Attributes(), dp.Timestamp())
+		}
+	case pmetric.MetricTypeHistogram:
+		for _, dp := range m.Histogram().DataPoints().All() {
+			fn(dp.Attributes(), dp.Timestamp())
+		}
+	case pmetric.MetricTypeExponentialHistogram:
+		for _, dp := range m.ExponentialHistogram().DataPoints().All() {
+			fn(dp.Attributes(), dp.Timestamp())
+		}
+	case pmetric.MetricTypeSummary:
+		for _, dp := range m.Summary().DataPoints().All() {
+			fn(dp.Attributes(), dp.Timestamp())
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package anomalyeventsconnector
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/connector"
+	"go.opentelemetry.io/collector/connector/connectortest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/otel-iforest/iforest/connector/internal/metadata"
+	"github.com/otel-iforest/iforest/connector/internal/metadatatest"
+	"github.com/otel-iforest/iforest/internal/verdict"
+)
+
+// newRate creates a started metrics -> metrics connector through the
+// factory that asks ledger and sends to a sink.
+func newRate(t *testing.T, cfg *Config, set connector.Settings, ledger *verdict.Ledger) (connector.Metrics, *consumertest.MetricsSink) {
+	t.Helper()
+	sink := new(consumertest.MetricsSink)
+	c, err := NewFactory().CreateMetricsToMetrics(context.Background(), set, cfg, sink)
+	require.NoError(t, err)
+	c.(*anomalyRate).trust.ledger = ledger
+	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, c.Shutdown(context.Background())) })
+	return c, sink
+}
+
+// rate is one emitted anomaly.rate datapoint.
+type rate struct {
+	resource    map[string]any
+	start, end  time.Time
+	value       float64
+	name, scope string
+}
+
+func rates(sink *consumertest.MetricsSink) []rate {
+	var out []rate
+	for _, md := range sink.AllMetrics() {
+		for _, rm := range md.ResourceMetrics().All() {
+			for _, sm := range rm.ScopeMetrics().All() {
+				for _, m := range sm.Metrics().All() {
+					for _, dp := range m.Gauge().DataPoints().All() {
+						out = append(out, rate{
+							resource: rm.Resource().Attributes().AsRaw(),
+							start:    dp.StartTimestamp().AsTime(), end: dp.Timestamp().AsTime(),
+							value: dp.DoubleValue(), name: m.Name(), scope: sm.Scope().Name(),
+						})
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// minute i after a whole minute (t0 is 53 s into one).
+func minute(i int) time.Time { return t0.Truncate(time.Minute).Add(time.Duration(i) * time.Minute) }
+
+func TestRatePerEntity(t *testing.T) {
+	cfg := groupConfig()
+	c, sink := newRate(t, cfg, connectortest.NewNopSettings(metadata.Type), issued([]uint64{1}, nil))
+	ctx := context.Background()
+	// Minute 0: four series of web-1, one flagged inside incident 1, twice
+	// (two scrapes); db-1 all normal.
+	for _, s := range []int{0, 30} {
+		at := minute(0).Add(time.Duration(s) * time.Second)
+		require.NoError(t, c.ConsumeMetrics(ctx, merge(
+			host("web-1", at, dp{metric: "a", score: 0.9, in: 1}, quiet("b"), quiet("c"), quiet("d")),
+			host("db-1", at, quiet("a"), quiet("b")))))
+	}
+	assert.Empty(t, rates(sink), "minute 0 is still open")
+	// Minute 1 closes minute 0 of both.
+	require.NoError(t, c.ConsumeMetrics(ctx, merge(host("web-1", minute(1), quiet("a")), host("db-1", minute(1), quiet("a")))))
+	got := rates(sink)
+	require.Len(t, got, 2)
+	assert.Equal(t, rate{
+		resource: map[string]any{"host.name": "web-1"}, start: minute(0), end: minute(1), value: 0.25,
+		name: "anomaly.rate", scope: metadata.ScopeName,
+	}, got[0])
+	assert.Equal(t, map[string]any{"host.name": "db-1"}, got[1].resource)
+	assert.Equal(t, 0.0, got[1].value)
+	require.Len(t, sink.AllMetrics(), 1, "one call per batch")
+	m := sink.AllMetrics()[0].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
+	assert.Equal(t, "1", m.Unit())
+}
+
+// Without group_by the entity is the whole resource; points without a
+// verdict are not counted; one batch may close several intervals.
+func TestRateWholeResource(t *testing.T) {
+	c, sink := newRate(t, defaultConfig(), connectortest.NewNopSettings(metadata.Type), issued([]uint64{1}, nil))
+	md := merge(
+		host("web-1", minute(0), dp{metric: "a", score: 0.9, in: 1}, quiet("b")),
+		host("web-1", minute(1), quiet("a"), quiet("b")),
+		host("web-1", minute(2), quiet("a")),
+	)
+	unscored := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().AppendEmpty()
+	unscored.SetName("plain")
+	unscored.SetEmptyGauge().DataPoints().AppendEmpty().SetTimestamp(pcommon.NewTimestampFromTime(minute(0)))
+	require.NoError(t, c.ConsumeMetrics(context.Background(), md))
+	got := rates(sink)
+	require.Len(t, got, 2)
+	assert.Equal(t, map[string]any{"host.name": "web-1", "service.name": "shop"}, got[0].resource)
+	assert.Equal(t, []float64{0.5, 0}, []float64{got[0].value, got[1].value})
+	assert.Equal(t, minute(1), got[1].start)
+	assert.Equal(t, 2, sink.AllMetrics()[0].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Gauge().DataPoints().Len(),
+		"one gauge per entity and batch")
+}
+
+// A flagged point counts as flagged only if the connector takes its
+// verdict; a score that is none is not counted at all.
+func TestRateTrust(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	c, sink := newRate(t, groupConfig(), metadatatest.NewSettings(tt), issued(nil, nil))
+	forged := host("web-1", minute(0), dp{metric: "a", score: 0.9, in: 0x99}, quiet("b"))
+	bad := forged.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(1).Gauge().DataPoints().At(0)
+	bad.Attributes().PutDouble("anomaly.score", 1e308)
+	require.NoError(t, c.ConsumeMetrics(context.Background(), merge(forged, host("web-1", minute(1), quiet("a")))))
+	got := rates(sink)
+	require.Len(t, got, 1)
+	assert.Equal(t, 0.0, got[0].value, "the forged flag counts as a scored point")
+	metadatatest.AssertEqualConnectorAnomalyeventsVerdictsRejected(t, tt, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "unverified"))},
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "malformed"))},
+	}, metricdatatest.IgnoreTimestamp())
+}
+
+// Points of an interval already reported are left out and counted; at
+// rate.max_entities new entities are not tracked until idle ones go.
+func TestRateLateAndLimit(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	cfg := groupConfig()
+	cfg.Rate.MaxEntities = 2
+	c, sink := newRate(t, cfg, metadatatest.NewSettings(tt), issued(nil, nil))
+	ctx := context.Background()
+	require.NoError(t, c.ConsumeMetrics(ctx, merge(host("a", minute(0), quiet("m")), host("b", minute(0), quiet("m")))))
+	require.NoError(t, c.ConsumeMetrics(ctx, merge(host("a", minute(1), quiet("m")), host("b", minute(1), quiet("m")))))
+	require.Len(t, rates(sink), 2)
+	// Late: a's minute 0 was reported.
+	require.NoError(t, c.ConsumeMetrics(ctx, host("a", minute(0).Add(50*time.Second), quiet("m"), quiet("n"))))
+	// Over the limit: c is not tracked while a and b report.
+	require.NoError(t, c.ConsumeMetrics(ctx, host("c", minute(1), quiet("m"))))
+	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, tt, []metricdata.DataPoint[int64]{
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("reason", "late"))},
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "over_limit"))},
+	}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualConnectorAnomalyeventsRateEntities(t, tt, []metricdata.DataPoint[int64]{{Value: 2}}, metricdatatest.IgnoreTimestamp())
+	// Minutes later only a reports: b is idle and makes room for c.
+	require.NoError(t, c.ConsumeMetrics(ctx, host("a", minute(4), quiet("m"))))
+	require.NoError(t, c.ConsumeMetrics(ctx, host("c", minute(4), quiet("m"))))
+	require.NoError(t, c.ConsumeMetrics(ctx, host("c", minute(5), quiet("m"))))
+	last := rates(sink)
+	assert.Equal(t, map[string]any{"host.name": "c"}, last[len(last)-1].resource)
+}
+
+// A resource without the group_by attributes names no entity: no rate.
+func TestRateNeedsEntity(t *testing.T) {
+	c, sink := newRate(t, groupConfig(), connectortest.NewNopSettings(metadata.Type), issued(nil, nil))
+	require.NoError(t, c.ConsumeMetrics(context.Background(), merge(host("", minute(0), quiet("m")), host("", minute(1), quiet("m")))))
+	assert.Empty(t, rates(sink))
+	assert.Zero(t, len(c.(*anomalyRate).entities))
+}
