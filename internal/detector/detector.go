@@ -16,6 +16,10 @@ import (
 // than this isolate almost anything.
 const minTrain = 8
 
+// MinWarmup is the smallest Config.Warmup: a model scores only once it has
+// a forest.
+const MinWarmup = minTrain
+
 // maxDims bounds the inputs of one model (histograms use 2).
 const maxDims = 2
 

@@ -17,19 +17,6 @@ func gaugeAt(key uint64, i int, v float64) Point {
 	return Point{Key: key, Kind: Gauge, Time: int64(i+1) * int64(time.Minute), V0: v}
 }
 
-func TestConfigValidate(t *testing.T) {
-	require.NoError(t, DefaultConfig().Validate())
-	c := DefaultConfig()
-	c.Trees = 0
-	c.Threshold = 1.5
-	c.Warmup = 2
-	err := c.Validate()
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "trees:")
-	assert.Contains(t, err.Error(), "threshold:")
-	assert.Contains(t, err.Error(), "warmup:")
-}
-
 func TestWarmupThenScores(t *testing.T) {
 	cfg := DefaultConfig()
 	d := New(cfg, 0)
