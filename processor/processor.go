@@ -234,20 +234,23 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 		dps := m.Summary().DataPoints()
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
-			pt := detector.Point{Kind: detector.CumulativeHistogram, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
+			key, own := p.seriesKey(mh, dp.Attributes())
+			if own {
+				p.attr.strip(dp.Attributes())
+			}
+			pt := detector.Point{Key: key, Kind: detector.CumulativeHistogram, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
 			if q := p.cfg.SummaryQuantile; q != nil {
 				v, ok := quantileValue(dp.QuantileValues(), *q)
 				if !ok {
 					b.skipped[skipNoValue]++
 					continue
 				}
-				pt = detector.Point{Kind: detector.Gauge, Start: pt.Start, Time: pt.Time, V0: v}
+				pt = detector.Point{Key: key, Kind: detector.Gauge, Start: pt.Start, Time: pt.Time, V0: v}
 			}
 			if dp.Flags().NoRecordedValue() {
 				b.skipped[skipNoValue]++
 				continue
 			}
-			pt.Key = p.seriesKey(mh, dp.Attributes())
 			p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 		}
 	}
@@ -270,7 +273,10 @@ func histograms[P histPoint, S points[P]](p *iforestProcessor, m pmetric.Metric,
 	ahead := p.lookahead()
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
-		key := keyAhead(p, &ahead, dps, mh, i)
+		key, own := keyAhead(p, &ahead, dps, mh, i)
+		if own {
+			p.attr.strip(dp.Attributes())
+		}
 		if dp.Flags().NoRecordedValue() {
 			b.skipped[skipNoValue]++
 			continue
@@ -301,9 +307,15 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
 		if b.refs != nil && p.claim(b.refs, b.res, dp, kind, b) || !b.univariate {
+			// A model's datapoint, or one of a model's metric that no
+			// feature takes: the metric is still this processor's.
+			p.attr.strip(dp.Attributes())
 			continue
 		}
-		key := keyAhead(p, &ahead, dps, mh, i)
+		key, own := keyAhead(p, &ahead, dps, mh, i)
+		if own {
+			p.attr.strip(dp.Attributes())
+		}
 		var v float64
 		switch dp.ValueType() {
 		case pmetric.NumberDataPointValueTypeInt:
@@ -324,9 +336,11 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 }
 
 // seriesKey is the key of a datapoint's series: its metric's (mh, which
-// covers resource, scope and name) and its attributes but our own.
-func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) uint64 {
-	return combine(mh, hashMapExcept(attrs, p.cfg.Output.AttributePrefix))
+// covers resource, scope and name) and its attributes but the verdict
+// attributes. own says whether the datapoint carries any of those.
+func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) (key uint64, own bool) {
+	h, own := hashAttrs(attrs, &p.attr)
+	return combine(mh, h), own
 }
 
 // observe asks the detector for a verdict on pt (its Key set) and writes it
@@ -374,8 +388,28 @@ func (p *iforestProcessor) groupKey(m pmetric.Metric, attrs, res pcommon.Map) ui
 	return h
 }
 
+// The verdict attributes' names after the prefix. They are the
+// processor's own: attributes of these names that arrive with the data are
+// removed from the datapoints of the metrics the processor selects, and
+// are no part of a series' identity.
+const (
+	attrScore            = "score"
+	attrDetected         = "detected"
+	attrThreshold        = "threshold"
+	attrExpectedMin      = "expected.min"
+	attrExpectedMax      = "expected.max"
+	attrIncident         = "incident"
+	attrIncidentID       = "incident.id"
+	attrIncidentDuration = "incident.duration"
+	attrIncidentPeak     = "incident.peak_score"
+	attrModel            = "model"
+	attrTopFeature       = "top_feature"
+	attrContributions    = "contributions"
+)
+
 // attrNames are the verdict attributes' names, built once from the prefix.
 type attrNames struct {
+	prefix                                               string
 	score, detected, threshold, expectedMin, expectedMax string
 	incident, incidentID, incidentDuration, incidentPeak string
 	model, topFeature, contributions                     string
@@ -383,19 +417,43 @@ type attrNames struct {
 
 func newAttrNames(prefix string) attrNames {
 	return attrNames{
-		score:            prefix + "score",
-		detected:         prefix + "detected",
-		threshold:        prefix + "threshold",
-		expectedMin:      prefix + "expected.min",
-		expectedMax:      prefix + "expected.max",
-		incident:         prefix + "incident",
-		incidentID:       prefix + "incident.id",
-		incidentDuration: prefix + "incident.duration",
-		incidentPeak:     prefix + "incident.peak_score",
-		model:            prefix + "model",
-		topFeature:       prefix + "top_feature",
-		contributions:    prefix + "contributions",
+		prefix:           prefix,
+		score:            prefix + attrScore,
+		detected:         prefix + attrDetected,
+		threshold:        prefix + attrThreshold,
+		expectedMin:      prefix + attrExpectedMin,
+		expectedMax:      prefix + attrExpectedMax,
+		incident:         prefix + attrIncident,
+		incidentID:       prefix + attrIncidentID,
+		incidentDuration: prefix + attrIncidentDuration,
+		incidentPeak:     prefix + attrIncidentPeak,
+		model:            prefix + attrModel,
+		topFeature:       prefix + attrTopFeature,
+		contributions:    prefix + attrContributions,
 	}
+}
+
+// isVerdict says whether k is one of the verdict attributes' names. It runs
+// for every attribute of every selected datapoint: a prefix check first,
+// then a switch on constants (no allocation).
+func (a *attrNames) isVerdict(k string) bool {
+	if len(k) <= len(a.prefix) || k[:len(a.prefix)] != a.prefix {
+		return false
+	}
+	switch k[len(a.prefix):] {
+	case attrScore, attrDetected, attrThreshold, attrExpectedMin, attrExpectedMax,
+		attrIncident, attrIncidentID, attrIncidentDuration, attrIncidentPeak,
+		attrModel, attrTopFeature, attrContributions:
+		return true
+	}
+	return false
+}
+
+// strip removes verdict attributes that came with the data: only this
+// processor sets them on the metrics it selects, so a client cannot raise
+// an incident downstream or leave a flag on a point that got no verdict.
+func (a *attrNames) strip(attrs pcommon.Map) {
+	attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return a.isVerdict(k) })
 }
 
 // write puts a scored point's verdict on its datapoint. Every scored point
