@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,7 +26,7 @@ type iforestProcessor struct {
 	logger *zap.Logger
 
 	include, exclude []*regexp.Regexp
-	selected         sync.Map // metric name -> bool, when include/exclude are set
+	selected         *nameCache // when include/exclude are set
 
 	attr                    attrNames
 	writeAttrs, writeMetric bool
@@ -86,6 +85,9 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 			return nil, fmt.Errorf("metrics.exclude: %w", err)
 		}
 		p.exclude = append(p.exclude, re)
+	}
+	if p.include != nil || p.exclude != nil {
+		p.selected = newNameCache()
 	}
 	for i := range cfg.Models {
 		mc := &cfg.Models[i]
@@ -167,6 +169,9 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 			b.mem += p.shared.MemoryBytes()
 		}
 		b.mem, b.memKnown = b.mem+p.det.MemoryBytes(), true
+		if p.selected != nil {
+			b.mem += p.selected.memBytes()
+		}
 		for _, m := range p.models {
 			b.mem += m.det.MemoryBytes()
 		}
@@ -484,11 +489,11 @@ func (a *attrNames) write(attrs pcommon.Map, v *detector.Verdict) {
 }
 
 func (p *iforestProcessor) selects(name string) bool {
-	if p.include == nil && p.exclude == nil {
+	if p.selected == nil {
 		return true
 	}
-	if v, ok := p.selected.Load(name); ok {
-		return v.(bool)
+	if v, ok := p.selected.get(name); ok {
+		return v
 	}
 	ok := p.include == nil
 	for _, re := range p.include {
@@ -502,7 +507,7 @@ func (p *iforestProcessor) selects(name string) bool {
 			ok = false
 		}
 	}
-	p.selected.Store(name, ok)
+	p.selected.put(name, ok)
 	return ok
 }
 
