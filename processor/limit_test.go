@@ -61,7 +61,7 @@ func TestSeriesLimitKeepsEstablishedModels(t *testing.T) {
 	const established = 100
 	sent := 0
 	for round := 0; round < cfg.Warmup+5; round++ {
-		clock = time.Unix(int64(10*round), 0)
+		clock = time.Unix(1700000000+int64(10*round), 0)
 		md := gaugeBatch(0, established, round, rng)
 		sent += md.DataPointCount()
 		require.NoError(t, p.ConsumeMetrics(ctx, md))
@@ -69,12 +69,12 @@ func TestSeriesLimitKeepsEstablishedModels(t *testing.T) {
 	const flood = 20000
 	next := established
 	for round := cfg.Warmup + 5; next < established+flood; round++ {
-		clock = time.Unix(int64(10*round)-1, 0)
+		clock = time.Unix(1700000000+int64(10*round)-1, 0)
 		md := gaugeBatch(next, 1000, round, rng) // 1000 series never seen again
 		next += 1000
 		sent += md.DataPointCount()
 		require.NoError(t, p.ConsumeMetrics(ctx, md))
-		clock = time.Unix(int64(10*round), 0)
+		clock = time.Unix(1700000000+int64(10*round), 0)
 		md = gaugeBatch(0, established, round, rng)
 		sent += md.DataPointCount()
 		require.NoError(t, p.ConsumeMetrics(ctx, md))

@@ -44,7 +44,7 @@ type iforestProcessor struct {
 // Skip reasons: the detector's statuses plus what the processor itself
 // rejects before asking the detector.
 const (
-	skipNoValue = int(detector.Incomplete) + 1 + iota
+	skipNoValue = int(detector.FutureTime) + 1 + iota
 	numSkip
 )
 

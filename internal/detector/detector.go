@@ -166,6 +166,9 @@ func New(cfg Config, maxSeries int) *Detector {
 // Observe scores p against its series' model, then learns it. now is the
 // caller's wall clock (unix nanoseconds), used only for idle eviction.
 func (d *Detector) Observe(p Point, now int64) Verdict {
+	if d.future(p.Time, now) {
+		return Verdict{Status: FutureTime}
+	}
 	sh := &d.shards[p.Key%uint64(len(d.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -181,6 +184,12 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 		// other units.
 		s = d.replace(sh, s, p.Kind, p.Kind.dims(), now)
 	default:
+		d.resetFutureClock(&s.rate, now)
+		if s.rate.outOfOrder(p.Time) {
+			// Not a sighting: a series that only repeats old points is
+			// not kept alive by them.
+			return Verdict{Status: OutOfOrder}
+		}
 		sh.touch(s, now)
 	}
 
@@ -190,6 +199,23 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 	}
 
 	return d.judge(sh, s, p.Key, p.Time, x)
+}
+
+// future says whether a point of time t lies further ahead of the caller's
+// clock now than Config.MaxTimeAhead. Such a point would become its
+// series' clock, and every later, correct point would look out of order.
+func (d *Detector) future(t, now int64) bool {
+	return d.cfg.MaxTimeAhead > 0 && t != 0 && t-now > d.cfg.MaxTimeAhead
+}
+
+// resetFutureClock starts a series' clock over when it lies further ahead
+// of now than a new point may (it was restored from a snapshot taken
+// without the check, or the caller's clock went back): otherwise no later
+// point would be in order.
+func (d *Detector) resetFutureClock(rs *rateState, now int64) {
+	if d.future(rs.time, now) {
+		*rs = rateState{}
+	}
 }
 
 // MemberUpdate is a new value of one feature of a multivariate model.
@@ -210,6 +236,13 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 	sh := &d.shards[key%uint64(len(d.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if s := sh.series[key]; s != nil && s.kind == Vector && s.dims == n {
+		// Only an update that will be taken is a sighting.
+		d.resetFutureMembers(s, now)
+		if st := d.freshness(s.members, ups, now); st != Scored {
+			return Verdict{Status: st}
+		}
+	}
 	s, v := d.vectorSeries(sh, key, n, now)
 	if s == nil {
 		return v
@@ -218,7 +251,7 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 	fresh := false
 	for _, u := range ups {
 		m := &s.members[u.Index]
-		if isBad(u.Value) || (m.set && u.Time <= m.time) {
+		if isBad(u.Value) || (m.set && u.Time <= m.time) || d.future(u.Time, now) {
 			continue
 		}
 		m.value, m.time, m.set = u.Value, u.Time, true
@@ -226,6 +259,9 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 		fresh = true
 	}
 	if !fresh {
+		if d.freshness(nil, ups, now) == FutureTime {
+			return Verdict{Status: FutureTime}
+		}
 		return Verdict{Status: OutOfOrder}
 	}
 	x := sh.scratch.vec[:0]
@@ -238,6 +274,34 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 	sh.scratch.vec = x
 	s.rate.time = t
 	return d.judge(sh, s, key, t, x)
+}
+
+// freshness says whether any of ups would be taken by members (nil: none
+// set yet): Scored if one would, else FutureTime if one was only too far
+// ahead, else OutOfOrder.
+func (d *Detector) freshness(members []member, ups []MemberUpdate, now int64) Status {
+	st := OutOfOrder
+	for _, u := range ups {
+		switch {
+		case isBad(u.Value):
+		case d.future(u.Time, now):
+			st = FutureTime
+		case members == nil || !members[u.Index].set || u.Time > members[u.Index].time:
+			return Scored
+		}
+	}
+	return st
+}
+
+// resetFutureMembers forgets member values from too far ahead of now (see
+// resetFutureClock).
+func (d *Detector) resetFutureMembers(s *series, now int64) {
+	for i := range s.members {
+		if m := &s.members[i]; m.set && d.future(m.time, now) {
+			*m = member{}
+		}
+	}
+	d.resetFutureClock(&s.rate, now)
 }
 
 // member is the latest value of one feature of a multivariate model.

@@ -94,12 +94,21 @@ func NewShared(cfg Config, warmup, maxSeries int) *Shared {
 // learns it. now is the caller's clock (unix nanoseconds), used for
 // eviction only.
 func (s *Shared) Observe(p Point, groupKey uint64, now int64) Verdict {
+	if s.det.future(p.Time, now) {
+		return Verdict{Status: FutureTime}
+	}
 	sh := &s.shards[p.Key%uint64(len(s.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sl := sh.series.find(p.Key)
 	if sl != nil && sl.b.kind != p.Kind {
 		sl.b = baseline{kind: p.Kind} // other units: start over
+	}
+	if sl != nil {
+		s.det.resetFutureClock(&sl.b.rate, now)
+		if sl.b.rate.outOfOrder(p.Time) {
+			return Verdict{Status: OutOfOrder} // not a sighting
+		}
 	}
 	if sl == nil {
 		if !s.place(sh, now) {
