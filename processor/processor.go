@@ -70,7 +70,7 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		writeMetric: cfg.Output.Mode != OutputAttributes,
 	}
 	if hc := cfg.HighCardinality; hc.Enabled {
-		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries)
+		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
 	}
 	for _, s := range cfg.Metrics.Include {
 		re, err := compileAnchored(s)
