@@ -423,6 +423,9 @@ func (d *Detector) threshold(s *series) float64 {
 // every RefitInterval points, so no single call pays for a whole refit. It
 // reports whether the model's storage may have changed size.
 func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) (resized bool) {
+	if s.hasRange() && s.rows >= minTrain {
+		x[0] = s.winsorize(x[0])
+	}
 	if s.rows < d.cfg.WindowSize {
 		if len(s.win)+len(x) > cap(s.win) {
 			s.growWindow(d.cfg.WindowSize)

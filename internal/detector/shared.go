@@ -194,14 +194,14 @@ func (s *Shared) judge(b *baseline, p *Point, groupKey uint64, now int64) Verdic
 	mean := b.mean
 	for f := range dims {
 		spread[f] = spreadOf(b.mean[f], b.sq[f])
-		z[f] = (x[f] - b.mean[f]) / spread[f]
+		// x and the mean are finite, but their distance may not be: a
+		// deviation beyond float32's range is as far out as the group
+		// model (which keeps float32 windows) can tell anyway.
+		z[f] = max(-math.MaxFloat32, min(math.MaxFloat32, (x[f]-b.mean[f])/spread[f]))
 	}
-	b.learn(x[:dims], s.alpha)
+	b.learn(x[:dims], s.alpha, ready)
 	if !ready {
 		return Verdict{Status: Warmup}
-	}
-	if !finiteAll(z[:dims]) {
-		return Verdict{Status: InvalidValue}
 	}
 
 	g := s.lockGroup(groupKey, dims, now)
@@ -241,32 +241,44 @@ func (s *Shared) judge(b *baseline, p *Point, groupKey uint64, now int64) Verdic
 
 // learn folds x into the baseline: an exponentially weighted mean and
 // variance that average the first points equally (fast start) and then
-// forget with weight alpha.
-func (b *baseline) learn(x []float64, alpha float64) {
-	if b.n < math.MaxUint32 {
-		b.n++
+// forget with weight alpha. Once the baseline is ready, a value is learned
+// at most baselineLearn spreads from the mean: a single value far out (near
+// float64's limits, say) would otherwise inflate the spread, and blind the
+// series, for thousands of points (or for good, once its square
+// overflowed). A value whose update would not be finite is not learned.
+func (b *baseline) learn(x []float64, alpha float64, ready bool) {
+	n := b.n
+	if n < math.MaxUint32 {
+		n++
 	}
-	a := max(1/float64(b.n), alpha)
+	a := max(1/float64(n), alpha)
+	var mean, sq [maxDims]float64
 	for f, v := range x {
+		if ready {
+			w := baselineLearn * spreadOf(b.mean[f], b.sq[f])
+			v = max(b.mean[f]-w, min(b.mean[f]+w, v))
+		}
 		delta := v - b.mean[f]
-		b.mean[f] += a * delta
-		b.sq[f] = (1 - a) * (b.sq[f] + a*delta*delta)
+		mean[f] = b.mean[f] + a*delta
+		sq[f] = (1 - a) * (b.sq[f] + a*delta*delta)
+		if isBad(mean[f]) || isBad(sq[f]) {
+			return
+		}
 	}
+	b.n = n
+	copy(b.mean[:], mean[:len(x)])
+	copy(b.sq[:], sq[:len(x)])
 }
+
+// baselineLearn is how many spreads from its mean a ready baseline learns a
+// value (see learn): of the order of what beyondLearn allows a per-series
+// window, whose range spans some 6 to 7 standard deviations of noise.
+const baselineLearn = 20.0
 
 // spreadOf is the standard deviation, floored so that a series that has
 // been constant so far makes any change stand out without dividing by 0.
 func spreadOf(mean, variance float64) float64 {
 	return max(math.Sqrt(variance), 1e-6*math.Abs(mean), 1e-12)
-}
-
-func finiteAll(x []float64) bool {
-	for _, v := range x {
-		if isBad(v) {
-			return false
-		}
-	}
-	return true
 }
 
 // lockGroup returns the model of groupKey for inputs of dims features,
