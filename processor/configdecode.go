@@ -35,7 +35,7 @@ func (c *Config) Unmarshal(conf *confmap.Conf) error {
 		return err
 	}
 	models, _ := raw["models"].([]any)
-	for i := range c.Models {
+	for i := range min(len(c.Models), len(models)) {
 		mm, ok := models[i].(map[string]any)
 		if !ok {
 			continue

@@ -32,9 +32,6 @@ func (l *seriesLimit) take() bool {
 // give counts one model less.
 func (l *seriesLimit) give() { l.held.Add(-1) }
 
-// set replaces the count (after a restore).
-func (l *seriesLimit) set(n int64) { l.held.Store(n) }
-
 // searchShards is how many other shards holding models a newcomer at the
 // limit looks in for an idle model to replace (empty ones, or ones locked
 // at the moment, are passed over without counting).
