@@ -106,7 +106,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesEvicted, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_series_evicted",
-		metric.WithDescription("Number of series models dropped, by reason (idle - not seen for series_ttl; limit - least recently seen model replaced by a new series at max_series). [Alpha]"),
+		metric.WithDescription("Number of series models dropped, by reason (idle - not seen for series_ttl; limit - a model idle for twice its usual interval replaced by a new series at max_series). [Alpha]"),
 		metric.WithUnit("{series}"),
 	)
 	errs = errors.Join(errs, err)

@@ -119,7 +119,7 @@ func AssertEqualProcessorIforestSeriesActive(t *testing.T, tt *componenttest.Tel
 func AssertEqualProcessorIforestSeriesEvicted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_series_evicted",
-		Description: "Number of series models dropped, by reason (idle - not seen for series_ttl; limit - least recently seen model replaced by a new series at max_series). [Alpha]",
+		Description: "Number of series models dropped, by reason (idle - not seen for series_ttl; limit - a model idle for twice its usual interval replaced by a new series at max_series). [Alpha]",
 		Unit:        "{series}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
