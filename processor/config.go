@@ -9,21 +9,19 @@ import (
 	"go.opentelemetry.io/collector/component"
 
 	"github.com/otel-iforest/iforest/internal/detector"
+	"github.com/otel-iforest/iforest/internal/forest"
 )
 
 // Config is the iforest processor's configuration. Every key has a default
 // that works without tuning; see the README for what each one does.
 type Config struct {
-	// Forest and streaming settings, per series model.
-	Trees         int     `mapstructure:"trees"`
-	SampleSize    int     `mapstructure:"sample_size"`
-	WindowSize    int     `mapstructure:"window_size"`
-	Warmup        int     `mapstructure:"warmup"`
-	RefitInterval int     `mapstructure:"refit_interval"`
-	Threshold     float64 `mapstructure:"threshold"`
-	Contamination float64 `mapstructure:"contamination"`
-	Lookback      int     `mapstructure:"lookback"`
-	Seed          uint64  `mapstructure:"seed"`
+	// Forest settings of the per-series models, and the defaults of
+	// models[] (see Unmarshal).
+	ForestConfig `mapstructure:",squash"`
+	// Lookback and Seed apply to per-series models (a joined model takes
+	// no derived input, and derives its seed from its name).
+	Lookback int    `mapstructure:"lookback"`
+	Seed     uint64 `mapstructure:"seed"`
 
 	// Metrics selects the metrics to score by name.
 	Metrics MetricSelection `mapstructure:"metrics"`
@@ -53,6 +51,11 @@ type Config struct {
 	MaxSeries int `mapstructure:"max_series"`
 	// SeriesTTL drops the model of a series not seen for this long.
 	SeriesTTL time.Duration `mapstructure:"series_ttl"`
+	// MaxTimeAhead is how far a datapoint's timestamp may lie ahead of the
+	// collector's clock; points further ahead are skipped (a clock of a
+	// series that jumped into the future would make every later point
+	// look out of order).
+	MaxTimeAhead time.Duration `mapstructure:"max_time_ahead"`
 
 	// Storage names a storage extension (e.g. file_storage) in which the
 	// models are saved, so that a restart resumes them (see persist.go).
@@ -64,6 +67,18 @@ type Config struct {
 
 	// prevent unkeyed literal initialization
 	_ struct{}
+}
+
+// ForestConfig is the forest and streaming settings of one kind of model:
+// the per-series models at the top level, and each of models[].
+type ForestConfig struct {
+	Trees         int     `mapstructure:"trees"`
+	SampleSize    int     `mapstructure:"sample_size"`
+	WindowSize    int     `mapstructure:"window_size"`
+	Warmup        int     `mapstructure:"warmup"`
+	RefitInterval int     `mapstructure:"refit_interval"`
+	Threshold     float64 `mapstructure:"threshold"`
+	Contamination float64 `mapstructure:"contamination"`
 }
 
 // MetricSelection picks metrics by name with anchored regular expressions.
@@ -115,15 +130,17 @@ var _ component.Config = (*Config)(nil)
 func createDefaultConfig() component.Config {
 	d := detector.DefaultConfig()
 	return &Config{
-		Trees:         d.Trees,
-		SampleSize:    d.SampleSize,
-		WindowSize:    d.WindowSize,
-		Warmup:        d.Warmup,
-		RefitInterval: d.RefitInterval,
-		Threshold:     d.Threshold,
-		Contamination: d.Contamination,
-		Lookback:      d.Lookback,
-		Seed:          d.Seed,
+		ForestConfig: ForestConfig{
+			Trees:         d.Trees,
+			SampleSize:    d.SampleSize,
+			WindowSize:    d.WindowSize,
+			Warmup:        d.Warmup,
+			RefitInterval: d.RefitInterval,
+			Threshold:     d.Threshold,
+			Contamination: d.Contamination,
+		},
+		Lookback: d.Lookback,
+		Seed:     d.Seed,
 		Incidents: IncidentsConfig{
 			OpenAfter:       d.Incidents.OpenAfter,
 			OpenWindow:      d.Incidents.OpenWindow,
@@ -137,9 +154,10 @@ func createDefaultConfig() component.Config {
 			MetricSuffix:    ".anomaly_score",
 		},
 		Univariate:         true,
-		HighCardinality:    HighCardinalityConfig{Warmup: 8, MaxSeries: 1000000},
+		HighCardinality:    HighCardinalityConfig{Warmup: 8, MaxSeries: 1000000, MaxGroups: 1000},
 		MaxSeries:          10000,
 		SeriesTTL:          time.Hour,
+		MaxTimeAhead:       5 * time.Minute,
 		CheckpointInterval: time.Minute,
 	}
 }
@@ -158,19 +176,15 @@ type HighCardinalityConfig struct {
 	Warmup int `mapstructure:"warmup"`
 	// MaxSeries caps the series baselines held (0 = no limit).
 	MaxSeries int `mapstructure:"max_series"`
+	// MaxGroups caps the group models held (0 = no limit).
+	MaxGroups int `mapstructure:"max_groups"`
 }
 
 func (c *Config) detectorConfig() detector.Config {
-	d := detector.DefaultConfig()
-	d.Trees = c.Trees
-	d.SampleSize = c.SampleSize
-	d.WindowSize = c.WindowSize
-	d.Warmup = c.Warmup
-	d.RefitInterval = c.RefitInterval
-	d.Threshold = c.Threshold
-	d.Contamination = c.Contamination
+	d := c.ForestConfig.detectorConfig(detector.DefaultConfig())
 	d.Lookback = c.Lookback
 	d.Seed = c.Seed
+	d.MaxTimeAhead = int64(c.MaxTimeAhead)
 	d.Incidents = detector.IncidentConfig{
 		OpenAfter:       c.Incidents.OpenAfter,
 		OpenWindow:      c.Incidents.OpenWindow,
@@ -181,9 +195,29 @@ func (c *Config) detectorConfig() detector.Config {
 	return d
 }
 
+// detectorConfig is base with these forest settings.
+func (f *ForestConfig) detectorConfig(base detector.Config) detector.Config {
+	base.Trees = f.Trees
+	base.SampleSize = f.SampleSize
+	base.WindowSize = f.WindowSize
+	base.Warmup = f.Warmup
+	base.RefitInterval = f.RefitInterval
+	base.Threshold = f.Threshold
+	base.Contamination = f.Contamination
+	return base
+}
+
+// Smallest durations taken: below them a value is almost certainly a
+// number written without its unit (confmap reads `series_ttl: 5` as 5ns),
+// and a checkpoint every few nanoseconds would spin a core.
+const (
+	minInterval = time.Second
+	unitHint    = " (did you forget the unit, e.g. 30s or 5m?)"
+)
+
 // Validate checks every key and names the offending ones.
 func (c *Config) Validate() error {
-	errs := []error{c.detectorConfig().Validate()}
+	errs := []error{c.ForestConfig.validate(""), c.validateLookback(), c.Incidents.validate()}
 	for i, p := range c.Metrics.Include {
 		if _, err := compileAnchored(p); err != nil {
 			errs = append(errs, fmt.Errorf("metrics.include[%d]: invalid regular expression %q: %w", i, p, err))
@@ -201,7 +235,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 			continue
 		}
-		if err := m.detectorConfig(c.detectorConfig()).Validate(); err != nil {
+		if err := m.ForestConfig.validate(""); err != nil {
 			errs = append(errs, fmt.Errorf("models[%d] (%s): %w", i, m.Name, err))
 		}
 	}
@@ -226,6 +260,9 @@ func (c *Config) Validate() error {
 	if hc.MaxSeries < 0 {
 		errs = append(errs, fmt.Errorf("high_cardinality.max_series: must be 0 (no limit) or positive, got %d", hc.MaxSeries))
 	}
+	if hc.MaxGroups < 0 {
+		errs = append(errs, fmt.Errorf("high_cardinality.max_groups: must be 0 (no limit) or positive, got %d", hc.MaxGroups))
+	}
 	for i, k := range hc.GroupBy {
 		if k == "" {
 			errs = append(errs, fmt.Errorf("high_cardinality.group_by[%d]: must not be empty", i))
@@ -234,10 +271,81 @@ func (c *Config) Validate() error {
 	if c.MaxSeries < 0 {
 		errs = append(errs, fmt.Errorf("max_series: must be 0 (no limit) or positive, got %d", c.MaxSeries))
 	}
-	if c.SeriesTTL < 0 {
-		errs = append(errs, fmt.Errorf("series_ttl: must be 0 (never) or positive, got %v", c.SeriesTTL))
+	if c.SeriesTTL < 0 || (c.SeriesTTL > 0 && c.SeriesTTL < minInterval) {
+		errs = append(errs, fmt.Errorf("series_ttl: must be 0 (never) or at least %v, got %v%s", minInterval, c.SeriesTTL, hintIfTiny(c.SeriesTTL)))
 	}
-	errs = append(errs, c.validatePersistence())
+	if c.MaxTimeAhead < minInterval {
+		errs = append(errs, fmt.Errorf("max_time_ahead: must be at least %v, got %v%s", minInterval, c.MaxTimeAhead, hintIfTiny(c.MaxTimeAhead)))
+	}
+	if c.CheckpointInterval < minInterval {
+		errs = append(errs, fmt.Errorf("checkpoint_interval: must be at least %v, got %v%s", minInterval, c.CheckpointInterval, hintIfTiny(c.CheckpointInterval)))
+	}
+	return errors.Join(errs...)
+}
+
+// hintIfTiny suggests the missing unit for a positive duration that reads
+// like a bare number.
+func hintIfTiny(d time.Duration) string {
+	if d > 0 && d < time.Millisecond {
+		return unitHint
+	}
+	return ""
+}
+
+// validate checks forest settings; keys are prefixed with prefix.
+func (f *ForestConfig) validate(prefix string) error {
+	var errs []error
+	if f.Trees < 1 || f.Trees > 1000 {
+		errs = append(errs, fmt.Errorf("%strees: must be between 1 and 1000, got %d", prefix, f.Trees))
+	}
+	if f.SampleSize < 2 || f.SampleSize > forest.MaxSampleSize {
+		errs = append(errs, fmt.Errorf("%ssample_size: must be between 2 and %d, got %d", prefix, forest.MaxSampleSize, f.SampleSize))
+	}
+	if f.WindowSize < 2 || f.WindowSize > maxWindow {
+		errs = append(errs, fmt.Errorf("%swindow_size: must be between 2 and %d, got %d", prefix, maxWindow, f.WindowSize))
+	}
+	if f.Warmup < detector.MinWarmup || f.Warmup > f.WindowSize {
+		errs = append(errs, fmt.Errorf("%swarmup: must be between %d and window_size (%d), got %d", prefix, detector.MinWarmup, f.WindowSize, f.Warmup))
+	}
+	if f.RefitInterval < 1 {
+		errs = append(errs, fmt.Errorf("%srefit_interval: must be at least 1, got %d", prefix, f.RefitInterval))
+	}
+	if !(f.Threshold > 0 && f.Threshold < 1) {
+		errs = append(errs, fmt.Errorf("%sthreshold: must be in (0, 1), got %v", prefix, f.Threshold))
+	}
+	if !(f.Contamination >= 0 && f.Contamination < 0.5) {
+		errs = append(errs, fmt.Errorf("%scontamination: must be in [0, 0.5), got %v", prefix, f.Contamination))
+	}
+	return errors.Join(errs...)
+}
+
+// maxWindow is the largest window_size: 1 MiB points of 4 bytes per input.
+const maxWindow = 1 << 20
+
+func (c *Config) validateLookback() error {
+	if c.Lookback < 0 || c.Lookback >= c.WindowSize {
+		return fmt.Errorf("lookback: must be between 0 (off) and window_size - 1 (%d), got %d", c.WindowSize-1, c.Lookback)
+	}
+	return nil
+}
+
+func (c *IncidentsConfig) validate() error {
+	var errs []error
+	if c.OpenWindow < 1 || c.OpenWindow > 64 {
+		errs = append(errs, fmt.Errorf("incidents.open_window: must be between 1 and 64, got %d", c.OpenWindow))
+	}
+	if c.OpenAfter < 1 || c.OpenAfter > c.OpenWindow {
+		errs = append(errs, fmt.Errorf("incidents.open_after: must be between 1 and incidents.open_window (%d), got %d", c.OpenWindow, c.OpenAfter))
+	}
+	if c.CloseAfter < 1 {
+		errs = append(errs, fmt.Errorf("incidents.close_after: must be at least 1, got %d", c.CloseAfter))
+	}
+	if c.Cooldown < 0 {
+		errs = append(errs, fmt.Errorf("incidents.cooldown: must be 0 or more, got %d", c.Cooldown))
+	}
+	if c.SuppressRepeats < 0 {
+		errs = append(errs, fmt.Errorf("incidents.suppress_repeats: must be 0 (off) or more, got %d", c.SuppressRepeats))
+	}
 	return errors.Join(errs...)
 }
 

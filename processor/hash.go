@@ -2,7 +2,6 @@ package iforestprocessor
 
 import (
 	"math"
-	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -32,25 +31,28 @@ func hashString(s string) uint64 { return xxhash.Sum64String(s) }
 // hashMap is independent of attribute order: two maps with the same
 // key/value pairs hash alike however a client ordered them.
 func hashMap(m pcommon.Map) uint64 {
-	return hashMapExcept(m, "")
+	h, _ := hashAttrs(m, nil)
+	return h
 }
 
-// hashMapExcept is hashMap ignoring keys that start with skipPrefix (when
-// not empty): a datapoint that already carries our verdict attributes (it
-// went through another iforest processor, or was replayed) keeps its series
-// identity.
-func hashMapExcept(m pcommon.Map, skipPrefix string) uint64 {
+// hashAttrs is hashMap leaving out the verdict attributes of own (when not
+// nil): a datapoint that carries them (it went through another iforest
+// processor, or was replayed) keeps its series identity, while any other
+// attribute, under the prefix or not, tells series apart. found says
+// whether any verdict attribute was there.
+func hashAttrs(m pcommon.Map, own *attrNames) (h uint64, found bool) {
 	var sum uint64
 	n := 0
 	m.Range(func(k string, v pcommon.Value) bool {
-		if skipPrefix != "" && strings.HasPrefix(k, skipPrefix) {
+		if own != nil && own.IsVerdict(k) {
+			found = true
 			return true
 		}
 		sum += mix(combine(hashString(k), hashValue(v)))
 		n++
 		return true
 	})
-	return mix(sum ^ uint64(n))
+	return mix(sum ^ uint64(n)), found
 }
 
 // Type tags keep e.g. the string "1" and the int 1 apart.

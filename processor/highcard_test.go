@@ -2,17 +2,21 @@ package iforestprocessor
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/processor/processortest"
 
 	"github.com/otel-iforest/iforest/internal/metadata"
+	"github.com/otel-iforest/iforest/internal/metadatatest"
 )
 
 // levelBatch is one scrape of n series of one gauge, each around its own
@@ -100,4 +104,48 @@ func TestGroupKey(t *testing.T) {
 	assert.Equal(t, api, p.groupKey(m, attrs, res), "the datapoint's attribute comes first")
 	m.SetName("other")
 	assert.NotEqual(t, api, p.groupKey(m, attrs, res), "another metric has its own model")
+}
+
+// Group models are bounded in high-cardinality mode: a flood of metric
+// names (each its own group) holds at most max_groups models, and the heap
+// stays within the memory estimate, itself within the documented budget.
+func TestHighCardinalityGroupsStayBounded(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	cfg := createDefaultConfig().(*Config)
+	cfg.HighCardinality.Enabled = true
+	cfg.HighCardinality.MaxGroups = 200
+	p, err := newProcessor(metadatatest.NewSettings(tt), cfg)
+	require.NoError(t, err)
+	before := heapInUse()
+	rng := rand.New(rand.NewPCG(6, 6))
+	const names, rounds = 4000, 20
+	base := time.Unix(1700000000, 0)
+	for round := range rounds {
+		now := base.Add(time.Duration(round) * 10 * time.Second)
+		p.clock = func() time.Time { return now }
+		md := pmetric.NewMetrics()
+		ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+		for i := range names {
+			m := ms.AppendEmpty()
+			m.SetName(fmt.Sprintf("flood.%d", i))
+			dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+			dp.SetTimestamp(pcommon.NewTimestampFromTime(now))
+			dp.SetDoubleValue(10 + rng.NormFloat64())
+		}
+		_, err := p.processMetrics(context.Background(), md)
+		require.NoError(t, err)
+	}
+	held := int64(heapInUse() - before)
+	runtime.KeepAlive(p)
+	mem := telemetrySum(t, tt, "otelcol_processor_iforest_series_memory", nil)
+	t.Logf("heap held %d B, estimate %d B, groups %d", held, mem, p.shared.Groups())
+	assert.LessOrEqual(t, p.shared.Groups(), cfg.HighCardinality.MaxGroups)
+	// The documented budget: about 55 KiB per group model at the defaults
+	// (a full window), about 250 B per series, and the groups' shared build
+	// scratch (64 x 36 KiB).
+	budget := int64(cfg.HighCardinality.MaxGroups*55<<10 + names*250 + 64*36<<10)
+	assert.LessOrEqual(t, mem, budget)
+	assert.LessOrEqual(t, held, budget)
+	assert.Greater(t, held, mem*8/10, "the estimate is not loose")
 }

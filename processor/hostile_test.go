@@ -2,7 +2,9 @@ package iforestprocessor
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -170,4 +172,49 @@ func TestManyAttributesAndTypeChange(t *testing.T) {
 	out := consumeAndCompare(t, p, mk(50, true), sink)
 	_, scored = out.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum().DataPoints().At(0).Attributes().Get("anomaly.score")
 	assert.False(t, scored)
+}
+
+// One value near ±MaxFloat64 is flagged, and does not blind its series:
+// the points after it are not flagged for it, and a later spike is flagged
+// with an expected band around the series' own values (it was [0, 0], a
+// spike to 50 scored 0.43, and in high-cardinality mode the spread became
+// infinite for good).
+func TestExtremeValueCannotBlindASeries(t *testing.T) {
+	for _, highcard := range []bool{false, true} {
+		for _, extreme := range []float64{math.MaxFloat64, -math.MaxFloat64} {
+			name := fmt.Sprintf("%s/%g", map[bool]string{false: "per-series", true: "high-cardinality"}[highcard], extreme)
+			t.Run(name, func(t *testing.T) {
+				cfg := createDefaultConfig().(*Config)
+				cfg.HighCardinality.Enabled = highcard
+				p, sink := newTestProcessor(t, cfg, metadatatest.NewSettings(componenttest.NewTelemetry()))
+				rng := rand.New(rand.NewPCG(2, 3))
+				step := 0
+				send := func(v float64) pcommon.Map {
+					require.NoError(t, p.ConsumeMetrics(context.Background(), gaugeSeries(step, v)))
+					step++
+					return sink.AllMetrics()[len(sink.AllMetrics())-1].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Gauge().DataPoints().At(0).Attributes()
+				}
+				flagged := func(a pcommon.Map) bool { d, ok := a.Get("anomaly.detected"); return ok && d.Bool() }
+				for range 300 {
+					send(10 + rng.NormFloat64())
+				}
+				assert.True(t, flagged(send(extreme)), "the extreme value is flagged")
+				after := 0
+				for range 100 {
+					if flagged(send(10 + rng.NormFloat64())) {
+						after++
+					}
+				}
+				assert.LessOrEqual(t, after, 1, "normal points after the extreme value are not flagged for it")
+				spike := send(50)
+				s, _ := spike.Get("anomaly.score")
+				require.True(t, flagged(spike), "a later spike is seen (score %v)", s.Double())
+				lo, ok := spike.Get("anomaly.expected.min")
+				require.True(t, ok, "the spike has an expected band")
+				hi, _ := spike.Get("anomaly.expected.max")
+				t.Logf("spike score %.3f, band [%.2f, %.2f]", s.Double(), lo.Double(), hi.Double())
+				assert.True(t, lo.Double() < 10 && 10 < hi.Double() && hi.Double() < 30 && lo.Double() > -10, "band [%g, %g] around the series' values", lo.Double(), hi.Double())
+			})
+		}
+	}
 }

@@ -21,8 +21,9 @@ const aheadBy = 2
 // current one, by index modulo its length.
 type lookahead struct {
 	keys     [aheadBy + 1]uint64
-	next     int  // the next index to hash
-	prefetch bool // whether to ask for models (high-cardinality ones are small and shared)
+	own      [aheadBy + 1]bool // the datapoint carries verdict attributes
+	next     int               // the next index to hash
+	prefetch bool              // whether to ask for models (high-cardinality ones are small and shared)
 }
 
 func (p *iforestProcessor) lookahead() lookahead {
@@ -38,17 +39,18 @@ type points[P attributed] interface {
 	At(int) P
 }
 
-// keyAhead returns the series key of datapoint i of dps and requests the
-// models of the datapoints up to aheadBy after it. Calls for one slice come
-// in increasing i; indices may be skipped.
-func keyAhead[P attributed, S points[P]](p *iforestProcessor, l *lookahead, dps S, mh uint64, i int) uint64 {
+// keyAhead returns the series key of datapoint i of dps (and whether it
+// carries verdict attributes, see seriesKey) and requests the models of the
+// datapoints up to aheadBy after it. Calls for one slice come in increasing
+// i; indices may be skipped.
+func keyAhead[P attributed, S points[P]](p *iforestProcessor, l *lookahead, dps S, mh uint64, i int) (uint64, bool) {
 	l.next = max(l.next, i)
 	for last := min(i+aheadBy, dps.Len()-1); l.next <= last; l.next++ {
-		key := p.seriesKey(mh, dps.At(l.next).Attributes())
-		l.keys[l.next%len(l.keys)] = key
+		key, own := p.seriesKey(mh, dps.At(l.next).Attributes())
+		l.keys[l.next%len(l.keys)], l.own[l.next%len(l.own)] = key, own
 		if l.next > i && l.prefetch {
 			p.det.Prefetch(key)
 		}
 	}
-	return l.keys[i%len(l.keys)]
+	return l.keys[i%len(l.keys)], l.own[i%len(l.own)]
 }

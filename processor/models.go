@@ -28,14 +28,9 @@ type ModelConfig struct {
 	// newest member update, for the vector to be scored.
 	Staleness time.Duration `mapstructure:"staleness"`
 
-	// Forest settings; zero inherits the processor's top-level value.
-	Trees         int     `mapstructure:"trees"`
-	SampleSize    int     `mapstructure:"sample_size"`
-	WindowSize    int     `mapstructure:"window_size"`
-	Warmup        int     `mapstructure:"warmup"`
-	RefitInterval int     `mapstructure:"refit_interval"`
-	Threshold     float64 `mapstructure:"threshold"`
-	Contamination float64 `mapstructure:"contamination"`
+	// Forest settings: the keys a model leaves out take the top level's
+	// values (see Config.Unmarshal); a config built in Go sets them all.
+	ForestConfig `mapstructure:",squash"`
 }
 
 // EntityConfig lists the attributes whose values name an entity.
@@ -119,25 +114,10 @@ func (f *FeatureConfig) matches(attrs pcommon.Map) bool {
 	return true
 }
 
-// detectorConfig is the model's forest settings over the processor's.
+// detectorConfig is the model's forest settings over base, the per-series
+// models' (for the incident settings and the seed).
 func (m *ModelConfig) detectorConfig(base detector.Config) detector.Config {
-	c := base
-	set := func(dst *int, v int) {
-		if v != 0 {
-			*dst = v
-		}
-	}
-	set(&c.Trees, m.Trees)
-	set(&c.SampleSize, m.SampleSize)
-	set(&c.WindowSize, m.WindowSize)
-	set(&c.Warmup, m.Warmup)
-	set(&c.RefitInterval, m.RefitInterval)
-	if m.Threshold != 0 {
-		c.Threshold = m.Threshold
-	}
-	if m.Contamination != 0 {
-		c.Contamination = m.Contamination
-	}
+	c := m.ForestConfig.detectorConfig(base)
 	c.Seed = base.Seed ^ hashString(m.Name)
 	// A joined model takes no derived input, so the top-level lookback
 	// must not constrain (or be checked against) its window.

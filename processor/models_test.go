@@ -24,7 +24,8 @@ func hostModel() ModelConfig {
 			{Name: "cpu", Metric: "system.cpu.utilization", WhereNot: map[string]string{"state": "idle"}, Per: "cpu", Aggregate: "mean"},
 			{Name: "memory", Metric: "system.memory.utilization", Where: map[string]string{"state": "used"}},
 		},
-		Staleness: 2 * time.Minute,
+		Staleness:    2 * time.Minute,
+		ForestConfig: createDefaultConfig().(*Config).ForestConfig,
 	}
 }
 
@@ -222,7 +223,7 @@ func TestModelConfigErrors(t *testing.T) {
 	assert.ErrorContains(t, cfg.Validate(), "models[0] (host): trees: must be between 1 and 1000, got 5000")
 	// lookback is for one-input series: a joined model's small window is
 	// not checked against it.
-	cfg.Models[0].Trees, cfg.Models[0].WindowSize, cfg.Models[0].Warmup = 0, 16, 8
+	cfg.Models[0].Trees, cfg.Models[0].WindowSize, cfg.Models[0].Warmup = 32, 16, 8
 	assert.NoError(t, cfg.Validate())
 }
 
@@ -267,7 +268,8 @@ func twoGauges(a, bv float64, ts pcommon.Timestamp, counter int64) pmetric.Metri
 }
 
 func abModel(name string, threshold float64, metrics ...string) ModelConfig {
-	m := ModelConfig{Name: name, Staleness: time.Minute, Threshold: threshold}
+	m := ModelConfig{Name: name, Staleness: time.Minute, ForestConfig: createDefaultConfig().(*Config).ForestConfig}
+	m.Threshold = threshold
 	for _, n := range metrics {
 		m.Features = append(m.Features, FeatureConfig{Metric: n})
 	}

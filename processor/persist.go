@@ -61,13 +61,6 @@ var (
 	envelopeCRC   = crc64.MakeTable(crc64.ECMA)
 )
 
-func (c *Config) validatePersistence() error {
-	if c.CheckpointInterval < 0 || (c.Storage != nil && c.CheckpointInterval == 0) {
-		return fmt.Errorf("checkpoint_interval: must be positive, got %v", c.CheckpointInterval)
-	}
-	return nil
-}
-
 // persister saves and restores the processor's models. It wraps the
 // processor's lifecycle: start restores, a goroutine saves every
 // checkpoint_interval if a batch was processed since the last save, and

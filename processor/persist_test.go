@@ -416,7 +416,7 @@ func TestChangedConfigRestoresWhatStillFits(t *testing.T) {
 	st.setValue(good)
 	cfg = persistConfig()
 	cfg.Models[0].Features[0], cfg.Models[0].Features[1] = cfg.Models[0].Features[1], cfg.Models[0].Features[0]
-	cfg.Models = append(cfg.Models, ModelConfig{Name: "new", Features: cfg.Models[0].Features, Staleness: time.Minute})
+	cfg.Models = append(cfg.Models, ModelConfig{Name: "new", Features: cfg.Models[0].Features, Staleness: time.Minute, ForestConfig: cfg.ForestConfig})
 	r, err = startPersisting(t, cfg, extHost{storageID: st})
 	require.NoError(t, err)
 	w = r.warnings()
@@ -501,10 +501,10 @@ func TestPersistenceConfig(t *testing.T) {
 	assert.Equal(t, time.Minute, def.CheckpointInterval)
 
 	cfg.CheckpointInterval = 0
-	assert.ErrorContains(t, cfg.Validate(), "checkpoint_interval: must be positive, got 0s")
+	assert.ErrorContains(t, cfg.Validate(), "checkpoint_interval: must be at least 1s, got 0s")
 	cfg.CheckpointInterval = -time.Second
 	cfg.Storage = nil
-	assert.ErrorContains(t, cfg.Validate(), "checkpoint_interval: must be positive, got -1s")
+	assert.ErrorContains(t, cfg.Validate(), "checkpoint_interval: must be at least 1s, got -1s")
 
 	err := confmap.NewFromStringMap(map[string]any{"storage": "Bad Name!"}).Unmarshal(createDefaultConfig())
 	assert.ErrorContains(t, err, "storage")

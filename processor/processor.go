@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +27,7 @@ type iforestProcessor struct {
 	logger *zap.Logger
 
 	include, exclude []*regexp.Regexp
-	selected         sync.Map // metric name -> bool, when include/exclude are set
+	selected         *nameCache // when include/exclude are set
 
 	attr                    attrNames
 	writeAttrs, writeMetric bool
@@ -46,7 +45,7 @@ type iforestProcessor struct {
 // Skip reasons: the detector's statuses plus what the processor itself
 // rejects before asking the detector.
 const (
-	skipNoValue = int(detector.Incomplete) + 1 + iota
+	skipNoValue = int(detector.FutureTime) + 1 + iota
 	numSkip
 )
 
@@ -72,7 +71,7 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		writeMetric: cfg.Output.Mode != OutputAttributes,
 	}
 	if hc := cfg.HighCardinality; hc.Enabled {
-		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries)
+		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
 	}
 	for _, s := range cfg.Metrics.Include {
 		re, err := compileAnchored(s)
@@ -87,6 +86,9 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 			return nil, fmt.Errorf("metrics.exclude: %w", err)
 		}
 		p.exclude = append(p.exclude, re)
+	}
+	if p.include != nil || p.exclude != nil {
+		p.selected = newNameCache()
 	}
 	for i := range cfg.Models {
 		mc := &cfg.Models[i]
@@ -168,6 +170,9 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 			b.mem += p.shared.MemoryBytes()
 		}
 		b.mem, b.memKnown = b.mem+p.det.MemoryBytes(), true
+		if p.selected != nil {
+			b.mem += p.selected.memBytes()
+		}
 		for _, m := range p.models {
 			b.mem += m.det.MemoryBytes()
 		}
@@ -235,20 +240,23 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 		dps := m.Summary().DataPoints()
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
-			pt := detector.Point{Kind: detector.CumulativeHistogram, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
+			key, own := p.seriesKey(mh, dp.Attributes())
+			if own {
+				p.attr.strip(dp.Attributes())
+			}
+			pt := detector.Point{Key: key, Kind: detector.CumulativeHistogram, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
 			if q := p.cfg.SummaryQuantile; q != nil {
 				v, ok := quantileValue(dp.QuantileValues(), *q)
 				if !ok {
 					b.skipped[skipNoValue]++
 					continue
 				}
-				pt = detector.Point{Kind: detector.Gauge, Start: pt.Start, Time: pt.Time, V0: v}
+				pt = detector.Point{Key: key, Kind: detector.Gauge, Start: pt.Start, Time: pt.Time, V0: v}
 			}
 			if dp.Flags().NoRecordedValue() {
 				b.skipped[skipNoValue]++
 				continue
 			}
-			pt.Key = p.seriesKey(mh, dp.Attributes())
 			p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 		}
 	}
@@ -271,7 +279,10 @@ func histograms[P histPoint, S points[P]](p *iforestProcessor, m pmetric.Metric,
 	ahead := p.lookahead()
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
-		key := keyAhead(p, &ahead, dps, mh, i)
+		key, own := keyAhead(p, &ahead, dps, mh, i)
+		if own {
+			p.attr.strip(dp.Attributes())
+		}
 		if dp.Flags().NoRecordedValue() {
 			b.skipped[skipNoValue]++
 			continue
@@ -302,9 +313,15 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
 		if b.refs != nil && p.claim(b.refs, b.res, dp, kind, b) || !b.univariate {
+			// A model's datapoint, or one of a model's metric that no
+			// feature takes: the metric is still this processor's.
+			p.attr.strip(dp.Attributes())
 			continue
 		}
-		key := keyAhead(p, &ahead, dps, mh, i)
+		key, own := keyAhead(p, &ahead, dps, mh, i)
+		if own {
+			p.attr.strip(dp.Attributes())
+		}
 		var v float64
 		switch dp.ValueType() {
 		case pmetric.NumberDataPointValueTypeInt:
@@ -325,9 +342,11 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 }
 
 // seriesKey is the key of a datapoint's series: its metric's (mh, which
-// covers resource, scope and name) and its attributes but our own.
-func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) uint64 {
-	return combine(mh, hashMapExcept(attrs, p.cfg.Output.AttributePrefix))
+// covers resource, scope and name) and its attributes but the verdict
+// attributes. own says whether the datapoint carries any of those.
+func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) (key uint64, own bool) {
+	h, own := hashAttrs(attrs, &p.attr)
+	return combine(mh, h), own
 }
 
 // observe asks the detector for a verdict on pt (its Key set) and writes it
@@ -382,6 +401,13 @@ func newAttrNames(prefix string) attrNames {
 	return attrNames{verdict.NewNames(prefix)}
 }
 
+// strip removes verdict attributes that came with the data: only this
+// processor sets them on the metrics it selects, so a client cannot raise
+// an incident downstream or leave a flag on a point that got no verdict.
+func (a *attrNames) strip(attrs pcommon.Map) {
+	attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return a.IsVerdict(k) })
+}
+
 // write puts a scored point's verdict on its datapoint. Every scored point
 // gets the score and the flag; the explanation and incident attributes only
 // appear where they say something, to keep the common case small.
@@ -414,11 +440,11 @@ func (a *attrNames) write(attrs pcommon.Map, v *detector.Verdict) {
 }
 
 func (p *iforestProcessor) selects(name string) bool {
-	if p.include == nil && p.exclude == nil {
+	if p.selected == nil {
 		return true
 	}
-	if v, ok := p.selected.Load(name); ok {
-		return v.(bool)
+	if v, ok := p.selected.get(name); ok {
+		return v
 	}
 	ok := p.include == nil
 	for _, re := range p.include {
@@ -432,7 +458,7 @@ func (p *iforestProcessor) selects(name string) bool {
 			ok = false
 		}
 	}
-	p.selected.Store(name, ok)
+	p.selected.put(name, ok)
 	return ok
 }
 

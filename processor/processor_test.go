@@ -301,12 +301,24 @@ func TestSeriesKey(t *testing.T) {
 	d.PutStr("x1", "y")
 	assert.NotEqual(t, hashMap(c), hashMap(d))
 	assert.NotEqual(t, hashMap(pcommon.NewMap()), hashMap(c))
-	// Our own verdict attributes are not part of a series' identity.
+	// Our own verdict attributes are not part of a series' identity; other
+	// attributes under the prefix are.
+	own := newAttrNames("anomaly.")
 	e := pcommon.NewMap()
 	a.CopyTo(e)
 	e.PutDouble("anomaly.score", 0.3)
 	e.PutBool("anomaly.detected", false)
-	assert.Equal(t, hashMap(a), hashMapExcept(e, "anomaly."))
+	e.PutStr("anomaly.incident", "started")
+	h, found := hashAttrs(e, &own)
+	assert.Equal(t, hashMap(a), h)
+	assert.True(t, found)
+	h, found = hashAttrs(a, &own)
+	assert.Equal(t, hashMap(a), h)
+	assert.False(t, found)
+	e.PutStr("anomaly.tenant", "t1")
+	h, _ = hashAttrs(e, &own)
+	assert.NotEqual(t, hashMap(a), h, "a client's attribute under the prefix tells series apart")
+	assert.Equal(t, 0.0, testing.AllocsPerRun(100, func() { hashAttrs(e, &own) }))
 }
 
 func TestTelemetry(t *testing.T) {
@@ -367,7 +379,11 @@ func TestKeyAhead(t *testing.T) {
 		require.NoError(t, err)
 		dps := pmetric.NewNumberDataPointSlice()
 		for i := range 12 {
-			dps.AppendEmpty().Attributes().PutInt("series", int64(i))
+			attrs := dps.AppendEmpty().Attributes()
+			attrs.PutInt("series", int64(i))
+			if i%3 == 0 {
+				attrs.PutBool("anomaly.detected", true)
+			}
 		}
 		for _, visit := range [][]int{
 			{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
@@ -377,8 +393,10 @@ func TestKeyAhead(t *testing.T) {
 		} {
 			l := p.lookahead()
 			for _, i := range visit {
-				want := p.seriesKey(42, dps.At(i).Attributes())
-				require.Equal(t, want, keyAhead(p, &l, dps, 42, i), "visiting %v, at %d", visit, i)
+				want, wantOwn := p.seriesKey(42, dps.At(i).Attributes())
+				got, own := keyAhead(p, &l, dps, 42, i)
+				require.Equal(t, want, got, "visiting %v, at %d", visit, i)
+				require.Equal(t, wantOwn, own, "visiting %v, at %d", visit, i)
 			}
 		}
 	}

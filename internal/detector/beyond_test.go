@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -71,4 +72,23 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// A one-input model learns a value far beyond its window's range at
+// beyondLearn range widths: the window's range stays a yardstick, and a
+// level shift is learned within a few points.
+func TestFarValuesAreLearnedNearTheRange(t *testing.T) {
+	d := New(DefaultConfig(), 0)
+	for i := range 100 {
+		d.Observe(gaugeAt(1, i, float64(10+i%5)), 0) // range [10, 14]
+	}
+	d.Observe(gaugeAt(1, 100, math.MaxFloat64), 0)
+	s := d.shards[1%uint64(len(d.shards))].series[1]
+	assert.Equal(t, float32(14+beyondLearn*4), s.hi)
+	// A shift to 1000 is learned as it is by its fourth point.
+	for i := 101; i < 105; i++ {
+		d.Observe(gaugeAt(1, i, 1000), 0)
+	}
+	assert.Equal(t, float32(1000), s.hi)
+	assert.Equal(t, float32(1000), s.win[s.head-1], "the last point")
 }

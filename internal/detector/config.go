@@ -3,14 +3,10 @@
 // one or two raw values) and get a verdict back.
 package detector
 
-import (
-	"errors"
-	"fmt"
-
-	"github.com/otel-iforest/iforest/internal/forest"
-)
-
 // Config holds the model settings shared by every series of one detector.
+// The caller validates it (the processor names its keys); New relies on
+// Trees, SampleSize, WindowSize, RefitInterval >= 1, SampleSize <=
+// forest.MaxSampleSize and MinWarmup <= Warmup <= WindowSize.
 type Config struct {
 	// Trees is the number of isolation trees per model.
 	Trees int
@@ -39,6 +35,10 @@ type Config struct {
 	Lookback int
 	// Seed makes every model's randomness reproducible.
 	Seed uint64
+	// MaxTimeAhead (nanoseconds), when > 0, is how far a point's time may
+	// lie ahead of the caller's clock (now); points further ahead are not
+	// learned (FutureTime), so they cannot become a series' clock.
+	MaxTimeAhead int64
 	// Shards splits the series map so concurrent callers rarely contend.
 	Shards int
 	// Incidents groups anomalous points into incidents.
@@ -61,39 +61,4 @@ func DefaultConfig() Config {
 		Shards:        64,
 		Incidents:     DefaultIncidentConfig(),
 	}
-}
-
-// Validate reports the first setting that is out of range. Field names in
-// messages are the processor's YAML keys so users can find them.
-func (c Config) Validate() error {
-	var errs []error
-	if c.Trees < 1 || c.Trees > 1000 {
-		errs = append(errs, fmt.Errorf("trees: must be between 1 and 1000, got %d", c.Trees))
-	}
-	if c.SampleSize < 2 || c.SampleSize > forest.MaxSampleSize {
-		errs = append(errs, fmt.Errorf("sample_size: must be between 2 and %d, got %d", forest.MaxSampleSize, c.SampleSize))
-	}
-	if c.WindowSize < 2 || c.WindowSize > 1<<20 {
-		errs = append(errs, fmt.Errorf("window_size: must be between 2 and %d, got %d", 1<<20, c.WindowSize))
-	}
-	if c.Warmup < minTrain || c.Warmup > c.WindowSize {
-		errs = append(errs, fmt.Errorf("warmup: must be between %d and window_size (%d), got %d", minTrain, c.WindowSize, c.Warmup))
-	}
-	if c.Lookback < 0 || c.Lookback >= c.WindowSize {
-		errs = append(errs, fmt.Errorf("lookback: must be between 0 (off) and window_size - 1 (%d), got %d", c.WindowSize-1, c.Lookback))
-	}
-	if c.RefitInterval < 1 {
-		errs = append(errs, fmt.Errorf("refit_interval: must be at least 1, got %d", c.RefitInterval))
-	}
-	if !(c.Threshold > 0 && c.Threshold < 1) {
-		errs = append(errs, fmt.Errorf("threshold: must be in (0, 1), got %v", c.Threshold))
-	}
-	if !(c.Contamination >= 0 && c.Contamination < 0.5) {
-		errs = append(errs, fmt.Errorf("contamination: must be in [0, 0.5), got %v", c.Contamination))
-	}
-	if c.Shards < 1 {
-		errs = append(errs, fmt.Errorf("shards: must be at least 1, got %d", c.Shards))
-	}
-	errs = append(errs, c.Incidents.Validate())
-	return errors.Join(errs...)
 }

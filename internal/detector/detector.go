@@ -16,6 +16,10 @@ import (
 // than this isolate almost anything.
 const minTrain = 8
 
+// MinWarmup is the smallest Config.Warmup: a model scores only once it has
+// a forest.
+const MinWarmup = minTrain
+
 // maxDims bounds the inputs of one model (histograms use 2).
 const maxDims = 2
 
@@ -25,6 +29,9 @@ const maxDims = 2
 type Detector struct {
 	cfg    Config
 	shards []shard
+	limit  seriesLimit      // see recency.go
+	typ    typicalIntervals // see limit.go
+	fixed  int64            // the shards themselves (locks, lists, doorkeepers)
 	// Counters for TakeStats.
 	created, evictedIdle, evictedLimit atomic.Int64
 	bytes                              atomic.Int64 // estimated, see MemoryBytes
@@ -52,32 +59,17 @@ func (s *Stats) Add(o Stats) {
 	s.EvictedLimit += o.EvictedLimit
 }
 
-// shardLimits returns how many shards to use for a series limit (0 = none)
-// and each shard's limit: the limit is kept per shard, and the shards'
-// limits add up to it exactly, at least one model each.
-func shardLimits(shards, maxSeries int) []int {
-	if maxSeries > 0 {
-		shards = min(shards, maxSeries)
-	}
-	limits := make([]int, shards)
-	if maxSeries > 0 {
-		for i := range limits {
-			limits[i] = maxSeries / shards
-			if i < maxSeries%shards {
-				limits[i]++
-			}
-		}
-	}
-	return limits
-}
-
 type shard struct {
-	mu         sync.Mutex
-	series     map[uint64]*series
-	once, more recency // see recency.go
-	limit      int     // most models held, 0 = unlimited
-	scratch    scratch
-	_          [64]byte // keep shards' locks on separate cache lines
+	mu     sync.Mutex
+	series map[uint64]*series
+	// The recency lists, the established models' intervals and the
+	// doorkeeper of the series limit (recency.go, limit.go).
+	unknown, known recency
+	intervals      intervals
+	door           doorkeeper
+	restored       bool // models restored and not yet settled (see settle)
+	scratch        scratch
+	_              [64]byte // keep shards' locks on separate cache lines
 }
 
 // scratch is per-shard working memory, used under the shard lock, so the hot
@@ -118,8 +110,7 @@ type series struct {
 	lastSeen int64
 	// The shard's recency lists (recency.go).
 	prev, next *series
-	repeat     bool  // seen more than once
-	interval   int64 // usual time between sightings (caller's clock); 0 unknown, -1 just restored
+	interval   int64 // usual time between sightings (caller's clock); 0 unknown, -1 restored and not seen since
 	bytes      int   // estimated size, see memBytes
 
 	win     []float32 // ring buffer of the last WindowSize inputs, row-major
@@ -143,13 +134,12 @@ type series struct {
 	members  []member // multivariate models: latest value of each feature
 }
 
-// New returns a detector. cfg must be valid (see Config.Validate).
+// New returns a detector that holds at most maxSeries models (0: no
+// limit). cfg must be valid (see Config).
 func New(cfg Config, maxSeries int) *Detector {
-	limits := shardLimits(cfg.Shards, maxSeries)
-	d := &Detector{cfg: cfg, shards: make([]shard, len(limits))}
-	for i, l := range limits {
-		d.shards[i].limit = l
-	}
+	d := &Detector{cfg: cfg, shards: make([]shard, max(cfg.Shards, 1))}
+	d.limit.max = int64(max(maxSeries, 0))
+	d.fixed = int64(heapsize.Of(len(d.shards)*int(unsafe.Sizeof(shard{})), true))
 	span := cfg.Warmup - minTrain + 1
 	d.growPerPoint = (cfg.Trees + span - 1) / span
 	for i := range d.shards {
@@ -162,9 +152,13 @@ func New(cfg Config, maxSeries int) *Detector {
 // Observe scores p against its series' model, then learns it. now is the
 // caller's wall clock (unix nanoseconds), used only for idle eviction.
 func (d *Detector) Observe(p Point, now int64) Verdict {
+	if d.future(p.Time, now) {
+		return Verdict{Status: FutureTime}
+	}
 	sh := &d.shards[p.Key%uint64(len(d.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	sh.settle(now)
 
 	s := sh.series[p.Key]
 	switch {
@@ -177,7 +171,13 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 		// other units.
 		s = d.replace(sh, s, p.Kind, p.Kind.dims(), now)
 	default:
-		sh.touch(s, now)
+		d.resetFutureClock(&s.rate, now)
+		if s.rate.outOfOrder(p.Time) {
+			// Not a sighting: a series that only repeats old points is
+			// not kept alive by them.
+			return Verdict{Status: OutOfOrder}
+		}
+		d.touch(sh, s, now)
 	}
 
 	x := sh.scratch.x[:s.dims]
@@ -186,6 +186,23 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 	}
 
 	return d.judge(sh, s, p.Key, p.Time, x)
+}
+
+// future says whether a point of time t lies further ahead of the caller's
+// clock now than Config.MaxTimeAhead. Such a point would become its
+// series' clock, and every later, correct point would look out of order.
+func (d *Detector) future(t, now int64) bool {
+	return d.cfg.MaxTimeAhead > 0 && t != 0 && t-now > d.cfg.MaxTimeAhead
+}
+
+// resetFutureClock starts a series' clock over when it lies further ahead
+// of now than a new point may (it was restored from a snapshot taken
+// without the check, or the caller's clock went back): otherwise no later
+// point would be in order.
+func (d *Detector) resetFutureClock(rs *rateState, now int64) {
+	if d.future(rs.time, now) {
+		*rs = rateState{}
+	}
 }
 
 // MemberUpdate is a new value of one feature of a multivariate model.
@@ -206,6 +223,14 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 	sh := &d.shards[key%uint64(len(d.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	sh.settle(now)
+	if s := sh.series[key]; s != nil && s.kind == Vector && s.dims == n {
+		// Only an update that will be taken is a sighting.
+		d.resetFutureMembers(s, now)
+		if st := d.freshness(s.members, ups, now); st != Scored {
+			return Verdict{Status: st}
+		}
+	}
 	s, v := d.vectorSeries(sh, key, n, now)
 	if s == nil {
 		return v
@@ -214,7 +239,7 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 	fresh := false
 	for _, u := range ups {
 		m := &s.members[u.Index]
-		if isBad(u.Value) || (m.set && u.Time <= m.time) {
+		if isBad(u.Value) || (m.set && u.Time <= m.time) || d.future(u.Time, now) {
 			continue
 		}
 		m.value, m.time, m.set = u.Value, u.Time, true
@@ -222,6 +247,9 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 		fresh = true
 	}
 	if !fresh {
+		if d.freshness(nil, ups, now) == FutureTime {
+			return Verdict{Status: FutureTime}
+		}
 		return Verdict{Status: OutOfOrder}
 	}
 	x := sh.scratch.vec[:0]
@@ -234,6 +262,34 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 	sh.scratch.vec = x
 	s.rate.time = t
 	return d.judge(sh, s, key, t, x)
+}
+
+// freshness says whether any of ups would be taken by members (nil: none
+// set yet): Scored if one would, else FutureTime if one was only too far
+// ahead, else OutOfOrder.
+func (d *Detector) freshness(members []member, ups []MemberUpdate, now int64) Status {
+	st := OutOfOrder
+	for _, u := range ups {
+		switch {
+		case isBad(u.Value):
+		case d.future(u.Time, now):
+			st = FutureTime
+		case members == nil || !members[u.Index].set || u.Time > members[u.Index].time:
+			return Scored
+		}
+	}
+	return st
+}
+
+// resetFutureMembers forgets member values from too far ahead of now (see
+// resetFutureClock).
+func (d *Detector) resetFutureMembers(s *series, now int64) {
+	for i := range s.members {
+		if m := &s.members[i]; m.set && d.future(m.time, now) {
+			*m = member{}
+		}
+	}
+	d.resetFutureClock(&s.rate, now)
 }
 
 // member is the latest value of one feature of a multivariate model.
@@ -256,7 +312,7 @@ func (d *Detector) vectorSeries(sh *shard, key uint64, n int, now int64) (*serie
 	case s.kind != Vector || s.dims != n:
 		s = d.replace(sh, s, Vector, n, now)
 	default:
-		sh.touch(s, now)
+		d.touch(sh, s, now)
 		return s, Verdict{}
 	}
 	s.members = make([]member, n)
@@ -264,10 +320,14 @@ func (d *Detector) vectorSeries(sh *shard, key uint64, n int, now int64) (*serie
 	return s, Verdict{}
 }
 
-// create makes a model for key, evicting one if the shard is full; nil if
-// it cannot (see place).
+// create makes a model for key, evicting an idle one at the series limit;
+// nil if there is none (see admit).
 func (d *Detector) create(sh *shard, key uint64, kind Kind, dims int, now int64) *series {
-	if !d.place(sh, now) {
+	if iv := sh.door.back(key, now); iv > 0 {
+		d.typ.back.note(iv)
+	}
+	if !d.admit(sh, now) {
+		sh.door.note(key, now)
 		return nil
 	}
 	s := d.newSeries(key, kind, dims)
@@ -278,11 +338,13 @@ func (d *Detector) create(sh *shard, key uint64, kind Kind, dims int, now int64)
 }
 
 // replace gives the series of old (whose metric changed type) a new model;
-// for the counters it is the same series.
+// for the counters and the limit it is the same series, which keeps its
+// interval.
 func (d *Detector) replace(sh *shard, old *series, kind Kind, dims int, now int64) *series {
 	sh.drop(old.key, old)
 	d.bytes.Add(-int64(old.bytes))
 	s := d.newSeries(old.key, kind, dims)
+	s.interval = old.interval
 	sh.add(old.key, s, now)
 	d.resized(s)
 	return s
@@ -361,6 +423,9 @@ func (d *Detector) threshold(s *series) float64 {
 // every RefitInterval points, so no single call pays for a whole refit. It
 // reports whether the model's storage may have changed size.
 func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) (resized bool) {
+	if s.hasRange() && s.rows >= minTrain {
+		x[0] = s.winsorize(x[0])
+	}
 	if s.rows < d.cfg.WindowSize {
 		if len(s.win)+len(x) > cap(s.win) {
 			s.growWindow(d.cfg.WindowSize)
@@ -501,10 +566,9 @@ func (d *Detector) Evict(cutoff int64) int {
 	for i := range d.shards {
 		sh := &d.shards[i]
 		sh.mu.Lock()
-		for _, l := range []*recency{&sh.once, &sh.more} {
+		for _, l := range []*recency{&sh.unknown, &sh.known} {
 			for s := l.tail; s != nil && s.lastSeen < cutoff; s = l.tail {
-				sh.drop(s.key, s)
-				d.bytes.Add(-int64(s.bytes))
+				d.remove(sh, s)
 				total++
 			}
 		}

@@ -1,10 +1,6 @@
 package detector
 
-import (
-	"errors"
-	"fmt"
-	"math/bits"
-)
+import "math/bits"
 
 // IncidentConfig turns per-point verdicts into incidents: one start and one
 // end per episode of anomalies, instead of a flag on every point.
@@ -30,27 +26,6 @@ type IncidentConfig struct {
 // five normal ones.
 func DefaultIncidentConfig() IncidentConfig {
 	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 72}
-}
-
-// Validate names the processor's YAML keys.
-func (c IncidentConfig) Validate() error {
-	var errs []error
-	if c.OpenWindow < 1 || c.OpenWindow > 64 {
-		errs = append(errs, fmt.Errorf("incidents.open_window: must be between 1 and 64, got %d", c.OpenWindow))
-	}
-	if c.OpenAfter < 1 || c.OpenAfter > c.OpenWindow {
-		errs = append(errs, fmt.Errorf("incidents.open_after: must be between 1 and incidents.open_window (%d), got %d", c.OpenWindow, c.OpenAfter))
-	}
-	if c.CloseAfter < 1 {
-		errs = append(errs, fmt.Errorf("incidents.close_after: must be at least 1, got %d", c.CloseAfter))
-	}
-	if c.Cooldown < 0 {
-		errs = append(errs, fmt.Errorf("incidents.cooldown: must be 0 or more, got %d", c.Cooldown))
-	}
-	if c.SuppressRepeats < 0 {
-		errs = append(errs, fmt.Errorf("incidents.suppress_repeats: must be 0 (off) or more, got %d", c.SuppressRepeats))
-	}
-	return errors.Join(errs...)
 }
 
 // Transition marks the points where an incident starts or ends.

@@ -63,15 +63,6 @@ func TestIncidentCooldown(t *testing.T) {
 	assert.NotEqual(t, vs[0].IncidentID, vs[4].IncidentID)
 }
 
-func TestIncidentConfigValidate(t *testing.T) {
-	require.NoError(t, DefaultIncidentConfig().Validate())
-	err := IncidentConfig{OpenAfter: 3, OpenWindow: 2, CloseAfter: 0, Cooldown: -1}.Validate()
-	require.Error(t, err)
-	for _, key := range []string{"incidents.open_after", "incidents.close_after", "incidents.cooldown"} {
-		assert.Contains(t, err.Error(), key)
-	}
-}
-
 // The seed scenario yields exactly one incident per spike, opened at the
 // spike's first or second point, and the band of normal values given with
 // it covers the normal rows.

@@ -60,10 +60,13 @@ const (
 	OverLimit
 	// Incomplete: a multivariate model lacks a fresh value of some member.
 	Incomplete
+	// FutureTime: the point's time lies further ahead of the caller's
+	// clock than Config.MaxTimeAhead; it is not learned.
+	FutureTime
 	numStatus
 )
 
-var statusNames = [numStatus]string{"scored", "warmup", "first_point", "counter_reset", "out_of_order", "invalid_value", "over_limit", "incomplete"}
+var statusNames = [numStatus]string{"scored", "warmup", "first_point", "counter_reset", "out_of_order", "invalid_value", "over_limit", "incomplete", "future_timestamp"}
 
 func (s Status) String() string {
 	if s < numStatus {
@@ -117,7 +120,7 @@ func (rs *rateState) toInputs(p *Point, out []float64) Status {
 	if isBad(p.V0) || isBad(p.V1) {
 		return InvalidValue
 	}
-	if rs.time != 0 && p.Time != 0 && p.Time <= rs.time {
+	if rs.outOfOrder(p.Time) {
 		return OutOfOrder
 	}
 	prev := *rs
@@ -158,6 +161,11 @@ func (rs *rateState) toInputs(p *Point, out []float64) Status {
 		}
 		return finite(out, p.Kind.dims())
 	}
+}
+
+// outOfOrder says whether a point of time t is not newer than the last one.
+func (rs *rateState) outOfOrder(t int64) bool {
+	return rs.time != 0 && t != 0 && t <= rs.time
 }
 
 // mean of an interval's observations; an interval without observations

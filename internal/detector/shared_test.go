@@ -14,7 +14,7 @@ import (
 // them and ordinary noise in none.
 func TestSharedFlagsSpikesAcrossScales(t *testing.T) {
 	cfg := DefaultConfig()
-	s := NewShared(cfg, 8, 0)
+	s := NewShared(cfg, 8, 0, 0)
 	rng := rand.New(rand.NewPCG(1, 1))
 	const series, steps, spikeAt = 300, 80, 60
 	level := make([]float64, series)
@@ -62,7 +62,7 @@ func TestSharedFlagsSpikesAcrossScales(t *testing.T) {
 // A series' verdicts depend on its group's data only, so they repeat.
 func TestSharedDeterministic(t *testing.T) {
 	run := func() []float64 {
-		s := NewShared(DefaultConfig(), 8, 0)
+		s := NewShared(DefaultConfig(), 8, 0, 0)
 		var out []float64
 		for i := range 100 {
 			for k := range 20 {
@@ -77,7 +77,7 @@ func TestSharedDeterministic(t *testing.T) {
 
 func TestSharedWarmupAndKinds(t *testing.T) {
 	cfg := DefaultConfig()
-	s := NewShared(cfg, 8, 0)
+	s := NewShared(cfg, 8, 0, 0)
 	for i := range 8 {
 		assert.Equal(t, Warmup, s.Observe(gaugeAt(1, i, float64(i%3)), 1, 0).Status, "baseline warm-up, point %d", i)
 	}
@@ -95,14 +95,15 @@ func TestSharedWarmupAndKinds(t *testing.T) {
 
 func TestSharedLimitAndMemory(t *testing.T) {
 	cfg := DefaultConfig()
-	s := NewShared(cfg, 8, 64*4) // 4 per shard
+	s := NewShared(cfg, 8, 256, 0)
 	for k := uint64(0); k < 256; k++ {
 		require.Equal(t, Warmup, s.Observe(gaugeAt(k, 0, 1), 1, 10).Status)
 	}
-	// Same batch: nothing to spare.
-	assert.Equal(t, OverLimit, s.Observe(gaugeAt(1000, 0, 1), 1, 10).Status)
-	// Next batch: the newcomer replaces an older baseline.
-	assert.Equal(t, Warmup, s.Observe(gaugeAt(1000, 0, 1), 1, 20).Status)
+	// Nothing idle: nothing to spare.
+	assert.Equal(t, OverLimit, s.Observe(gaugeAt(1000, 0, 1), 1, 20).Status)
+	// Once they are idle (nothing known: fallbackInterval) the newcomer
+	// replaces one.
+	assert.Equal(t, Warmup, s.Observe(gaugeAt(1001, 0, 1), 1, 11+2*fallbackInterval).Status)
 	assert.Equal(t, 256, s.Len())
 	st := s.TakeStats()
 	assert.Equal(t, int64(1), st.EvictedLimit)
@@ -111,16 +112,16 @@ func TestSharedLimitAndMemory(t *testing.T) {
 	for i := range s.shards {
 		tables += s.shards[i].series.bytes()
 	}
-	assert.Equal(t, int64(tables), s.MemoryBytes(), "no group model yet: baselines only")
+	assert.Equal(t, int64(tables)+s.fixed, s.MemoryBytes(), "no group model yet: baselines only")
 	assert.LessOrEqual(t, tables/256, 600, "a series costs a few hundred bytes")
-	assert.Equal(t, 255, s.Evict(15))
+	assert.Equal(t, 255, s.Evict(11+2*fallbackInterval))
 	assert.Equal(t, 1, s.Len())
 	assert.Equal(t, int64(255), s.TakeStats().EvictedIdle)
 }
 
 // Idle eviction drops group models too, with their memory.
 func TestSharedEvictsIdleGroups(t *testing.T) {
-	s := NewShared(DefaultConfig(), 8, 0)
+	s := NewShared(DefaultConfig(), 8, 0, 0)
 	for i := range 60 {
 		for g := uint64(0); g < 5; g++ {
 			s.Observe(gaugeAt(g*100, i, float64(i%7)), g, int64(i))
@@ -139,6 +140,41 @@ func TestSharedEvictsIdleGroups(t *testing.T) {
 	assert.Equal(t, 2, s.Len())
 	s.Evict(1 << 62)
 	assert.Zero(t, s.Groups())
-	assert.Zero(t, s.MemoryBytes())
-	assert.Zero(t, s.det.MemoryBytes(), "group scratch is counted with its group, not again")
+	scratch := 0
+	for i := range s.scratch {
+		scratch += s.scratch[i].sc.memBytes()
+	}
+	assert.Positive(t, scratch)
+	assert.Equal(t, int64(scratch)+s.fixed, s.MemoryBytes(), "what is left is the groups' shared build scratch")
+	assert.Equal(t, s.det.fixed, s.det.MemoryBytes(), "group scratch is counted by the Shared, not again")
+}
+
+// Group models have a limit too: a new group takes the place of an idle
+// one, or its points pass unscored.
+func TestSharedGroupLimit(t *testing.T) {
+	s := NewShared(DefaultConfig(), 2, 0, 3)
+	obs := func(series, group uint64, now int64) Status {
+		return s.Observe(Point{Key: series, Kind: Gauge, Time: now, V0: float64(now % 7)}, group, now).Status
+	}
+	// Three groups of one series each, every 10 s; past the series' warm-up
+	// each point reaches its group.
+	for now := int64(1); now <= 40; now += 10 {
+		for g := uint64(0); g < 3; g++ {
+			obs(g, g, now*sec)
+		}
+	}
+	require.Equal(t, 3, s.Groups())
+	obs(3, 3, 41*sec)
+	obs(3, 3, 42*sec) // the series' baseline is ready after 2 points
+	assert.Equal(t, OverLimit, obs(3, 3, 43*sec), "a fourth group: no room")
+	assert.Equal(t, 3, s.Groups())
+	// Group 2 stops; groups 0 and 1 go on.
+	for now := int64(51); now <= 71; now += 10 {
+		obs(0, 0, now*sec)
+		obs(1, 1, now*sec)
+	}
+	assert.Equal(t, Warmup, obs(3, 3, 72*sec), "group 2 idle for more than 2 x 10 s makes room")
+	assert.Equal(t, 3, s.Groups())
+	mem := s.MemoryBytes()
+	assert.Positive(t, mem)
 }

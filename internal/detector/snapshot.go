@@ -261,40 +261,49 @@ func (d *Detector) RestoreBytes(b []byte) error {
 	if err != nil {
 		return err
 	}
+	if lim := int(d.limit.max); lim > 0 {
+		trimOldest(decoded, lim)
+	}
 	for i := range d.shards {
 		sh := &d.shards[i]
 		m := decoded[i]
-		if sh.limit > 0 && len(m) > sh.limit {
-			trimOldest(m, sh.limit)
-		}
 		sh.mu.Lock()
 		d.created.Add(int64(len(m)) - int64(len(sh.series)))
+		d.limit.held.Add(int64(len(m)) - int64(len(sh.series)))
 		for _, s := range sh.series {
 			d.bytes.Add(-int64(s.bytes))
 		}
-		sh.series, sh.once, sh.more = m, recency{}, recency{}
-		// Restored models count as seen again, in their saved order.
-		for _, s := range byLastSeen(m) {
-			s.repeat, s.interval = true, -1
-			sh.more.pushFront(s)
+		sh.series, sh.unknown, sh.known, sh.intervals = m, recency{}, recency{}, intervals{}
+		// Restored models are seen again in their saved order, their
+		// intervals unknown until they report; they count as seen when
+		// the shard next sees data (see settle).
+		for _, s := range byLastSeen(slices.Collect(maps.Values(m))) {
+			s.interval = -1
+			sh.unknown.pushFront(s)
 			d.resized(s)
 		}
+		sh.restored = len(m) > 0
 		sh.mu.Unlock()
 	}
 	return nil
 }
 
-// trimOldest keeps the n most recently seen models of m.
-func trimOldest(m map[uint64]*series, n int) {
-	all := byLastSeen(m)
-	for _, s := range all[:len(all)-n] {
-		delete(m, s.key)
+// trimOldest keeps the n most recently seen models of the shards' maps.
+func trimOldest(shards []map[uint64]*series, n int) {
+	var all []*series
+	for _, m := range shards {
+		all = append(all, slices.Collect(maps.Values(m))...)
+	}
+	if len(all) <= n {
+		return
+	}
+	for _, s := range byLastSeen(all)[:len(all)-n] {
+		delete(shards[s.key%uint64(len(shards))], s.key)
 	}
 }
 
-// byLastSeen returns the models of m, least recently seen first (ties by key).
-func byLastSeen(m map[uint64]*series) []*series {
-	all := slices.Collect(maps.Values(m))
+// byLastSeen sorts models least recently seen first (ties by key).
+func byLastSeen(all []*series) []*series {
 	sort.Slice(all, func(i, j int) bool {
 		a, b := all[i], all[j]
 		if a.lastSeen != b.lastSeen {

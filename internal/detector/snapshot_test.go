@@ -132,13 +132,16 @@ func TestRestoreCountsModelsAndKeepsLimit(t *testing.T) {
 	// The series gauge follows: +10 restored, -1 replaced.
 	assert.Equal(t, int64(9), d.TakeStats().Created)
 
-	// With a limit of 3 per shard the most recently seen models stay.
+	// With a limit of 6 the 6 most recently seen models stay, however
+	// they fall into shards.
 	lim := New(cfg, 6)
 	require.NoError(t, lim.RestoreBytes(snap))
 	assert.Equal(t, 6, lim.Len())
-	for k := uint64(6); k < 10; k++ {
-		assert.NotNil(t, lim.shards[k%2].series[k], "key %d", k)
+	for k := uint64(0); k < 10; k++ {
+		assert.Equal(t, k >= 4, lim.shards[k%2].series[k] != nil, "key %d", k)
 	}
+	assert.Equal(t, Warmup, lim.Observe(gaugeAt(4, 1, 1), 200).Status)
+	assert.Equal(t, OverLimit, lim.Observe(gaugeAt(100, 1, 1), 200).Status, "the limit holds after a restore")
 }
 
 func smallSnapshot(t testing.TB) (Config, []byte) {
@@ -310,10 +313,10 @@ func TestSnapshotCoversSeries(t *testing.T) {
 	for i := range typ.NumField() {
 		names = append(names, typ.Field(i).Name)
 	}
-	// key is the record's key; prev, next, repeat (the recency lists) and
-	// bytes are rebuilt on restore; interval is learnt again.
+	// key is the record's key; prev, next (the recency lists) and bytes
+	// are rebuilt on restore; interval is learnt again.
 	assert.Equal(t, []string{
-		"rate", "kind", "dims", "fdims", "key", "lastSeen", "prev", "next", "repeat", "interval", "bytes", "win", "head", "rows", "learned",
+		"rate", "kind", "dims", "fdims", "key", "lastSeen", "prev", "next", "interval", "bytes", "win", "head", "rows", "learned",
 		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "rep", "lo", "hi", "nlo", "nhi", "members",
 	}, names, "series changed: update snapshot.go (and its format version) first")
 	assert.Equal(t, 8, reflect.TypeFor[rateState]().NumField(), "rateState changed: update snapshot.go")
@@ -398,7 +401,7 @@ func TestRestoreRebuildsRecencyAndMemory(t *testing.T) {
 	for i := range d.shards {
 		sh := &d.shards[i]
 		listed := 0
-		for _, l := range []*recency{&sh.once, &sh.more} {
+		for _, l := range []*recency{&sh.unknown, &sh.known} {
 			for s := l.head; s != nil; s = s.next {
 				require.Same(t, sh.series[s.key], s)
 				if s.next != nil {
@@ -414,7 +417,7 @@ func TestRestoreRebuildsRecencyAndMemory(t *testing.T) {
 		n += len(sh.series)
 	}
 	require.Positive(t, n)
-	assert.Equal(t, want, d.MemoryBytes())
+	assert.Equal(t, want+d.fixed, d.MemoryBytes())
 	assert.Equal(t, n, d.Evict(1<<62))
-	assert.Zero(t, d.MemoryBytes())
+	assert.Equal(t, d.fixed, d.MemoryBytes())
 }

@@ -88,7 +88,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestDatapointsSkipped, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_datapoints_skipped",
-		metric.WithDescription("Number of selected datapoints passed through without a verdict, by reason (warmup, first_point, counter_reset, out_of_order, invalid_value, over_limit, incomplete, no_value). [Alpha]"),
+		metric.WithDescription("Number of selected datapoints passed through without a verdict, by reason (warmup, first_point, counter_reset, out_of_order, invalid_value, over_limit, incomplete, future_timestamp - more than max_time_ahead ahead of the collector's clock, no_value). [Alpha]"),
 		metric.WithUnit("{datapoint}"),
 	)
 	errs = errors.Join(errs, err)
@@ -106,13 +106,13 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesEvicted, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_series_evicted",
-		metric.WithDescription("Number of series models dropped, by reason (idle - not seen for series_ttl; limit - least recently seen model replaced by a new series at max_series). [Alpha]"),
+		metric.WithDescription("Number of series models dropped, by reason (idle - not seen for series_ttl; limit - a model idle for twice its usual interval replaced by a new series at max_series). [Alpha]"),
 		metric.WithUnit("{series}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesMemory, err = builder.meter.Int64UpDownCounter(
 		"otelcol_processor_iforest_series_memory",
-		metric.WithDescription("Estimated memory held by the series models (windows, forests and state). [Alpha]"),
+		metric.WithDescription("Estimated memory held by the series models (windows, forests and state), the high-cardinality group models and the cache of metric-name selections. [Alpha]"),
 		metric.WithUnit("By"),
 	)
 	errs = errors.Join(errs, err)

@@ -64,6 +64,24 @@ func NewNames(prefix string) Names {
 	}
 }
 
+// IsVerdict says whether k is one of the verdict attributes' names under
+// n's prefix. The processor asks it for every attribute of every datapoint
+// it selects: a prefix check first, then a switch on constants (no
+// allocation). Attributes of these names are the processor's own; any
+// other under the prefix belongs to the data.
+func (n *Names) IsVerdict(k string) bool {
+	if len(k) <= len(n.Prefix) || k[:len(n.Prefix)] != n.Prefix {
+		return false
+	}
+	switch k[len(n.Prefix):] {
+	case Score, Detected, Threshold, ExpectedMin, ExpectedMax,
+		Incident, IncidentID, IncidentDuration, IncidentPeak,
+		Model, TopFeature, Contributions:
+		return true
+	}
+	return false
+}
+
 // FormatID renders an incident id as the processor writes it: 16 hex digits.
 func FormatID(id uint64) string {
 	return fmt.Sprintf("%016x", id)
