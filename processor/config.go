@@ -25,6 +25,13 @@ type Config struct {
 	Lookback      int     `mapstructure:"lookback"`
 	Seed          uint64  `mapstructure:"seed"`
 
+	// Seasonality is the time context one-input series are judged in:
+	// auto (a daily or weekly cycle when the series has one), none, daily
+	// or weekly.
+	Seasonality string `mapstructure:"seasonality"`
+	// MinDeviation: a move too small to matter never flags.
+	MinDeviation MinDeviationConfig `mapstructure:"min_deviation"`
+
 	// Metrics selects the metrics to score by name.
 	Metrics MetricSelection `mapstructure:"metrics"`
 	// SummaryQuantile scores summaries by this quantile's value; unset
@@ -74,6 +81,14 @@ type MetricSelection struct {
 	Exclude []string `mapstructure:"exclude"`
 }
 
+// MinDeviationConfig is the smallest departure from what a one-input
+// series' context predicts that may flag: the larger of Relative times the
+// series' usual level and Absolute (in the metric's unit).
+type MinDeviationConfig struct {
+	Relative float64 `mapstructure:"relative"`
+	Absolute float64 `mapstructure:"absolute"`
+}
+
 // IncidentsConfig says when an incident opens and closes on a series.
 type IncidentsConfig struct {
 	// OpenAfter anomalous points among the last OpenWindow scored points
@@ -87,6 +102,10 @@ type IncidentsConfig struct {
 	// SuppressRepeats is how long (points) after a flag a renewed flag that
 	// is no new peak has its score halved; 0 is off.
 	SuppressRepeats int `mapstructure:"suppress_repeats"`
+	// NewNormalAfter is how long a one-input series' incident is judged
+	// against the model from before it: a sustained anomaly stays one
+	// this long, unless it ends first. 0 is off.
+	NewNormalAfter time.Duration `mapstructure:"new_normal_after"`
 }
 
 // Output modes.
@@ -124,12 +143,15 @@ func createDefaultConfig() component.Config {
 		Contamination: d.Contamination,
 		Lookback:      d.Lookback,
 		Seed:          d.Seed,
+		Seasonality:   d.Seasonality.String(),
+		MinDeviation:  MinDeviationConfig{Relative: d.MinDeviation, Absolute: d.MinDeviationAbs},
 		Incidents: IncidentsConfig{
 			OpenAfter:       d.Incidents.OpenAfter,
 			OpenWindow:      d.Incidents.OpenWindow,
 			CloseAfter:      d.Incidents.CloseAfter,
 			Cooldown:        d.Incidents.Cooldown,
 			SuppressRepeats: d.Incidents.SuppressRepeats,
+			NewNormalAfter:  time.Duration(d.Incidents.NewNormalAfter),
 		},
 		Output: OutputConfig{
 			Mode:            OutputAttributes,
@@ -171,12 +193,15 @@ func (c *Config) detectorConfig() detector.Config {
 	d.Contamination = c.Contamination
 	d.Lookback = c.Lookback
 	d.Seed = c.Seed
+	d.Seasonality, _ = detector.ParseSeasonality(c.Seasonality) // checked by Validate
+	d.MinDeviation, d.MinDeviationAbs = c.MinDeviation.Relative, c.MinDeviation.Absolute
 	d.Incidents = detector.IncidentConfig{
 		OpenAfter:       c.Incidents.OpenAfter,
 		OpenWindow:      c.Incidents.OpenWindow,
 		CloseAfter:      c.Incidents.CloseAfter,
 		Cooldown:        c.Incidents.Cooldown,
 		SuppressRepeats: c.Incidents.SuppressRepeats,
+		NewNormalAfter:  int64(c.Incidents.NewNormalAfter),
 	}
 	return d
 }
@@ -204,6 +229,9 @@ func (c *Config) Validate() error {
 		if err := m.detectorConfig(c.detectorConfig()).Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("models[%d] (%s): %w", i, m.Name, err))
 		}
+	}
+	if _, ok := detector.ParseSeasonality(c.Seasonality); !ok {
+		errs = append(errs, fmt.Errorf("seasonality: must be one of auto, none, daily, weekly, got %q", c.Seasonality))
 	}
 	if q := c.SummaryQuantile; q != nil && !(*q >= 0 && *q <= 1) {
 		errs = append(errs, fmt.Errorf("summary_quantile: must be in [0, 1], got %v", *q))

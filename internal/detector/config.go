@@ -6,6 +6,7 @@ package detector
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/otel-iforest/iforest/internal/forest"
 )
@@ -43,6 +44,20 @@ type Config struct {
 	Shards int
 	// Incidents groups anomalous points into incidents.
 	Incidents IncidentConfig
+
+	// Seasonality says which time context one-input series are judged in
+	// (season.go).
+	Seasonality Seasonality
+	// MinDeviation: a one-input point whose residual is within this
+	// fraction of its series' level never flags; MinDeviationAbs is the
+	// same in the metric's own unit.
+	MinDeviation    float64
+	MinDeviationAbs float64
+
+	// plain models judge their inputs as they come, without time context
+	// or calibration (the high-cardinality mode's group models, whose
+	// inputs are many series' deviations in arrival order).
+	plain bool
 }
 
 // DefaultConfig returns settings that work without tuning on series sampled
@@ -60,6 +75,8 @@ func DefaultConfig() Config {
 		Seed:          1,
 		Shards:        64,
 		Incidents:     DefaultIncidentConfig(),
+		Seasonality:   SeasonalityAuto,
+		MinDeviation:  0.02,
 	}
 }
 
@@ -90,6 +107,15 @@ func (c Config) Validate() error {
 	}
 	if !(c.Contamination >= 0 && c.Contamination < 0.5) {
 		errs = append(errs, fmt.Errorf("contamination: must be in [0, 0.5), got %v", c.Contamination))
+	}
+	if c.Seasonality > SeasonalityWeekly {
+		errs = append(errs, fmt.Errorf("seasonality: must be one of %q, got %d", seasonalityNames, c.Seasonality))
+	}
+	if !(c.MinDeviation >= 0 && c.MinDeviation < 1) {
+		errs = append(errs, fmt.Errorf("min_deviation.relative: must be in [0, 1), got %v", c.MinDeviation))
+	}
+	if !(c.MinDeviationAbs >= 0 && c.MinDeviationAbs <= math.MaxFloat64) {
+		errs = append(errs, fmt.Errorf("min_deviation.absolute: must be 0 or more, got %v", c.MinDeviationAbs))
 	}
 	if c.Shards < 1 {
 		errs = append(errs, fmt.Errorf("shards: must be at least 1, got %d", c.Shards))

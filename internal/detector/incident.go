@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"time"
 )
 
 // IncidentConfig turns per-point verdicts into incidents: one start and one
@@ -24,12 +25,16 @@ type IncidentConfig struct {
 	// episode's first flag, within this many points of the last flag (see
 	// repeats.go). Per-series models only, not joined (Vector) ones.
 	SuppressRepeats int
+	// NewNormalAfter (nanoseconds) is how long a one-input series' incident
+	// holds its points back from the model (longrun.go): a sustained
+	// anomaly stays one this long unless it ends first. 0 holds nothing.
+	NewNormalAfter int64
 }
 
 // DefaultIncidentConfig opens on the first anomalous point and closes after
 // five normal ones.
 func DefaultIncidentConfig() IncidentConfig {
-	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 72}
+	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 72, NewNormalAfter: int64(30 * time.Minute)}
 }
 
 // Validate names the processor's YAML keys.
@@ -46,6 +51,9 @@ func (c IncidentConfig) Validate() error {
 	}
 	if c.Cooldown < 0 {
 		errs = append(errs, fmt.Errorf("incidents.cooldown: must be 0 or more, got %d", c.Cooldown))
+	}
+	if c.NewNormalAfter < 0 {
+		errs = append(errs, fmt.Errorf("incidents.new_normal_after: must be 0 (off) or more, got %v", time.Duration(c.NewNormalAfter)))
 	}
 	if c.SuppressRepeats < 0 {
 		errs = append(errs, fmt.Errorf("incidents.suppress_repeats: must be 0 (off) or more, got %d", c.SuppressRepeats))
