@@ -3,6 +3,7 @@ package iforestprocessor
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"time"
 
@@ -22,6 +23,13 @@ type Config struct {
 	// no derived input, and derives its seed from its name).
 	Lookback int    `mapstructure:"lookback"`
 	Seed     uint64 `mapstructure:"seed"`
+
+	// Seasonality is the time context one-input series are judged in:
+	// auto (a daily or weekly cycle when the series has one), none, daily
+	// or weekly.
+	Seasonality string `mapstructure:"seasonality"`
+	// MinDeviation: a move too small to matter never flags.
+	MinDeviation MinDeviationConfig `mapstructure:"min_deviation"`
 
 	// Metrics selects the metrics to score by name.
 	Metrics MetricSelection `mapstructure:"metrics"`
@@ -89,6 +97,14 @@ type MetricSelection struct {
 	Exclude []string `mapstructure:"exclude"`
 }
 
+// MinDeviationConfig is the smallest departure from what a one-input
+// series' context predicts that may flag: the larger of Relative times the
+// series' usual level and Absolute (in the metric's unit).
+type MinDeviationConfig struct {
+	Relative float64 `mapstructure:"relative"`
+	Absolute float64 `mapstructure:"absolute"`
+}
+
 // IncidentsConfig says when an incident opens and closes on a series.
 type IncidentsConfig struct {
 	// OpenAfter anomalous points among the last OpenWindow scored points
@@ -102,6 +118,10 @@ type IncidentsConfig struct {
 	// SuppressRepeats is how long (points) after a flag a renewed flag that
 	// is no new peak has its score halved; 0 is off.
 	SuppressRepeats int `mapstructure:"suppress_repeats"`
+	// NewNormalAfter is how long a one-input series' incident is judged
+	// against the model from before it: a sustained anomaly stays one
+	// this long, unless it ends first. 0 is off.
+	NewNormalAfter time.Duration `mapstructure:"new_normal_after"`
 }
 
 // Output modes.
@@ -139,14 +159,17 @@ func createDefaultConfig() component.Config {
 			Threshold:     d.Threshold,
 			Contamination: d.Contamination,
 		},
-		Lookback: d.Lookback,
-		Seed:     d.Seed,
+		Lookback:     d.Lookback,
+		Seed:         d.Seed,
+		Seasonality:  d.Seasonality.String(),
+		MinDeviation: MinDeviationConfig{Relative: d.MinDeviation, Absolute: d.MinDeviationAbs},
 		Incidents: IncidentsConfig{
 			OpenAfter:       d.Incidents.OpenAfter,
 			OpenWindow:      d.Incidents.OpenWindow,
 			CloseAfter:      d.Incidents.CloseAfter,
 			Cooldown:        d.Incidents.Cooldown,
 			SuppressRepeats: d.Incidents.SuppressRepeats,
+			NewNormalAfter:  time.Duration(d.Incidents.NewNormalAfter),
 		},
 		Output: OutputConfig{
 			Mode:            OutputAttributes,
@@ -185,12 +208,15 @@ func (c *Config) detectorConfig() detector.Config {
 	d.Lookback = c.Lookback
 	d.Seed = c.Seed
 	d.MaxTimeAhead = int64(c.MaxTimeAhead)
+	d.Seasonality, _ = detector.ParseSeasonality(c.Seasonality) // checked by Validate
+	d.MinDeviation, d.MinDeviationAbs = c.MinDeviation.Relative, c.MinDeviation.Absolute
 	d.Incidents = detector.IncidentConfig{
 		OpenAfter:       c.Incidents.OpenAfter,
 		OpenWindow:      c.Incidents.OpenWindow,
 		CloseAfter:      c.Incidents.CloseAfter,
 		Cooldown:        c.Incidents.Cooldown,
 		SuppressRepeats: c.Incidents.SuppressRepeats,
+		NewNormalAfter:  int64(c.Incidents.NewNormalAfter),
 	}
 	return d
 }
@@ -238,6 +264,15 @@ func (c *Config) Validate() error {
 		if err := m.ForestConfig.validate(""); err != nil {
 			errs = append(errs, fmt.Errorf("models[%d] (%s): %w", i, m.Name, err))
 		}
+	}
+	if _, ok := detector.ParseSeasonality(c.Seasonality); !ok {
+		errs = append(errs, fmt.Errorf("seasonality: must be one of auto, none, daily, weekly, got %q", c.Seasonality))
+	}
+	if md := c.MinDeviation; !(md.Relative >= 0 && md.Relative < 1) {
+		errs = append(errs, fmt.Errorf("min_deviation.relative: must be in [0, 1), got %v", md.Relative))
+	}
+	if md := c.MinDeviation; !(md.Absolute >= 0 && md.Absolute <= math.MaxFloat64) {
+		errs = append(errs, fmt.Errorf("min_deviation.absolute: must be 0 or more, got %v", md.Absolute))
 	}
 	if q := c.SummaryQuantile; q != nil && !(*q >= 0 && *q <= 1) {
 		errs = append(errs, fmt.Errorf("summary_quantile: must be in [0, 1], got %v", *q))
@@ -345,6 +380,9 @@ func (c *IncidentsConfig) validate() error {
 	}
 	if c.SuppressRepeats < 0 {
 		errs = append(errs, fmt.Errorf("incidents.suppress_repeats: must be 0 (off) or more, got %d", c.SuppressRepeats))
+	}
+	if c.NewNormalAfter < 0 {
+		errs = append(errs, fmt.Errorf("incidents.new_normal_after: must be 0 (off) or positive, got %v", c.NewNormalAfter))
 	}
 	return errors.Join(errs...)
 }

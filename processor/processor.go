@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -138,6 +139,7 @@ type batch struct {
 	res        pcommon.Map
 	refs       []featureRef
 	univariate bool
+	ratio      bool // the current metric's values lie in [0, 1]
 	pending    map[uint64]*pending
 	ups        []detector.MemberUpdate
 }
@@ -204,6 +206,9 @@ func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
 					continue
 				}
 				b.cur = nil
+				// Utilisations are ratios in [0, 1] (OpenTelemetry's semantic
+				// conventions): their expected bands stay within it.
+				b.ratio = strings.HasSuffix(m.Name(), ".utilization")
 				p.metric(m, combine(sh, hashString(m.Name())), b)
 			}
 			if p.writeMetric && b.scores.Len() > 0 {
@@ -336,7 +341,7 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 			b.skipped[skipNoValue]++
 			continue
 		}
-		pt := detector.Point{Key: key, Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: v}
+		pt := detector.Point{Key: key, Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: v, Ratio: b.ratio}
 		p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
 	}
 }

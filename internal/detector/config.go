@@ -43,6 +43,20 @@ type Config struct {
 	Shards int
 	// Incidents groups anomalous points into incidents.
 	Incidents IncidentConfig
+
+	// Seasonality says which time context one-input series are judged in
+	// (season.go).
+	Seasonality Seasonality
+	// MinDeviation: a one-input point whose residual is within this
+	// fraction of its series' level never flags; MinDeviationAbs is the
+	// same in the metric's own unit.
+	MinDeviation    float64
+	MinDeviationAbs float64
+
+	// plain models judge their inputs as they come, without time context
+	// or calibration (the high-cardinality mode's group models, whose
+	// inputs are many series' deviations in arrival order).
+	plain bool
 }
 
 // DefaultConfig returns settings that work without tuning on series sampled
@@ -60,5 +74,7 @@ func DefaultConfig() Config {
 		Seed:          1,
 		Shards:        64,
 		Incidents:     DefaultIncidentConfig(),
+		Seasonality:   SeasonalityAuto,
+		MinDeviation:  0.02,
 	}
 }

@@ -81,6 +81,7 @@ type scratch struct {
 
 	x        [maxDims]float64
 	in       [maxDims]float64 // forest inputs of a point with derived ones
+	r        [1]float64       // the residual of a one-input point
 	vec      []float64
 	perm     []int32
 	sample   []float32
@@ -125,6 +126,7 @@ type series struct {
 	rng      *rand.Rand
 
 	quant *scoreQuantile // only with Contamination > 0
+	lr    *longRun       // one-input models: context, calibration, held points
 	inc   incident
 	rep   repeats
 	// The window's range and how many values sit at each end, one-input
@@ -185,7 +187,7 @@ func (d *Detector) Observe(p Point, now int64) Verdict {
 		return Verdict{Status: st}
 	}
 
-	return d.judge(sh, s, p.Key, p.Time, x)
+	return d.judge(sh, s, p.Key, p.Time, x, p.Ratio)
 }
 
 // future says whether a point of time t lies further ahead of the caller's
@@ -261,7 +263,7 @@ func (d *Detector) ObserveMembers(key uint64, n int, ups []MemberUpdate, stalene
 	}
 	sh.scratch.vec = x
 	s.rate.time = t
-	return d.judge(sh, s, key, t, x)
+	return d.judge(sh, s, key, t, x, false)
 }
 
 // freshness says whether any of ups would be taken by members (nil: none
@@ -351,9 +353,18 @@ func (d *Detector) replace(sh *shard, old *series, kind Kind, dims int, now int6
 }
 
 // judge scores x against the series' forest, explains and groups the
-// verdict, then learns x: score first, learn after.
-func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64) Verdict {
+// verdict, then learns x: score first, learn after. ratio says the point's
+// values lie in [0, 1] (a utilisation), for its expected band.
+func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64, ratio bool) Verdict {
 	v := Verdict{Status: Warmup, Threshold: d.threshold(s)}
+	lr := s.lr
+	if lr != nil {
+		// One-input series: the forest sees the value's residual from its
+		// context (longrun.go).
+		r := sh.scratch.r[:1]
+		r[0] = lr.residual(d.cfg.Seasonality, x[0], t, s.learned == 0)
+		x = r
+	}
 	if s.learned >= d.cfg.Warmup && s.forest != nil {
 		v.Status = Scored
 		in := x
@@ -365,9 +376,16 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 			mean = x[0] - in[1]
 		}
 		v.Score = s.beyond(x[0], s.forest.ScoreAsInserted(in))
-		if s.kind != Vector {
+		if lr != nil {
+			v.Score = lr.calibrate(v.Score, s.learned)
+			if math.Abs(x[0]) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs) {
+				v.Score = min(v.Score, trivialScore)
+			}
+		}
+		if s.kind != Vector && (lr == nil || len(lr.held) == 0) {
 			// Joined models keep every flag: their spikes often score near
-			// the threshold, and a dip under it would halve the rest.
+			// the threshold, and a dip under it would halve the rest. An
+			// incident held back (longrun.go) is one episode, dips and all.
 			v.Score = s.rep.damp(d.cfg.Incidents.SuppressRepeats, v.Score, v.Threshold)
 		}
 		v.Anomaly = v.Score >= v.Threshold
@@ -375,26 +393,82 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64)
 			v.Contributions = make([]float64, s.dims)
 			s.forest.Attribution(x, v.Contributions)
 		} else if v.Anomaly && s.dims == 1 {
-			// Its own buffer: x is learned after this.
-			buf := make([]float64, len(in))
-			score := func(u float64) float64 {
-				buf[0] = u
-				if len(buf) > 1 {
-					buf[1] = u - mean
-				}
-				return s.beyond(u, s.forest.ScoreAsInserted(buf))
-			}
-			if lo, hi, ok := expectedRange(s.win, v.Threshold, score); ok {
-				a, b := s.rate.offset+lo*s.rate.scale, s.rate.offset+hi*s.rate.scale
-				v.ExpectedMin, v.ExpectedMax, v.HasExpected = min(a, b), max(a, b), true
-			}
+			d.expected(s, &v, mean, ratio)
 		}
 		s.inc.update(&d.cfg.Incidents, key, t, &v)
+	}
+	if lr != nil {
+		newNormal := d.cfg.Incidents.NewNormalAfter
+		lr.observed(lr.value, t, s.learned, newNormal > 0 && s.inc.open && !lr.accepted)
+		if v.Status == Scored && lr.holding(s.inc.open, v.Anomaly, t, newNormal) {
+			lr.held = append(lr.held, toFloat32(x[0]))
+			d.resized(s)
+			return v
+		}
+		if len(lr.held) > 0 {
+			d.release(sh, s)
+		}
 	}
 	if d.learn(&sh.scratch, s, x, v) {
 		d.resized(s)
 	}
 	return v
+}
+
+// release learns the points an incident held back (longrun.go).
+func (d *Detector) release(sh *shard, s *series) {
+	var one [1]float64
+	for _, r := range s.lr.held {
+		one[0] = float64(r)
+		d.learn(&sh.scratch, s, one[:], Verdict{})
+	}
+	s.lr.held = nil
+	d.resized(s)
+}
+
+// trivialScore is the most a move too small to matter scores.
+const trivialScore = 0.5
+
+// expected sets the verdict's expected band for a flagged point of a
+// one-input model: the range of its own value (in the datapoint's units)
+// that the model would have called normal at this moment.
+func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
+	lr := s.lr
+	rawThr := v.Threshold
+	if lr != nil {
+		rawThr = lr.rawThreshold(v.Threshold)
+	}
+	buf := make([]float64, s.fdims) // its own: x is learned after this
+	score := func(u float64) float64 {
+		buf[0] = u
+		if len(buf) > 1 {
+			buf[1] = u - mean
+		}
+		return s.beyond(u, s.forest.ScoreAsInserted(buf))
+	}
+	lo, hi, ok := expectedRange(s.win, rawThr, score)
+	if lr != nil {
+		floor := lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs)
+		if !ok {
+			// No band from the forest (the centre itself scores high, or
+			// no side reaches the threshold): the prediction, give or take
+			// three of its usual errors.
+			w := 3 * float64(lr.season.err[lr.season.used])
+			lo, hi, ok = -w, w, true
+		}
+		lo, hi = min(lo, -floor)+lr.base, max(hi, floor)+lr.base
+		if !lr.negative || ratio {
+			lo = max(lo, 0)
+		}
+		if ratio {
+			hi = min(hi, 1)
+		}
+		hi = max(hi, lo)
+	}
+	if ok {
+		a, b := s.rate.offset+lo*s.rate.scale, s.rate.offset+hi*s.rate.scale
+		v.ExpectedMin, v.ExpectedMax, v.HasExpected = min(a, b), max(a, b), true
+	}
 }
 
 func (d *Detector) newSeries(key uint64, kind Kind, dims int) *series {
@@ -407,6 +481,9 @@ func (d *Detector) newSeries(key uint64, kind Kind, dims int) *series {
 	s.rng = rand.New(&s.pcg)
 	if d.cfg.Contamination > 0 {
 		s.quant = newScoreQuantile(d.cfg.WindowSize)
+	}
+	if kind != Vector && dims == 1 && !d.cfg.plain {
+		s.lr = newLongRun()
 	}
 	return s
 }

@@ -1,6 +1,9 @@
 package detector
 
-import "math/bits"
+import (
+	"math/bits"
+	"time"
+)
 
 // IncidentConfig turns per-point verdicts into incidents: one start and one
 // end per episode of anomalies, instead of a flag on every point.
@@ -20,12 +23,16 @@ type IncidentConfig struct {
 	// episode's first flag, within this many points of the last flag (see
 	// repeats.go). Per-series models only, not joined (Vector) ones.
 	SuppressRepeats int
+	// NewNormalAfter (nanoseconds) is how long a one-input series' incident
+	// holds its points back from the model (longrun.go): a sustained
+	// anomaly stays one this long unless it ends first. 0 holds nothing.
+	NewNormalAfter int64
 }
 
 // DefaultIncidentConfig opens on the first anomalous point and closes after
 // five normal ones.
 func DefaultIncidentConfig() IncidentConfig {
-	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 72}
+	return IncidentConfig{OpenAfter: 1, OpenWindow: 1, CloseAfter: 5, Cooldown: 0, SuppressRepeats: 72, NewNormalAfter: int64(30 * time.Minute)}
 }
 
 // Transition marks the points where an incident starts or ends.

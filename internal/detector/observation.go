@@ -37,6 +37,9 @@ type Point struct {
 	Time  int64 // unix nanoseconds; 0 if unknown
 	V0    float64
 	V1    float64
+	// Ratio says the values lie in [0, 1] (a utilisation), which bounds the
+	// expected band.
+	Ratio bool
 }
 
 // Status says whether a point was scored and, if not, why.

@@ -236,6 +236,9 @@ func (s *series) memBytes() int {
 	if s.quant != nil {
 		n += s.quant.memBytes()
 	}
+	if s.lr != nil {
+		n += s.lr.memBytes()
+	}
 	return n
 }
 

@@ -110,6 +110,7 @@ func NewShared(cfg Config, warmup, maxSeries, maxGroups int) *Shared {
 	// departure from the previous points' mean (lookback) would compare
 	// unrelated series.
 	gcfg.Lookback = 0
+	gcfg.plain = true
 	s := &Shared{
 		det:     New(gcfg, 0),
 		warmup:  max(warmup, 2),

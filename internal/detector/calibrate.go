@@ -1,0 +1,197 @@
+package detector
+
+import "math"
+
+// Calibration: what a raw forest score means on this series.
+//
+// A raw score of 0.85 is routine on a bursty series and unheard of on a
+// quiet one. Each one-input series therefore keeps the distribution of its
+// own raw scores, as surprise u = -ln(1 - score), in a fading histogram,
+// and turns a new raw score into p, the probability that a point of this
+// series is at least as surprising. Deep in the tail, where the series has
+// too few scores to count, p is extrapolated with an exponential tail
+// fitted to its highest scores (peaks over threshold with shape 0).
+//
+// A stretch of moderately unusual points can matter although none stands
+// out: a slow leak, a burst of activity. The stretch's evidence is a short
+// moving average of the surprise, judged against the long-run mean and
+// spread of the surprise (as HTM's anomaly likelihood judges its scores);
+// it counts at a stretch's onset and whenever it grows by a clear margin,
+// not at every point while it lasts.
+//
+// The verdict's score is 1/(1+e), e = p x the series' points per week: the
+// number of points a week expected to be at least this unusual. A threshold
+// t means (1-t)/t such points per series per week, on every series and at
+// every interval: 0.8 is one every four weeks.
+
+const (
+	calBins = 64
+	calMax  = 8.0 // u at or beyond this (raw score > 0.99966) goes to over
+	calWide = calMax / calBins
+	// calHalfLife is how many points it takes for a score's weight to
+	// halve: the calibration remembers far beyond the window.
+	calHalfLife = 8192
+	// calPrior is the weight, in points, of the prior shape (see init).
+	calPrior = 30
+	// calTailPoints is the weight of scores the tail is fitted to when a
+	// score lies beyond what the histogram counts well.
+	calTailPoints = 10
+	// calMinExcess floors the fitted tail's mean excess: a series whose
+	// scores never varied is not infinitely sure.
+	calMinExcess = 0.1
+	// calStart: the scores of a model that has learned fewer points than
+	// this (its window and trees still filling) say little about later
+	// ones and are not counted.
+	calStart = 256
+
+	// stretchPoints is the span of the stretch's moving average, and
+	// stretchGrowth the factor by which its tail probability must fall for
+	// it to count again within one stretch.
+	stretchPoints = 12
+	stretchGrowth = 0.7
+	// stretchEnd: a tail probability above this ends a stretch.
+	stretchEnd = 0.01
+	// stretchMin: fewer scores than this give no stretch evidence.
+	stretchMin = 50
+)
+
+// calGrow is the factor by which the next score's weight grows, so that
+// older ones fade with calHalfLife (growing the new is cheaper than
+// decaying the bins).
+var calGrow = float32(math.Exp2(1.0 / calHalfLife))
+
+type calibrator struct {
+	bins  [calBins]float32
+	over  float32 // weight at u >= calMax
+	total float32
+	inc   float32 // weight of the next score
+
+	// Stretch evidence: a short moving average of u, the long-run mean and
+	// variance of u, and the lowest tail probability of the stretch under
+	// way (1: none).
+	avg, mean, sq float64
+	n             int32
+	best          float64
+}
+
+// surprise maps a score in [0, 1] to [0, +Inf).
+func surprise(score float64) float64 {
+	return -math.Log(max(1-score, 1e-12))
+}
+
+// init sets the prior: what the raw scores of an ordinary series look like
+// (pooled over NAB's files): u about normal(0.65, 0.2) up to its 97th
+// percentile at 1.33, then an exponential tail of mean excess 0.23. It
+// gives a new series a sane scale until its own scores count.
+func (c *calibrator) init() {
+	*c = calibrator{inc: 1, best: 1}
+	for b := range calBins {
+		u := (float64(b) + 0.5) * calWide
+		var d float64
+		if u < 1.33 {
+			z := (u - 0.65) / 0.2
+			d = 0.97 * math.Exp(-z*z/2) / (0.2 * math.Sqrt(2*math.Pi))
+		} else {
+			d = 0.03 / 0.23 * math.Exp(-(u-1.33)/0.23)
+		}
+		c.bins[b] = float32(calPrior * d * calWide)
+		c.total += c.bins[b]
+	}
+}
+
+// tail returns P(U >= u) for a point of this series.
+func (c *calibrator) tail(u float64) float64 {
+	if a := c.above(u); a >= calTailPoints*float64(c.inc) {
+		return a / float64(c.total)
+	}
+	q, m, w := c.fit()
+	return w / float64(c.total) * math.Exp(-max(u-q, 0)/m)
+}
+
+// fit fits the exponential tail: q is the lowest bin edge with about
+// calTailPoints of weight above it, w that weight, m its mean excess over q.
+func (c *calibrator) fit() (q, m, w float64) {
+	k := calTailPoints * float64(c.inc)
+	w = float64(c.over)
+	b := calBins
+	for b > 0 && w < k {
+		b--
+		w += float64(c.bins[b])
+	}
+	q = float64(b) * calWide
+	ex := float64(c.over) * (calMax - q)
+	for i := b; i < calBins; i++ {
+		ex += float64(c.bins[i]) * ((float64(i)+0.5)*calWide - q)
+	}
+	return q, max(ex/max(w, 1e-30), calMinExcess), w
+}
+
+// above is the weight at or above u, counting the part of u's bin above it.
+func (c *calibrator) above(u float64) float64 {
+	if u >= calMax {
+		return float64(c.over)
+	}
+	b := int(u / calWide)
+	w := float64(c.over) + (float64(b+1)-u/calWide)*float64(c.bins[b])
+	for i := b + 1; i < calBins; i++ {
+		w += float64(c.bins[i])
+	}
+	return w
+}
+
+// add counts a score's surprise.
+func (c *calibrator) add(u float64) {
+	if u >= calMax {
+		c.over += c.inc
+	} else {
+		c.bins[int(u/calWide)] += c.inc
+	}
+	c.total += c.inc
+	c.inc *= calGrow
+	if c.inc > 1e30 { // rescale before float32 overflows
+		for i := range c.bins {
+			c.bins[i] /= c.inc
+		}
+		c.over /= c.inc
+		c.total /= c.inc
+		c.inc = 1
+	}
+}
+
+// stretch returns the tail probability of the stretch ending with u, or 1
+// if it does not count at this point (see the package comment above), and
+// updates the stretch state.
+func (c *calibrator) stretch(u float64) float64 {
+	if c.n < stretchMin || c.sq <= 0 {
+		return 1
+	}
+	avg := c.avg + (u-c.avg)*2/(stretchPoints+1)
+	z := (avg - c.mean) / math.Sqrt(c.sq)
+	p := 0.5 * math.Erfc(z/math.Sqrt2)
+	counts := p < c.best*stretchGrowth
+	switch {
+	case p > stretchEnd:
+		c.best = 1
+	case p < c.best:
+		c.best = p
+	}
+	if counts {
+		return p
+	}
+	return 1
+}
+
+// learn folds u into the stretch's averages.
+func (c *calibrator) learn(u float64) {
+	if c.n == 0 {
+		c.avg, c.mean = u, u
+	}
+	c.avg += (u - c.avg) * 2 / (stretchPoints + 1)
+	w := max(1/float64(c.n+1), 1.0/calHalfLife)
+	d := u - c.mean
+	c.mean += w * d
+	c.sq = (1 - w) * (c.sq + w*d*d)
+	if c.n < math.MaxInt32 {
+		c.n++
+	}
+}

@@ -1,0 +1,186 @@
+package detector
+
+import (
+	"math"
+	"unsafe"
+
+	"github.com/otel-iforest/iforest/internal/heapsize"
+)
+
+// longRun is what a one-input series (a gauge, a sum) knows beyond its
+// window: its time context (season.go), the calibration of its scores
+// (calibrate.go), and the points of an open incident it holds back. With
+// it, such a series is judged in four steps:
+//
+//  1. context: the value's residual r, its departure from what its time
+//     context predicts (less the recent offset, or not, whichever is
+//     smaller: a value back at what its time predicts is not news);
+//  2. the forest: r and r's departure from the mean of the previous
+//     lookback residuals are the forest's inputs; its score as if
+//     inserted, lifted beyond the window's range (beyond.go), is the raw
+//     score;
+//  3. calibration: the raw score becomes the expected number of points a
+//     week at least this unusual on this series, and the score 1/(1+e);
+//  4. the move must matter: a residual within min_deviation of the level,
+//     or within two of the series' quanta, never flags.
+//
+// An incident's points are held back from the window, the level and the
+// calibration until the incident ends or has lasted NewNormalAfter: so a
+// sustained anomaly stays one until it counts as the new normal, instead of
+// until its own first points have become the window's normal.
+type longRun struct {
+	season season
+	cal    calibrator
+
+	held      []float32 // residuals of the open incident, not learned yet
+	heldSince int64     // time of the first held point
+	accepted  bool      // the open incident lasted NewNormalAfter: learn as usual
+	run       int32     // consecutive flagged points
+
+	quantum  float64 // smallest change between two values seen
+	prev     float64 // the previous value
+	step     float64 // usual seconds between points (moving average)
+	tlast    int64   // time of the previous point
+	negative bool    // a value below 0 was seen
+
+	// For the point being judged.
+	pred   [numPred]float64
+	predOK [numPred]bool
+	base   float64 // what its context predicts
+	value  float64 // its value, before the residual
+}
+
+func newLongRun() *longRun {
+	lr := &longRun{}
+	lr.season.init()
+	lr.cal.init()
+	return lr
+}
+
+var longRunBytes = heapsize.Of(int(unsafe.Sizeof(longRun{})), true)
+
+func (lr *longRun) memBytes() int {
+	return longRunBytes + heapsize.Of(4*cap(lr.held), false)
+}
+
+// residual sets the context of a point with value v at t (unix ns) and
+// returns its residual.
+func (lr *longRun) residual(mode Seasonality, v float64, t int64, first bool) float64 {
+	lr.value = v
+	lr.pred, lr.predOK = lr.season.predict(t)
+	use := uint8(lr.season.choose(mode, lr.predOK))
+	if first {
+		lr.season.used, lr.base = use, v
+		return 0
+	}
+	if use != lr.season.used {
+		// Keep the prediction continuous when it switches to another.
+		lr.season.off += lr.pred[lr.season.used] - lr.pred[use]
+		lr.season.used = use
+	}
+	p := lr.pred[use]
+	lr.base = p + lr.season.off
+	r, r0 := v-lr.base, v-p
+	if math.Abs(r0) < math.Abs(r) {
+		return r0
+	}
+	return r
+}
+
+// perWeek is the series' points per week, by its usual interval (5 minutes
+// until it is known).
+func (lr *longRun) perWeek() float64 {
+	if lr.step > 0 {
+		return 604800 / lr.step
+	}
+	return 2016
+}
+
+// calibrate turns a raw score into the verdict's score (see calibrate.go)
+// and counts it, unless the model is still young or holds an incident.
+func (lr *longRun) calibrate(raw float64, learned int) float64 {
+	u := surprise(raw)
+	p := min(lr.cal.tail(u), lr.cal.stretch(u))
+	if learned >= calStart && len(lr.held) == 0 {
+		lr.cal.add(u)
+	}
+	if learned >= calStart && p > 1e-3 {
+		lr.cal.learn(u)
+	}
+	return 1 / (1 + p*lr.perWeek())
+}
+
+// trivialFloor is the smallest residual that may flag.
+func (lr *longRun) trivialFloor(rel, abs float64) float64 {
+	return max(rel*math.Abs(lr.season.level), 2*lr.quantum, abs)
+}
+
+// observed updates what the series knows of its values and times, after
+// the point was judged.
+func (lr *longRun) observed(v float64, t int64, learned int, frozen bool) {
+	lr.season.learn(v, t, lr.pred, lr.predOK, frozen)
+	if d := math.Abs(v - lr.prev); d > 0 && learned > 0 && (lr.quantum == 0 || d < lr.quantum) {
+		lr.quantum = d
+	}
+	lr.prev = v
+	lr.negative = lr.negative || v < 0
+	if t > lr.tlast && lr.tlast > 0 {
+		dt := float64(t-lr.tlast) / 1e9
+		if lr.step == 0 {
+			lr.step = dt
+		} else {
+			lr.step += (dt - lr.step) / 16
+		}
+	}
+	lr.tlast = max(lr.tlast, t)
+}
+
+// holding reports whether the point just judged, flagged or not, is to be
+// held back: its series has an open incident that started holding at a
+// flagged point and has not lasted newNormal (nanoseconds) yet.
+func (lr *longRun) holding(open, flagged bool, t, newNormal int64) bool {
+	if flagged {
+		lr.run++
+	} else {
+		lr.run = 0
+	}
+	if !open {
+		lr.accepted = false
+		return false
+	}
+	if newNormal <= 0 || lr.accepted || (len(lr.held) == 0 && !flagged) {
+		return false
+	}
+	if len(lr.held) == 0 {
+		lr.heldSince = t
+	}
+	if t-lr.heldSince >= newNormal || len(lr.held) >= maxHeld {
+		lr.accepted = true
+		return false
+	}
+	return true
+}
+
+// maxHeld bounds the points held for one incident (at one point a second,
+// 30 minutes are 1800).
+const maxHeld = 4096
+
+// rawThreshold is the raw score at which a point of this series would
+// score thr (by its own score alone, without a stretch): what the expected
+// band is found for.
+func (lr *longRun) rawThreshold(thr float64) float64 {
+	want := (1 - thr) / (thr * lr.perWeek())
+	lo, hi := 0.0, 60.0 // in surprise; tail decreases with it
+	if lr.cal.tail(lo) <= want {
+		return 0
+	}
+	for range 50 {
+		mid := (lo + hi) / 2
+		if lr.cal.tail(mid) > want {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return 1 - math.Exp(-hi)
+}

@@ -1,0 +1,265 @@
+package detector
+
+import (
+	"math"
+	"slices"
+)
+
+// Time context of one-input series.
+//
+// A value is judged against what is usual for its time and its recent
+// level. Each one-input series keeps the mean of every half hour of its
+// last five weekdays and last four weekend days, on the datapoints' own
+// timestamps (UTC), and predicts the next value three ways:
+//
+//   - level: its long-run level (a moving average over about a thousand
+//     points), for series without a cycle;
+//   - daily: the median of the same half hour on the three days before (one
+//     odd day does not move a median; a new daily habit, such as a job that
+//     runs every night, is learned after two nights);
+//   - weekly: the median of the same half hour on the last three days of the
+//     same kind, weekdays or weekends (a busy weekday morning is not
+//     expected on a Saturday, and an odd Saturday does not echo on the next).
+//
+// It keeps how far off each prediction has been (mean absolute error) and
+// judges by the best one, and by a cycle only when it has predicted clearly
+// better than no cycle: that is how cycles are detected per series
+// (seasonality: auto). The value's departure from the prediction, less a
+// recent offset that follows level changes within a few dozen points, is
+// the input the series' forest sees (see longrun.go).
+
+const (
+	daySlots = 48 // half hours
+	slotSecs = 86400 / daySlots
+	// The days kept: rows [0, keepWeekdays) hold weekdays, the rest
+	// weekend days, so that a Sunday still has three days of its kind
+	// before it (Saturday and the weekend before).
+	keepWeekdays = 5
+	keepDays     = keepWeekdays + 4
+	// levelPoints is the span of the long-run level's moving average, and
+	// offsetPoints that of the offset from the prediction: the recent level a
+	// jump or a shift is measured against. On NAB, 64 scored best among 16
+	// to 1024.
+	levelPoints  = 1024
+	offsetPoints = 64
+	// A cycle is used when its prediction has been off by less than
+	// cycleBetter times the level's, over at least cycleMinPoints points.
+	cycleBetter    = 0.7
+	cycleMinPoints = 288
+)
+
+// Seasonality says which predictions a series may be judged by.
+type Seasonality uint8
+
+const (
+	SeasonalityAuto   Seasonality = iota // the best of level, daily and weekly
+	SeasonalityNone                      // the level only
+	SeasonalityDaily                     // daily once it is known, else the level
+	SeasonalityWeekly                    // weekly once it is known, else the level
+)
+
+// Seasonality values as written in configuration.
+var seasonalityNames = [...]string{"auto", "none", "daily", "weekly"}
+
+func (s Seasonality) String() string {
+	if int(s) < len(seasonalityNames) {
+		return seasonalityNames[s]
+	}
+	return "unknown"
+}
+
+// ParseSeasonality reads a Seasonality from its configuration name.
+func ParseSeasonality(name string) (Seasonality, bool) {
+	i := slices.Index(seasonalityNames[:], name)
+	return Seasonality(max(i, 0)), i >= 0
+}
+
+// Predictions.
+const (
+	predLevel = iota
+	predDaily
+	predWeekly
+	numPred
+)
+
+type season struct {
+	day   [keepDays][daySlots]float32 // half-hour means; NaN where there was no data
+	dayNo [keepDays]int32             // the unix day each row holds; -1 none
+
+	// The half hour being filled.
+	slot int64 // unix half hours; -1 none yet
+	sum  float64
+	n    int32
+
+	level float64 // long-run level
+	off   float64 // recent offset from the prediction in use
+	err   [numPred]float32
+	errN  [numPred]int32
+	used  uint8 // the prediction judged by at the last point
+}
+
+func (s *season) init() {
+	s.slot = -1
+	for i := range s.dayNo {
+		s.dayNo[i] = -1
+	}
+}
+
+// weekend reports whether unix day dn is a Saturday or Sunday (UTC).
+func weekend(dn int64) bool {
+	return (dn+3)%7 >= 5 // 1970-01-01 was a Thursday; Monday is 0
+}
+
+// predict returns the predictions for a point at t (unix ns); ok[i] is
+// false where one lacks the history.
+func (s *season) predict(t int64) (p [numPred]float64, ok [numPred]bool) {
+	p[predLevel], ok[predLevel] = s.level, true
+	sec := t / 1e9
+	if sec < 0 {
+		return p, ok // before 1970: no calendar
+	}
+	dn := sec / 86400
+	slot := (sec % 86400) / slotSecs
+	we := weekend(dn)
+	// The kept days before today, newest first.
+	var rows [keepDays]int
+	n := 0
+	for k, d := range s.dayNo {
+		if d >= 0 && int64(d) < dn && !math.IsNaN(float64(s.day[k][slot])) {
+			rows[n] = k
+			n++
+		}
+	}
+	slices.SortFunc(rows[:n], func(a, b int) int { return int(s.dayNo[b] - s.dayNo[a]) })
+	var daily, kind [3]float64
+	nd, nk := 0, 0
+	for _, k := range rows[:n] {
+		v := float64(s.day[k][slot])
+		if int64(s.dayNo[k]) >= dn-3 {
+			daily[nd] = v
+			nd++
+		}
+		if weekend(int64(s.dayNo[k])) == we && nk < 3 {
+			kind[nk] = v
+			nk++
+		}
+	}
+	if nd >= 2 {
+		p[predDaily], ok[predDaily] = median(daily[:nd]), true
+	}
+	// Until there are two days of its kind, a weekend day takes the one.
+	if nk >= 2 || (nk == 1 && we) {
+		p[predWeekly], ok[predWeekly] = median(kind[:nk]), true
+	}
+	return p, ok
+}
+
+func median(v []float64) float64 {
+	switch len(v) {
+	case 1:
+		return v[0]
+	case 2:
+		return (v[0] + v[1]) / 2
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+// choose returns the prediction to judge by under mode.
+func (s *season) choose(mode Seasonality, ok [numPred]bool) int {
+	known := func(i int) bool { return ok[i] && s.errN[i] >= cycleMinPoints }
+	switch mode {
+	case SeasonalityNone:
+		return predLevel
+	case SeasonalityDaily:
+		if known(predDaily) {
+			return predDaily
+		}
+		return predLevel
+	case SeasonalityWeekly:
+		if known(predWeekly) {
+			return predWeekly
+		}
+		return predLevel
+	}
+	use := predLevel
+	if known(predDaily) && s.err[predDaily] < cycleBetter*s.err[predLevel] {
+		use = predDaily
+	}
+	if known(predWeekly) && s.err[predWeekly] < cycleBetter*s.err[use] {
+		use = predWeekly
+	}
+	return use
+}
+
+// learn takes in x at t (unix ns), judged with predictions p. With frozen
+// (an incident is held, see longrun.go) the level and the offset stay
+// where they were, so that a sustained anomaly is measured against the
+// level before it; the half hours still learn it.
+func (s *season) learn(x float64, t int64, p [numPred]float64, ok [numPred]bool, frozen bool) {
+	for i := range numPred {
+		if !ok[i] {
+			continue
+		}
+		e := float32(math.Abs(x - p[i]))
+		if s.errN[i] == 0 {
+			s.err[i] = e
+		} else {
+			s.err[i] += max(1/float32(s.errN[i]+1), 1.0/levelPoints) * (e - s.err[i])
+		}
+		if s.errN[i] < math.MaxInt32 {
+			s.errN[i]++
+		}
+	}
+	switch {
+	case s.errN[predLevel] <= 1:
+		s.level, s.off = x, 0
+	case !frozen:
+		s.level += (x - s.level) / levelPoints
+		s.off += (x - p[s.used] - s.off) / offsetPoints
+	}
+	if t < 0 {
+		return
+	}
+	if slot := t / 1e9 / slotSecs; slot != s.slot {
+		s.close()
+		s.slot, s.sum, s.n = slot, 0, 0
+	}
+	s.sum += x
+	s.n++
+}
+
+// close stores the mean of the half hour being filled.
+func (s *season) close() {
+	if s.slot < 0 || s.n == 0 {
+		return
+	}
+	dn := s.slot / daySlots
+	k := s.row(dn)
+	if int64(s.dayNo[k]) != dn {
+		s.dayNo[k] = int32(dn)
+		for i := range s.day[k] {
+			s.day[k][i] = float32(math.NaN())
+		}
+	}
+	s.day[k][s.slot%daySlots] = toFloat32(s.sum / float64(s.n))
+}
+
+// row returns the row that holds day dn, or the one to reuse for it: the
+// oldest (or an empty) row of its kind.
+func (s *season) row(dn int64) int {
+	lo, hi := 0, keepWeekdays
+	if weekend(dn) {
+		lo, hi = keepWeekdays, keepDays
+	}
+	oldest := lo
+	for k := lo; k < hi; k++ {
+		if int64(s.dayNo[k]) == dn {
+			return k
+		}
+		if s.dayNo[k] < s.dayNo[oldest] {
+			oldest = k
+		}
+	}
+	return oldest
+}
