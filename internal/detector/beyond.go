@@ -74,6 +74,9 @@ func (s *series) rescanRange() {
 
 // beyond returns score lifted for how far v lies beyond the window's range.
 func (s *series) beyond(v, score float64) float64 {
+	if s.lr != nil {
+		score = s.lr.far(v, score)
+	}
 	if !s.hasRange() || s.rows < beyondMinRows {
 		return score
 	}

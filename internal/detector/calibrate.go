@@ -31,11 +31,16 @@ const (
 	// calHalfLife is how many points it takes for a score's weight to
 	// halve: the calibration remembers far beyond the window.
 	calHalfLife = 8192
-	// calPrior is the weight, in points, of the prior shape (see init).
-	calPrior = 30
+	// calPrior is the weight, in points, of the prior shape (see init),
+	// and calPriorExcess the mean excess of its tail.
+	calPrior       = 30
+	calPriorMean   = 0.6
+	calPriorSD     = 0.15
+	calPriorExcess = 0.1
 	// calTailPoints is the weight of scores the tail is fitted to when a
 	// score lies beyond what the histogram counts well.
 	calTailPoints = 10
+	calTailShare  = 0.03
 	// calMinExcess floors the fitted tail's mean excess: a series whose
 	// scores never varied is not infinitely sure.
 	calMinExcess = 0.1
@@ -79,20 +84,22 @@ func surprise(score float64) float64 {
 	return -math.Log(max(1-score, 1e-12))
 }
 
-// init sets the prior: what the raw scores of an ordinary series look like
-// (pooled over NAB's files): u about normal(0.65, 0.2) up to its 97th
-// percentile at 1.33, then an exponential tail of mean excess 0.23. It
-// gives a new series a sane scale until its own scores count.
+// init sets the prior: what the raw scores of a well-behaved series look
+// like, u about normal(calPriorMean, calPriorSD) up to its 97th percentile,
+// then an exponential tail of mean excess calPriorExcess. It gives a new
+// series a sane scale until its own scores count: at the forest's ceiling
+// (u about 1.8 to 2.2 at sample_size 32) a point scores well above 0.8.
 func (c *calibrator) init() {
 	*c = calibrator{inc: 1, best: 1}
+	q97 := calPriorMean + 1.881*calPriorSD
 	for b := range calBins {
 		u := (float64(b) + 0.5) * calWide
 		var d float64
-		if u < 1.33 {
-			z := (u - 0.65) / 0.2
-			d = 0.97 * math.Exp(-z*z/2) / (0.2 * math.Sqrt(2*math.Pi))
+		if u < q97 {
+			z := (u - calPriorMean) / calPriorSD
+			d = 0.97 * math.Exp(-z*z/2) / (calPriorSD * math.Sqrt(2*math.Pi))
 		} else {
-			d = 0.03 / 0.23 * math.Exp(-(u-1.33)/0.23)
+			d = 0.03 / calPriorExcess * math.Exp(-(u-q97)/calPriorExcess)
 		}
 		c.bins[b] = float32(calPrior * d * calWide)
 		c.total += c.bins[b]
@@ -101,7 +108,7 @@ func (c *calibrator) init() {
 
 // tail returns P(U >= u) for a point of this series.
 func (c *calibrator) tail(u float64) float64 {
-	if a := c.above(u); a >= calTailPoints*float64(c.inc) {
+	if a := c.above(u); a >= c.tailWeight() {
 		return a / float64(c.total)
 	}
 	q, m, w := c.fit()
@@ -111,7 +118,7 @@ func (c *calibrator) tail(u float64) float64 {
 // fit fits the exponential tail: q is the lowest bin edge with about
 // calTailPoints of weight above it, w that weight, m its mean excess over q.
 func (c *calibrator) fit() (q, m, w float64) {
-	k := calTailPoints * float64(c.inc)
+	k := c.tailWeight()
 	w = float64(c.over)
 	b := calBins
 	for b > 0 && w < k {
@@ -124,6 +131,13 @@ func (c *calibrator) fit() (q, m, w float64) {
 		ex += float64(c.bins[i]) * ((float64(i)+0.5)*calWide - q)
 	}
 	return q, max(ex/max(w, 1e-30), calMinExcess), w
+}
+
+// tailWeight is the weight the tail is fitted to: calTailPoints, or the top
+// calTailShare while there are few scores (the prior alone is 30 points,
+// and its top third is no tail).
+func (c *calibrator) tailWeight() float64 {
+	return min(calTailPoints*float64(c.inc), calTailShare*float64(c.total))
 }
 
 // above is the weight at or above u, counting the part of u's bin above it.

@@ -377,7 +377,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		}
 		v.Score = s.beyond(x[0], s.forest.ScoreAsInserted(in))
 		if lr != nil {
-			v.Score = lr.calibrate(v.Score, s.learned)
+			v.Score = lr.calibrate(v.Score, s.learned, v.Threshold)
 			if math.Abs(x[0]) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs) {
 				v.Score = min(v.Score, trivialScore)
 			}
@@ -408,11 +408,19 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		if len(lr.held) > 0 {
 			d.release(sh, s)
 		}
+		lr.learnSpread(x[0])
 	}
 	if d.learn(&sh.scratch, s, x, v) {
 		d.resized(s)
 	}
 	return v
+}
+
+// hasLongRun says whether models of kind with dims inputs keep a long-run
+// state (longrun.go): one-input ones, but for the high-cardinality mode's
+// group models.
+func (d *Detector) hasLongRun(kind Kind, dims int) bool {
+	return kind != Vector && dims == 1 && !d.cfg.plain
 }
 
 // release learns the points an incident held back (longrun.go).
@@ -482,7 +490,7 @@ func (d *Detector) newSeries(key uint64, kind Kind, dims int) *series {
 	if d.cfg.Contamination > 0 {
 		s.quant = newScoreQuantile(d.cfg.WindowSize)
 	}
-	if kind != Vector && dims == 1 && !d.cfg.plain {
+	if d.hasLongRun(kind, dims) {
 		s.lr = newLongRun()
 	}
 	return s

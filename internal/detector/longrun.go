@@ -37,6 +37,8 @@ type longRun struct {
 	accepted  bool      // the open incident lasted NewNormalAfter: learn as usual
 	run       int32     // consecutive flagged points
 
+	spread   float64 // mean absolute residual of the points learned
+	spreadN  int32
 	quantum  float64 // smallest change between two values seen
 	prev     float64 // the previous value
 	step     float64 // usual seconds between points (moving average)
@@ -97,17 +99,22 @@ func (lr *longRun) perWeek() float64 {
 }
 
 // calibrate turns a raw score into the verdict's score (see calibrate.go)
-// and counts it, unless the model is still young or holds an incident.
-func (lr *longRun) calibrate(raw float64, learned int) float64 {
+// and counts it, unless the model is still young, the score flags (at thr)
+// or an incident is held.
+func (lr *longRun) calibrate(raw float64, learned int, thr float64) float64 {
 	u := surprise(raw)
+	debugRaw = raw
 	p := min(lr.cal.tail(u), lr.cal.stretch(u))
-	if learned >= calStart && len(lr.held) == 0 {
+	score := 1 / (1 + p*lr.perWeek())
+	// What flags is not counted as this series' normal: a second spike
+	// like the first is as unusual as the first.
+	if learned >= calStart && len(lr.held) == 0 && (score < thr || !calSkipFlags) {
 		lr.cal.add(u)
 	}
 	if learned >= calStart && p > 1e-3 {
 		lr.cal.learn(u)
 	}
-	return 1 / (1 + p*lr.perWeek())
+	return score
 }
 
 // trivialFloor is the smallest residual that may flag.
@@ -184,3 +191,35 @@ func (lr *longRun) rawThreshold(thr float64) float64 {
 	}
 	return 1 - math.Exp(-hi)
 }
+var debugRaw float64
+
+// far lifts score for a residual r far out in units of the series' usual
+// residual: a few past outliers in the window must not make the next one
+// look ordinary (the window's range, see beyond.go, takes them in).
+func (lr *longRun) far(r, score float64) float64 {
+	if lr.spread <= 0 || lr.spreadN < farMinPoints {
+		return score
+	}
+	z := math.Abs(r) / (1.25 * lr.spread) // 1.25 mean absolute deviations: about one sd
+	if z <= farFrom {
+		return score
+	}
+	lift := (z - farFrom) / (z - farFrom + farScale)
+	return score + (1-score)*lift
+}
+
+const (
+	farFrom      = 4.0
+	farScale     = 2.0
+	farMinPoints = 64
+)
+
+// learnSpread folds a learned residual into the usual residual.
+func (lr *longRun) learnSpread(r float64) {
+	a := math.Abs(r)
+	if lr.spreadN < math.MaxInt32 {
+		lr.spreadN++
+	}
+	lr.spread += (a - lr.spread) / float64(min(lr.spreadN, levelPoints))
+}
+var calSkipFlags = false

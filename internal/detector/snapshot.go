@@ -20,12 +20,12 @@ import (
 // process resumes exactly where it stopped (same verdicts, same incident
 // ids, no new warm-up).
 //
-// Format, version 2. Integers and floats are little-endian and fixed-width
+// Format, version 3. Integers and floats are little-endian and fixed-width
 // unless marked uvarint.
 //
 //	header
 //	  [8]byte  magic "\x89IFSNAP\n"
-//	  uint16   format version (2)
+//	  uint16   format version (3)
 //	  uint16   number of config fields that follow (8)
 //	  uint64 × 8: trees, sample_size, window_size, warmup, refit_interval,
 //	           seed, adaptive threshold (1 if contamination > 0), lookback
@@ -49,6 +49,7 @@ import (
 //	            float64 peak, uint32 quiet, uint32 cooldown
 //	  repeats: uint8 open, uint8 previous flagged, uint32 since, float64 peak
 //	  uint32 members, each float64 value, int64 time, uint8 set
+//	  the long-run state of one-input models (see snapshot_longrun.go)
 //
 // The config fields are those that shape a model's state; a snapshot taken
 // with any of them different is rejected as incompatible. Settings that only
@@ -65,7 +66,7 @@ import (
 var snapshotMagic = [8]byte{0x89, 'I', 'F', 'S', 'N', 'A', 'P', '\n'}
 
 const (
-	snapshotVersion = 2
+	snapshotVersion = 3
 	recEnd          = 0
 	recSeries       = 1
 )
@@ -233,7 +234,7 @@ func appendSeries(b []byte, key uint64, s *series) []byte {
 		b = le.AppendUint64(b, uint64(m.time))
 		b = append(b, b2byte(m.set))
 	}
-	return b
+	return appendLongRun(b, s.lr)
 }
 
 func b2byte(v bool) byte {
@@ -638,6 +639,11 @@ func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
 	if r.err != nil {
 		return 0, nil, r.err
 	}
+	lr, err := decodeLongRun(r, d.hasLongRun(kind, int(dims)))
+	if err != nil {
+		return 0, nil, err
+	}
+	s.lr = lr
 	if len(r.b) != 0 {
 		return 0, nil, corrupt("%d unread bytes at the end of a model record", len(r.b))
 	}

@@ -317,8 +317,12 @@ func TestSnapshotCoversSeries(t *testing.T) {
 	// are rebuilt on restore; interval is learnt again.
 	assert.Equal(t, []string{
 		"rate", "kind", "dims", "fdims", "key", "lastSeen", "prev", "next", "interval", "bytes", "win", "head", "rows", "learned",
-		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "inc", "rep", "lo", "hi", "nlo", "nhi", "members",
+		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "lr", "inc", "rep", "lo", "hi", "nlo", "nhi", "members",
 	}, names, "series changed: update snapshot.go (and its format version) first")
+	// pred, predOK, base and value belong to the point being judged.
+	assert.Equal(t, 15, reflect.TypeFor[longRun]().NumField(), "longRun changed: update snapshot_longrun.go")
+	assert.Equal(t, 10, reflect.TypeFor[season]().NumField(), "season changed: update snapshot_longrun.go")
+	assert.Equal(t, 9, reflect.TypeFor[calibrator]().NumField(), "calibrator changed: update snapshot_longrun.go")
 	assert.Equal(t, 8, reflect.TypeFor[rateState]().NumField(), "rateState changed: update snapshot.go")
 	assert.Equal(t, 7, reflect.TypeFor[incident]().NumField(), "incident changed: update snapshot.go")
 	assert.Equal(t, 5, reflect.TypeFor[scoreQuantile]().NumField(), "scoreQuantile changed: update snapshot.go")

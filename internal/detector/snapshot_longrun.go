@@ -1,0 +1,190 @@
+package detector
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// The long-run state of a one-input model in a snapshot (format version 3),
+// after its members:
+//
+//	uint8 present (1 for one-input models, else 0); if 1:
+//	  season: float32 × keepDays*daySlots half-hour means (NaN: no data),
+//	          int32 × keepDays day numbers (-1: none), int64 half hour being
+//	          filled (-1: none), float64 its sum, uint32 its count,
+//	          float64 level, float64 offset, float32 × 3 errors,
+//	          uint32 × 3 error counts, uint8 prediction in use
+//	  calibration: float32 × calBins, float32 over, total, next weight;
+//	          float64 stretch average, mean, variance, uint32 count,
+//	          float64 stretch's lowest tail
+//	  held: uint32 n, float32 × n residuals, int64 first held time,
+//	        uint8 accepted, uint32 flagged run
+//	  float64 quantum, float64 previous value, float64 step (s),
+//	  int64 previous time, uint8 a negative value seen
+
+func appendLongRun(b []byte, lr *longRun) []byte {
+	le := binary.LittleEndian
+	f32 := func(b []byte, v float32) []byte { return le.AppendUint32(b, math.Float32bits(v)) }
+	f64 := func(b []byte, v float64) []byte { return le.AppendUint64(b, math.Float64bits(v)) }
+	if lr == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	se := &lr.season
+	for k := range se.day {
+		for _, v := range se.day[k] {
+			b = f32(b, v)
+		}
+	}
+	for _, d := range se.dayNo {
+		b = le.AppendUint32(b, uint32(d))
+	}
+	b = le.AppendUint64(b, uint64(se.slot))
+	b = f64(b, se.sum)
+	b = le.AppendUint32(b, uint32(se.n))
+	b = f64(b, se.level)
+	b = f64(b, se.off)
+	for _, e := range se.err {
+		b = f32(b, e)
+	}
+	for _, n := range se.errN {
+		b = le.AppendUint32(b, uint32(n))
+	}
+	b = append(b, se.used)
+
+	c := &lr.cal
+	for _, v := range c.bins {
+		b = f32(b, v)
+	}
+	b = f32(b, c.over)
+	b = f32(b, c.total)
+	b = f32(b, c.inc)
+	b = f64(b, c.avg)
+	b = f64(b, c.mean)
+	b = f64(b, c.sq)
+	b = le.AppendUint32(b, uint32(c.n))
+	b = f64(b, c.best)
+
+	b = le.AppendUint32(b, uint32(len(lr.held)))
+	for _, v := range lr.held {
+		b = f32(b, v)
+	}
+	b = le.AppendUint64(b, uint64(lr.heldSince))
+	b = append(b, b2byte(lr.accepted))
+	b = le.AppendUint32(b, uint32(lr.run))
+	b = f64(b, lr.quantum)
+	b = f64(b, lr.prev)
+	b = f64(b, lr.step)
+	b = le.AppendUint64(b, uint64(lr.tlast))
+	return append(b, b2byte(lr.negative))
+}
+
+// decodeLongRun reads what appendLongRun wrote for a model that should
+// (want) or should not have a long-run state, and validates it.
+func decodeLongRun(r *reader, want bool) (*longRun, error) {
+	present := r.flag("long-run state present")
+	if r.err != nil {
+		return nil, r.err
+	}
+	if present != want {
+		return nil, corrupt("long-run state present: %v, want %v", present, want)
+	}
+	if !present {
+		return nil, nil
+	}
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	lr := newLongRun()
+	se := &lr.season
+	for k := range se.day {
+		for i := range se.day[k] {
+			v := r.f32()
+			if math.IsInf(float64(v), 0) {
+				return nil, corrupt("half-hour mean %v", v)
+			}
+			se.day[k][i] = v
+		}
+	}
+	for k := range se.dayNo {
+		d := int32(r.u32())
+		if d < -1 || (d >= 0 && weekend(int64(d)) != (k >= keepWeekdays)) {
+			return nil, corrupt("day %d in row %d", d, k)
+		}
+		se.dayNo[k] = d
+	}
+	se.slot = int64(r.u64())
+	se.sum = r.f64()
+	n := r.u32()
+	se.level, se.off = r.f64(), r.f64()
+	for i := range se.err {
+		se.err[i] = r.f32()
+	}
+	for i := range se.errN {
+		se.errN[i] = int32(r.u32())
+	}
+	se.used = r.u8()
+	if r.err != nil {
+		return nil, r.err
+	}
+	ok := se.slot >= -1 && n <= math.MaxInt32 && finite(se.sum) && finite(se.level) && finite(se.off) && se.used < numPred
+	for i := range numPred {
+		ok = ok && finite(float64(se.err[i])) && se.err[i] >= 0 && se.errN[i] >= 0
+	}
+	if !ok {
+		return nil, corrupt("time context out of range")
+	}
+	se.n = int32(n)
+
+	c := &lr.cal
+	for i := range c.bins {
+		c.bins[i] = r.f32()
+	}
+	c.over, c.total, c.inc = r.f32(), r.f32(), r.f32()
+	c.avg, c.mean, c.sq = r.f64(), r.f64(), r.f64()
+	cn := r.u32()
+	c.best = r.f64()
+	if r.err != nil {
+		return nil, r.err
+	}
+	ok = c.inc >= 1 && c.inc <= 1e30*calGrow && c.over >= 0 && c.over < math.MaxFloat32 &&
+		c.total >= 0 && c.total < math.MaxFloat32 && finite(c.avg) && finite(c.mean) &&
+		finite(c.sq) && c.sq >= 0 && cn <= math.MaxInt32 && c.best > 0 && c.best <= 1
+	for _, v := range c.bins {
+		ok = ok && v >= 0 && v < math.MaxFloat32
+	}
+	if !ok {
+		return nil, corrupt("calibration out of range")
+	}
+	c.n = int32(cn)
+
+	nh := r.u32()
+	if r.err != nil {
+		return nil, r.err
+	}
+	if nh > maxHeld || uint64(nh)*4 > uint64(len(r.b)) {
+		return nil, corrupt("%d held points", nh)
+	}
+	if nh > 0 {
+		lr.held = make([]float32, nh)
+		for i := range lr.held {
+			v := r.f32()
+			if !finite(float64(v)) {
+				return nil, corrupt("held point %v", v)
+			}
+			lr.held[i] = v
+		}
+	}
+	lr.heldSince = int64(r.u64())
+	lr.accepted = r.flag("incident accepted")
+	run := r.u32()
+	lr.quantum, lr.prev, lr.step = r.f64(), r.f64(), r.f64()
+	lr.tlast = int64(r.u64())
+	lr.negative = r.flag("negative seen")
+	if r.err != nil {
+		return nil, r.err
+	}
+	if run > math.MaxInt32 || !finite(lr.quantum) || lr.quantum < 0 || !finite(lr.prev) || !finite(lr.step) || lr.step < 0 {
+		return nil, corrupt("long-run state out of range")
+	}
+	lr.run = int32(run)
+	return lr, nil
+}
