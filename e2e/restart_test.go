@@ -12,9 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
 
 	"github.com/otel-iforest/iforest/internal/scenario"
 )
@@ -105,11 +107,10 @@ func TestRestartResumesDetection(t *testing.T) {
 // TestRestartWithCorruptSnapshot: the saved state is damaged while the
 // collector is down, in the two ways a disk can do it:
 //
-//   - bytes of our value are overwritten inside the bbolt file, which stays
-//     valid (bbolt checksums only its meta pages): the value is rejected;
-//   - the whole bbolt file is garbage, so file_storage cannot open it (its
-//     `recreate` option only catches bbolt panics): the processor runs
-//     without persistence for this run rather than stop the collector.
+//   - bytes of our data are overwritten inside the bbolt file, which stays
+//     valid (bbolt checksums only its meta pages): the chunk is rejected;
+//   - the whole bbolt file is garbage, which file_storage cannot open: the
+//     processor moves it aside and file_storage starts a new one.
 //
 // Either way the collector starts, says once what happened, and detects
 // again after a fresh warm-up.
@@ -118,10 +119,10 @@ func TestRestartWithCorruptSnapshot(t *testing.T) {
 		name, message string
 		damage        func(t *testing.T, dir string)
 	}{
-		{"value damaged", "iforest: the saved models are unreadable; detection starts fresh", func(t *testing.T, dir string) {
+		{"value damaged", "part of the saved models could not be restored; those start fresh (warm up again): series: reading snapshot: chunk 0 of 1 is damaged (checksum mismatch)", func(t *testing.T, dir string) {
 			t.Logf("overwrote bytes inside %d copies of the snapshot in the bbolt file", corruptSnapshots(t, dir))
 		}},
-		{"database unreadable", "iforest: cannot open its storage; detection starts fresh", func(t *testing.T, dir string) {
+		{"database unreadable", "the storage file is damaged; moved it aside (delete it when you like) and started a new one: detection starts fresh", func(t *testing.T, dir string) {
 			files, err := filepath.Glob(filepath.Join(dir, "*"))
 			require.NoError(t, err)
 			require.NotEmpty(t, files)
@@ -150,14 +151,9 @@ func restartDamaged(t *testing.T, damage func(t *testing.T, dir string), message
 	second.stop(t)
 	logs := second.logs.String()
 	assert.Equal(t, 1, strings.Count(logs, message), "one clear message:\n%s", logs)
-	var iforestLines []string
-	for _, l := range strings.Split(logs, "\n") {
-		if strings.Contains(l, "iforest:") || strings.Contains(l, "storage") && strings.Contains(l, "error") {
-			iforestLines = append(iforestLines, l)
-		}
-	}
-	assert.Len(t, iforestLines, 1, "nothing else about the saved state")
-	t.Logf("collector said: %s", strings.Join(iforestLines, "\n"))
+	warnings := warningLines(logs)
+	assert.Len(t, warnings, 1, "nothing else about the saved state")
+	t.Logf("collector said: %s", strings.Join(warnings, "\n"))
 
 	// A fresh warm-up: the first 32 points get no verdict, later ones do,
 	// and both spikes of the second half are caught at their first point.
@@ -179,12 +175,24 @@ func restartDamaged(t *testing.T, damage func(t *testing.T, dir string), message
 	assert.LessOrEqual(t, fp, 3)
 }
 
-// corruptSnapshots overwrites a stretch in the middle of every copy of the
-// processor's snapshot (found by its magic) in the storage directory's
-// bbolt files: old copies may linger in freed pages. The value sits in
-// contiguous overflow pages, so the change stays inside it.
+// warningLines returns the collector's log lines at level warn or error.
+func warningLines(logs string) []string {
+	var out []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "\twarn\t") || strings.Contains(l, "\terror\t") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// corruptSnapshots overwrites a stretch of every copy of the processor's
+// per-series snapshot (found by the detector snapshot's magic) in the
+// storage directory's bbolt files: there is one in each slot of chunks, and
+// old copies may linger in freed pages. A chunk sits in contiguous pages,
+// so the change stays inside it.
 func corruptSnapshots(t *testing.T, dir string) int {
-	magic := []byte("\x89IFPROC\n")
+	magic := []byte("\x89IFSNAP\n")
 	files, err := filepath.Glob(filepath.Join(dir, "*"))
 	require.NoError(t, err)
 	n := 0
@@ -196,7 +204,7 @@ func corruptSnapshots(t *testing.T, dir string) int {
 			if i < 0 {
 				break
 			}
-			at := off + i + 2000
+			at := off + i + 200
 			require.Less(t, at+16, len(b))
 			for j := at; j < at+16; j++ {
 				b[j] ^= 0x5A
@@ -209,6 +217,94 @@ func corruptSnapshots(t *testing.T, dir string) int {
 	require.Positive(t, n, "no snapshot found under %s (%v)", dir, files)
 	return n
 }
+
+// TestRestartWithTruncatedStorage: the storage file of a collector with
+// thousands of series is cut while the collector is down, to half its size
+// or by 1 MiB (bbolt grows its file ahead of its data, so a cut may miss the
+// data: then nothing is damaged), or by 1 MiB of its data. bbolt would
+// fault opening such a file (on every start, in a goroutine of its own).
+// The collector starts and scores, twice in a row: the first start says
+// once that the file was damaged and moved aside, and starts fresh; the
+// second restores what the first saved, without a warning.
+func TestRestartWithTruncatedStorage(t *testing.T) {
+	const series, points = 3000, 3000 * 40 // past the warm-up of 32 points
+	for _, c := range []struct {
+		name string
+		cut  func(size, data int64) int64
+	}{
+		{"cut to half", func(size, _ int64) int64 { return size / 2 }},
+		{"cut by 1 MiB", func(size, _ int64) int64 { return size - 1<<20 }},
+		{"1 MiB of its data cut", func(_, data int64) int64 { return data - 1<<20 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "processor_iforest_")
+			first := startPersistentCollector(t, dir)
+			loadSeries(t, first, series, points)
+			first.stop(t)
+
+			size, data := storeSizes(t, file)
+			cut := c.cut(size, data)
+			damaged := cut < data
+			require.NoError(t, os.Truncate(file, cut))
+			t.Logf("%s: %.1f MiB, %.1f MiB of them data, cut to %.1f MiB (damaged: %v)", filepath.Base(file), mib(size), mib(data), mib(cut), damaged)
+
+			for run := range 2 {
+				c := startPersistentCollector(t, dir)
+				scored := loadSeries(t, c, series, points)
+				c.stop(t)
+				logs := c.logs.String()
+				warnings := warningLines(logs)
+				fresh := run == 0 && damaged
+				if fresh {
+					require.Len(t, warnings, 1, "one warning:\n%s", logs)
+					assert.Contains(t, warnings[0], "the storage file is damaged; moved it aside (delete it when you like) and started a new one: detection starts fresh")
+					assert.Contains(t, warnings[0], "truncated")
+					_, err := os.Stat(file + ".damaged")
+					assert.NoError(t, err, "the damaged file is kept aside")
+					// Each series warms up again: 8 of its 40 points are scored.
+					assert.Equal(t, series*8, scored)
+				} else {
+					assert.Empty(t, warnings)
+					assert.Contains(t, logs, "restored the saved models; detection resumes")
+					assert.Equal(t, points, scored, "restored models score every point")
+				}
+				t.Logf("start %d: %d of %d datapoints scored; %d warnings", run+1, scored, points, len(warnings))
+			}
+		})
+	}
+}
+
+// loadSeries sends points datapoints of series series (round-robin) with
+// iforest-replay --load and returns how many came out scored.
+func loadSeries(t *testing.T, c *collector, series, points int) int {
+	out, err := exec.Command(replayBin, "--load", "--endpoint", c.endpoint, "--wait", "30s", "--series", fmt.Sprint(series),
+		"--points", fmt.Sprint(points), "--batch", "500", "--workers", "4", "--quiet").CombinedOutput()
+	require.NoError(t, err, "iforest-replay --load: %s", out)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		total, scored, _ := countLoadExport(t, c.outFile)
+		if total >= points || time.Now().After(deadline) {
+			require.Equal(t, points, total, "datapoints out must equal datapoints in")
+			return scored
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// storeSizes returns the size of a bbolt file and how much of it its
+// database uses.
+func storeSizes(t *testing.T, file string) (size, data int64) {
+	fi, err := os.Stat(file)
+	require.NoError(t, err)
+	db, err := bbolt.Open(file, 0o600, &bbolt.Options{ReadOnly: true})
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.View(func(tx *bbolt.Tx) error { data = tx.Size(); return nil }))
+	return fi.Size(), data
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // TestReplayOfBadValues: a CSV full of bad cells (empty, NaN, inf, huge,
 // tiny, text) through the distribution. The collector stays up and every

@@ -27,10 +27,9 @@ func createMetrics(ctx context.Context, set processor.Settings, cfg component.Co
 	if err != nil {
 		return nil, err
 	}
-	ps := newPersister(p, set.ID) // see persist.go
-	return processorhelper.NewMetrics(ctx, set, cfg, next, ps.process,
+	return processorhelper.NewMetrics(ctx, set, cfg, next, p.processMetrics,
 		processorhelper.WithCapabilities(consumer.Capabilities{MutatesData: true}),
-		processorhelper.WithStart(ps.start),
-		processorhelper.WithShutdown(ps.shutdown),
+		processorhelper.WithStart(p.start),
+		processorhelper.WithShutdown(p.shutdown),
 	)
 }

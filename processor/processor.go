@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/processor"
@@ -35,6 +36,8 @@ type iforestProcessor struct {
 
 	models []*model
 	refs   map[string][]featureRef // metric name -> model features it feeds
+
+	ckpt *checkpointer // saves and restores the models; nil without storage (persist.go)
 
 	clock       func() time.Time // tests' clock for the models' recency; nil: time.Now
 	lastSweep   atomic.Int64
@@ -112,13 +115,29 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 	for i, reason := range []string{"idle", "limit"} {
 		p.evictAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", reason)))
 	}
+	if cfg.Storage != nil {
+		p.ckpt = newCheckpointer(p, set.ID)
+	}
 	p.lastSweep.Store(time.Now().UnixNano())
 	return p, nil
 }
 
-func (p *iforestProcessor) shutdown(context.Context) error {
+// start restores the saved models, if storage is configured.
+func (p *iforestProcessor) start(ctx context.Context, host component.Host) error {
+	if p.ckpt == nil {
+		return nil
+	}
+	return p.ckpt.start(ctx, host)
+}
+
+// shutdown saves the models a last time, if storage is configured.
+func (p *iforestProcessor) shutdown(ctx context.Context) error {
+	var err error
+	if p.ckpt != nil {
+		err = p.ckpt.shutdown(ctx)
+	}
 	p.tel.Shutdown()
-	return nil
+	return err
 }
 
 // batch accumulates one call's counters so telemetry is recorded once per
@@ -180,6 +199,11 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		}
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
+	if p.ckpt != nil {
+		// After the batch: a save that has already taken the flag sees this
+		// batch's state, or the flag stays set for the next one.
+		p.ckpt.changed.Store(true)
+	}
 	return md, nil
 }
 

@@ -18,6 +18,9 @@
 #   EXPORTER=nop                      nop, or file (JSON to /dev/null: an exporter with real
 #                                     per-point work, as a pipeline with a backend has)
 #   HIGHCARD=true                     iforest in its high-cardinality mode (one model per metric)
+#   STORAGE=1                         soak: iforest saves its models in file_storage every
+#                                     CHECKPOINT (default 1m) in $OUT/storage (emptied first);
+#                                     the file's size is reported at the end
 #   PIN=1                             collector on CPU 1, load tool on CPU 0 (taskset)
 #   SKIP_BUILD=1                      use the existing _build/otelcol-iforest
 #   IFOREST_BENCH_OTLP=127.0.0.1:14317 IFOREST_BENCH_METRICS_PORT=18888
@@ -48,6 +51,8 @@ SOAK_RATE=${SOAK_RATE:-10000}
 SAMPLE_EVERY=${SAMPLE_EVERY:-10}
 export IFOREST_BENCH_EXPORTER=${EXPORTER:-nop}
 export IFOREST_BENCH_HIGHCARD=${HIGHCARD:-false}
+export IFOREST_BENCH_STORAGE_DIR=$OUT/storage
+export IFOREST_BENCH_CHECKPOINT=${CHECKPOINT:-1m}
 export IFOREST_BENCH_OTLP=${IFOREST_BENCH_OTLP:-127.0.0.1:14317}
 export IFOREST_BENCH_METRICS_PORT=${IFOREST_BENCH_METRICS_PORT:-18888}
 METRICS_URL=http://127.0.0.1:$IFOREST_BENCH_METRICS_PORT/metrics
@@ -126,6 +131,12 @@ rss_kib() {
   awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
+# rss_parts PID: the anonymous (heap) and file-backed (e.g. file_storage's
+# memory map) parts of the RSS, in KiB, tab-separated.
+rss_parts() {
+  awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { printf "%d\t%d\n", a, f }' "/proc/$1/status"
+}
+
 json_field() { # json_field NAME FILE
   sed -n "s/.*\"$1\": \\([0-9.e+-]*\\).*/\\1/p" "$2"
 }
@@ -174,22 +185,32 @@ fi
 # soak
 log=$OUT/soak.log
 samples=$OUT/soak-rss.tsv
-start_collector "$ROOT/testdata/bench/iforest.yaml" "$log"
+soak_config=$ROOT/testdata/bench/iforest.yaml
+if [[ ${STORAGE:-0} == 1 ]]; then
+  soak_config=$ROOT/testdata/bench/iforest-storage.yaml
+  rm -rf "$IFOREST_BENCH_STORAGE_DIR"
+fi
+start_collector "$soak_config" "$log"
 load --rate "$SOAK_RATE" --duration "$SOAK_DURATION" --report-interval 60s --json >"$OUT/soak.json" 2>>"$log" &
 load_pid=$!
 start=$(date +%s)
-printf 'seconds\trss_kib\taccepted\n' >"$samples"
+printf 'seconds\trss_kib\taccepted\tanon_kib\tfile_kib\n' >"$samples"
 echo "soak: $SERIES series at $SOAK_RATE dp/s for $SOAK_DURATION; RSS every ${SAMPLE_EVERY}s (in $samples)"
 while kill -0 "$load_pid" 2>/dev/null; do
   now=$(($(date +%s) - start))
   rss=$(rss_kib "$COLLECTOR_PID")
   acc=$(accepted || echo 0)
-  printf '%d\t%d\t%d\n' "$now" "$rss" "$acc" >>"$samples"
-  printf '%5ds  RSS %6.1f MiB  accepted %d\n' "$now" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$acc"
+  parts=$(rss_parts "$COLLECTOR_PID")
+  printf '%d\t%d\t%d\t%s\n' "$now" "$rss" "$acc" "$parts" >>"$samples"
+  printf '%5ds  RSS %6.1f MiB (anon %6.1f, file %6.1f)  accepted %d\n' "$now" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" \
+    $(awk -v p="$parts" 'BEGIN { split(p, a, "\t"); print a[1] / 1024, a[2] / 1024 }') "$acc"
   sleep "$SAMPLE_EVERY"
 done
 wait "$load_pid" || true
 grep -h 'iforest-replay --load: .*series' "$log" | tail -1
+if [[ ${STORAGE:-0} == 1 ]]; then
+  echo "storage: $(du -b "$IFOREST_BENCH_STORAGE_DIR"/* | awk '{ printf "%s %.1f MiB; ", $2, $1 / 1048576 }')saved every $IFOREST_BENCH_CHECKPOINT"
+fi
 
 # Stable: after the first half (every series warmed up, windows filled),
 # the highest RSS of the second half is within 10% of the first half's.

@@ -1,9 +1,12 @@
 package detector
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc64"
 	"io"
 	"maps"
@@ -258,7 +261,15 @@ func (d *Detector) Restore(r io.Reader) error {
 
 // RestoreBytes is Restore from a byte slice; b is not retained.
 func (d *Detector) RestoreBytes(b []byte) error {
-	decoded, err := d.decodeSnapshot(b)
+	return d.RestoreFrom(bytes.NewReader(b), int64(len(b)))
+}
+
+// RestoreFrom is Restore from the next size bytes of r, decoded as they are
+// read: the caller need not hold the snapshot whole (the processor reads it
+// from storage a chunk at a time). An error of r other than a short read is
+// returned wrapped, not as ErrSnapshotCorrupt.
+func (d *Detector) RestoreFrom(r io.Reader, size int64) error {
+	decoded, err := d.decodeSnapshot(r, size)
 	if err != nil {
 		return err
 	}
@@ -324,84 +335,184 @@ const (
 	trailerLen  = 1 + 8 + 8
 )
 
-func (d *Detector) decodeSnapshot(b []byte) ([]map[uint64]*series, error) {
+// decodeSnapshot reads a snapshot of size bytes from r into new maps, one
+// per shard. The checksum can only be checked at the end of a stream, so on
+// any error the rest is read and checked: bytes that do not match their
+// checksum are reported as such, whatever else looked wrong in them.
+func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series, error) {
 	le := binary.LittleEndian
-	if len(b) < len(snapshotMagic) || [8]byte(b[:8]) != snapshotMagic {
-		if len(b) == 0 {
-			return nil, corrupt("empty")
-		}
+	if size <= 0 {
+		return nil, corrupt("empty")
+	}
+	head := make([]byte, min(size, int64(headerFixed)))
+	if _, err := io.ReadFull(r, head); err != nil {
+		return nil, readError(err)
+	}
+	if len(head) < len(snapshotMagic) || [8]byte(head[:8]) != snapshotMagic {
 		return nil, corrupt("not an iforest detector snapshot (bad magic)")
 	}
-	if len(b) < headerFixed {
-		return nil, corrupt("truncated header (%d bytes)", len(b))
+	if len(head) < headerFixed {
+		return nil, corrupt("truncated header (%d bytes)", size)
 	}
-	if v := le.Uint16(b[8:]); v != snapshotVersion {
+	if v := le.Uint16(head[8:]); v != snapshotVersion {
 		return nil, fmt.Errorf("%w: format version %d, this build reads version %d", ErrSnapshotIncompatible, v, snapshotVersion)
 	}
-	nfields := int(le.Uint16(b[10:]))
-	if len(b) < headerFixed+8*nfields+trailerLen {
-		return nil, corrupt("truncated (%d bytes)", len(b))
+	nfields := int(le.Uint16(head[10:]))
+	if size < int64(headerFixed+8*nfields+trailerLen) {
+		return nil, corrupt("truncated (%d bytes)", size)
 	}
-	body, sum := b[:len(b)-8], le.Uint64(b[len(b)-8:])
-	if got := crc64.Checksum(body, crcTable); got != sum {
-		return nil, corrupt("checksum mismatch (stored %016x, computed %016x): the data is damaged or truncated", sum, got)
+	fields := make([]byte, 8*nfields)
+	if _, err := io.ReadFull(r, fields); err != nil {
+		return nil, readError(err)
 	}
+	crc := crc64.New(crcTable)
+	crc.Write(head)
+	crc.Write(fields)
+	body := size - int64(headerFixed+8*nfields) - 8
+	st := &stream{r: r, br: bufio.NewReaderSize(io.TeeReader(io.LimitReader(r, body), crc), 64<<10), crc: crc, left: body}
 
 	want := fingerprint(&d.cfg)
 	if nfields != len(want) {
-		return nil, fmt.Errorf("%w: %d config fields, this build writes %d", ErrSnapshotIncompatible, nfields, len(want))
+		return nil, st.fail(fmt.Errorf("%w: %d config fields, this build writes %d", ErrSnapshotIncompatible, nfields, len(want)))
 	}
 	var diffs []string
 	for i, f := range want {
-		if v := le.Uint64(b[headerFixed+8*i:]); v != f.value {
+		if v := le.Uint64(fields[8*i:]); v != f.value {
 			diffs = append(diffs, fmt.Sprintf("%s was %s, now %s", f.name, f.show(v), f.show(f.value)))
 		}
 	}
 	if len(diffs) > 0 {
-		return nil, fmt.Errorf("%w: taken with a different model configuration: %s", ErrSnapshotIncompatible, strings.Join(diffs, ", "))
+		return nil, st.fail(fmt.Errorf("%w: taken with a different model configuration: %s", ErrSnapshotIncompatible, strings.Join(diffs, ", ")))
 	}
 
 	out := make([]map[uint64]*series, len(d.shards))
 	for i := range out {
 		out[i] = make(map[uint64]*series)
 	}
-	rec := b[headerFixed+8*nfields : len(b)-8]
 	var count uint64
+	var rec []byte
 	for {
-		if len(rec) == 0 {
-			return nil, corrupt("no end record")
+		typ, err := st.ReadByte()
+		if err != nil {
+			return nil, st.fail(corrupt("no end record"))
 		}
-		typ := rec[0]
-		rec = rec[1:]
 		if typ == recEnd {
 			break
 		}
 		if typ != recSeries {
-			return nil, corrupt("unknown record type %d after %d models", typ, count)
+			return nil, st.fail(corrupt("unknown record type %d after %d models", typ, count))
 		}
-		n, k := binary.Uvarint(rec)
-		if k <= 0 || n > uint64(len(rec)-k) {
-			return nil, corrupt("bad length of model record %d", count)
+		n, err := binary.ReadUvarint(st)
+		if err != nil || n > uint64(st.left) {
+			return nil, st.fail(corrupt("bad length of model record %d", count))
 		}
-		key, s, err := d.decodeSeries(rec[k : k+int(n)])
+		rec = slices.Grow(rec[:0], int(n))[:n]
+		if err := st.read(rec); err != nil {
+			return nil, st.fail(err)
+		}
+		key, s, err := d.decodeSeries(rec)
 		if err != nil {
-			return nil, fmt.Errorf("model record %d: %w", count, err)
+			return nil, st.fail(fmt.Errorf("model record %d: %w", count, err))
 		}
 		m := out[key%uint64(len(out))]
 		if m[key] != nil {
-			return nil, corrupt("model %016x appears twice", key)
+			return nil, st.fail(corrupt("model %016x appears twice", key))
 		}
 		m[key] = s
-		rec = rec[k+int(n):]
 		count++
 	}
-	if len(rec) != 8 {
-		return nil, corrupt("%d bytes where the end record's count should be", len(rec))
+	if st.left != 8 {
+		return nil, st.fail(corrupt("%d bytes where the end record's count should be", st.left))
 	}
-	if c := le.Uint64(rec); c != count {
-		return nil, corrupt("end record counts %d models, found %d", c, count)
+	var c [8]byte
+	if err := st.read(c[:]); err != nil {
+		return nil, st.fail(err)
+	}
+	if err := st.checksum(); err != nil {
+		return nil, err
+	}
+	if got := le.Uint64(c[:]); got != count {
+		return nil, corrupt("end record counts %d models, found %d", got, count)
 	}
 	return out, nil
+}
+
+// stream reads a snapshot's records (everything between the header and the
+// checksum) from r, hashing what it reads, and reads the checksum after them.
+type stream struct {
+	r       io.Reader     // the snapshot; the checksum follows the records
+	br      *bufio.Reader // the records of r, hashed into crc as they are read
+	crc     hash.Hash64
+	left    int64 // bytes of records not read yet
+	readErr error // an error of r (not a short read)
+}
+
+func (s *stream) ReadByte() (byte, error) {
+	if s.left <= 0 {
+		return 0, io.EOF
+	}
+	b, err := s.br.ReadByte()
+	if err != nil {
+		return 0, s.failed(err)
+	}
+	s.left--
+	return b, nil
+}
+
+// read fills b from the records.
+func (s *stream) read(b []byte) error {
+	if int64(len(b)) > s.left {
+		return corrupt("model record truncated")
+	}
+	if _, err := io.ReadFull(s.br, b); err != nil {
+		return s.failed(err)
+	}
+	s.left -= int64(len(b))
+	return nil
+}
+
+func (s *stream) failed(err error) error {
+	err = readError(err)
+	if !errors.Is(err, ErrSnapshotCorrupt) && s.readErr == nil {
+		s.readErr = err
+	}
+	return err
+}
+
+// checksum reads the rest of the records and the checksum after them, and
+// compares.
+func (s *stream) checksum() error {
+	if s.readErr != nil {
+		return s.readErr
+	}
+	if _, err := io.Copy(io.Discard, s.br); err != nil {
+		return s.failed(err)
+	}
+	var b [8]byte
+	if _, err := io.ReadFull(s.r, b[:]); err != nil {
+		return s.failed(err)
+	}
+	if sum, got := binary.LittleEndian.Uint64(b[:]), s.crc.Sum64(); sum != got {
+		return corrupt("checksum mismatch (stored %016x, computed %016x): the data is damaged or truncated", sum, got)
+	}
+	return nil
+}
+
+// fail returns err, or the checksum's complaint if the data is damaged.
+func (s *stream) fail(err error) error {
+	if cerr := s.checksum(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// readError is err of reading a snapshot: a short read is a truncated
+// snapshot, anything else the reader's own trouble.
+func readError(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return corrupt("truncated")
+	}
+	return fmt.Errorf("reading snapshot: %w", err)
 }
 
 // reader is a cursor over one record; after the first short read every

@@ -3,11 +3,15 @@ package detector
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"hash/crc64"
+	"io"
 	"math"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -293,6 +297,35 @@ func TestRestoreErrorsAreClear(t *testing.T) {
 	assert.Contains(t, err.Error(), "checksum mismatch")
 	err = New(cfg, 0).RestoreBytes(snap[:len(snap)/2])
 	assert.Contains(t, err.Error(), "snapshot is corrupt")
+}
+
+// RestoreFrom decodes a snapshot as it is read: in pieces of any size and
+// from a reader that holds more after it (of which it reads nothing). A
+// failing reader is reported as itself, not as a corrupt snapshot, and
+// changes nothing.
+func TestRestoreFromStream(t *testing.T) {
+	cfg, snap := smallSnapshot(t)
+	r := io.MultiReader(iotest.OneByteReader(bytes.NewReader(snap)), strings.NewReader("next"))
+	d := New(cfg, 0)
+	require.NoError(t, d.RestoreFrom(r, int64(len(snap))))
+	assert.Equal(t, 8, d.Len())
+	assert.Equal(t, snap, snapshotBytes(t, d), "the same state")
+	rest, err := io.ReadAll(r)
+	require.NoError(t, err)
+	assert.Equal(t, "next", string(rest))
+
+	boom := errors.New("disk on fire")
+	for _, at := range []int{0, 5, len(snap) / 2, len(snap) - 3} {
+		d := New(cfg, 0)
+		d.Observe(gaugeAt(42, 0, 1), 0)
+		err := d.RestoreFrom(io.MultiReader(bytes.NewReader(snap[:at]), iotest.ErrReader(boom)), int64(len(snap)))
+		require.ErrorIs(t, err, boom, "failing at %d", at)
+		require.NotErrorIs(t, err, ErrSnapshotCorrupt)
+		require.Equal(t, 1, d.Len(), "a failed restore must change nothing")
+	}
+	// A reader shorter than size: truncated.
+	err = New(cfg, 0).RestoreFrom(bytes.NewReader(snap[:len(snap)-1]), int64(len(snap)))
+	require.ErrorIs(t, err, ErrSnapshotCorrupt)
 }
 
 func TestEmptySnapshot(t *testing.T) {
