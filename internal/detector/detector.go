@@ -377,7 +377,11 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		}
 		v.Score = s.beyond(x[0], s.forest.ScoreAsInserted(in))
 		if lr != nil {
-			v.Score = lr.calibrate(v.Score, s.learned, v.Threshold)
+			if s.quant == nil {
+				// With contamination set, the series' own quantile of its
+				// raw scores is the calibration.
+				v.Score = lr.calibrate(v.Score, s.learned)
+			}
 			if math.Abs(x[0]) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs) {
 				v.Score = min(v.Score, trivialScore)
 			}
@@ -443,7 +447,7 @@ const trivialScore = 0.5
 func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
 	lr := s.lr
 	rawThr := v.Threshold
-	if lr != nil {
+	if lr != nil && s.quant == nil {
 		rawThr = lr.rawThreshold(v.Threshold)
 	}
 	buf := make([]float64, s.fdims) // its own: x is learned after this
@@ -465,10 +469,12 @@ func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
 			lo, hi, ok = -w, w, true
 		}
 		lo, hi = min(lo, -floor)+lr.base, max(hi, floor)+lr.base
-		if !lr.negative || ratio {
+		// Within what the series can take: never below 0 if it never was,
+		// a utilisation (a ratio that never exceeded 1) within [0, 1].
+		if !lr.negative {
 			lo = max(lo, 0)
 		}
-		if ratio {
+		if ratio && !lr.aboveOne {
 			hi = min(hi, 1)
 		}
 		hi = max(hi, lo)

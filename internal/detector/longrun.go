@@ -44,6 +44,7 @@ type longRun struct {
 	step     float64 // usual seconds between points (moving average)
 	tlast    int64   // time of the previous point
 	negative bool    // a value below 0 was seen
+	aboveOne bool    // a value above 1 was seen (a utilisation in percent)
 
 	// For the point being judged.
 	pred   [numPred]float64
@@ -76,17 +77,18 @@ func (lr *longRun) residual(mode Seasonality, v float64, t int64, first bool) fl
 		return 0
 	}
 	if use != lr.season.used {
-		// Keep the prediction continuous when it switches to another.
-		lr.season.off += lr.pred[lr.season.used] - lr.pred[use]
-		lr.season.used = use
+		// The offset was from the other prediction.
+		lr.season.off, lr.season.used = 0, use
 	}
 	p := lr.pred[use]
 	lr.base = p + lr.season.off
 	r, r0 := v-lr.base, v-p
 	if math.Abs(r0) < math.Abs(r) {
-		return r0
+		r = r0
 	}
-	return r
+	// Within float32's range, as the window keeps it: beyond is as far as
+	// it gets (and the forest's arithmetic stays finite).
+	return float64(toFloat32(r))
 }
 
 // perWeek is the series' points per week, by its usual interval (5 minutes
@@ -99,16 +101,12 @@ func (lr *longRun) perWeek() float64 {
 }
 
 // calibrate turns a raw score into the verdict's score (see calibrate.go)
-// and counts it, unless the model is still young, the score flags (at thr)
-// or an incident is held.
-func (lr *longRun) calibrate(raw float64, learned int, thr float64) float64 {
+// and counts it, unless the model is still young or holds an incident.
+func (lr *longRun) calibrate(raw float64, learned int) float64 {
 	u := surprise(raw)
-	debugRaw = raw
 	p := min(lr.cal.tail(u), lr.cal.stretch(u))
 	score := 1 / (1 + p*lr.perWeek())
-	// What flags is not counted as this series' normal: a second spike
-	// like the first is as unusual as the first.
-	if learned >= calStart && len(lr.held) == 0 && (score < thr || !calSkipFlags) {
+	if learned >= calStart && len(lr.held) == 0 {
 		lr.cal.add(u)
 	}
 	if learned >= calStart && p > 1e-3 {
@@ -125,12 +123,24 @@ func (lr *longRun) trivialFloor(rel, abs float64) float64 {
 // observed updates what the series knows of its values and times, after
 // the point was judged.
 func (lr *longRun) observed(v float64, t int64, learned int, frozen bool) {
-	lr.season.learn(v, t, lr.pred, lr.predOK, frozen)
+	// The time context learns a value at most levelBound usual residuals
+	// from what it predicted into its level and offset, and at most
+	// slotBound into its half hours: one far-off point (a spike to 1e308)
+	// must not become the level or a half hour's mean, while a job that
+	// runs every night, however high, must become its half hours'.
+	sv, lv := float64(toFloat32(v)), float64(toFloat32(v))
+	if lr.spreadN >= farMinPoints && lr.spread > 0 {
+		w := 1.25 * lr.spread
+		sv = min(max(sv, lr.base-slotBound*w), lr.base+slotBound*w)
+		lv = min(max(lv, lr.base-levelBound*w), lr.base+levelBound*w)
+	}
+	lr.season.learn(sv, lv, t, lr.pred, lr.predOK, frozen)
 	if d := math.Abs(v - lr.prev); d > 0 && learned > 0 && (lr.quantum == 0 || d < lr.quantum) {
 		lr.quantum = d
 	}
 	lr.prev = v
 	lr.negative = lr.negative || v < 0
+	lr.aboveOne = lr.aboveOne || v > 1
 	if t > lr.tlast && lr.tlast > 0 {
 		dt := float64(t-lr.tlast) / 1e9
 		if lr.step == 0 {
@@ -191,7 +201,6 @@ func (lr *longRun) rawThreshold(thr float64) float64 {
 	}
 	return 1 - math.Exp(-hi)
 }
-var debugRaw float64
 
 // far lifts score for a residual r far out in units of the series' usual
 // residual: a few past outliers in the window must not make the next one
@@ -208,7 +217,12 @@ func (lr *longRun) far(r, score float64) float64 {
 	return score + (1-score)*lift
 }
 
+// A residual farther out than farFrom usual residuals (about standard
+// deviations) is lifted by (z-farFrom)/(z-farFrom+farScale) of its score's
+// distance to 1, once farMinPoints residuals were learned.
 const (
+	levelBound   = 10.0
+	slotBound    = 1000.0
 	farFrom      = 4.0
 	farScale     = 2.0
 	farMinPoints = 64
@@ -222,4 +236,3 @@ func (lr *longRun) learnSpread(r float64) {
 	}
 	lr.spread += (a - lr.spread) / float64(min(lr.spreadN, levelPoints))
 }
-var calSkipFlags = false

@@ -19,8 +19,10 @@ import (
 //	          float64 stretch's lowest tail
 //	  held: uint32 n, float32 × n residuals, int64 first held time,
 //	        uint8 accepted, uint32 flagged run
+//	  float64 mean absolute residual, uint32 its count,
 //	  float64 quantum, float64 previous value, float64 step (s),
-//	  int64 previous time, uint8 a negative value seen
+//	  int64 previous time, uint8 a negative value seen, uint8 a value
+//	  above 1 seen
 
 func appendLongRun(b []byte, lr *longRun) []byte {
 	le := binary.LittleEndian
@@ -72,11 +74,13 @@ func appendLongRun(b []byte, lr *longRun) []byte {
 	b = le.AppendUint64(b, uint64(lr.heldSince))
 	b = append(b, b2byte(lr.accepted))
 	b = le.AppendUint32(b, uint32(lr.run))
+	b = f64(b, lr.spread)
+	b = le.AppendUint32(b, uint32(lr.spreadN))
 	b = f64(b, lr.quantum)
 	b = f64(b, lr.prev)
 	b = f64(b, lr.step)
 	b = le.AppendUint64(b, uint64(lr.tlast))
-	return append(b, b2byte(lr.negative))
+	return append(b, b2byte(lr.negative), b2byte(lr.aboveOne))
 }
 
 // decodeLongRun reads what appendLongRun wrote for a model that should
@@ -176,15 +180,18 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	lr.heldSince = int64(r.u64())
 	lr.accepted = r.flag("incident accepted")
 	run := r.u32()
+	lr.spread = r.f64()
+	spreadN := r.u32()
 	lr.quantum, lr.prev, lr.step = r.f64(), r.f64(), r.f64()
 	lr.tlast = int64(r.u64())
 	lr.negative = r.flag("negative seen")
+	lr.aboveOne = r.flag("above one seen")
 	if r.err != nil {
 		return nil, r.err
 	}
-	if run > math.MaxInt32 || !finite(lr.quantum) || lr.quantum < 0 || !finite(lr.prev) || !finite(lr.step) || lr.step < 0 {
+	if run > math.MaxInt32 || spreadN > math.MaxInt32 || !finite(lr.spread) || lr.spread < 0 || !finite(lr.quantum) || lr.quantum < 0 || !finite(lr.prev) || !finite(lr.step) || lr.step < 0 {
 		return nil, corrupt("long-run state out of range")
 	}
-	lr.run = int32(run)
+	lr.run, lr.spreadN = int32(run), int32(spreadN)
 	return lr, nil
 }
