@@ -62,6 +62,9 @@ type Config struct {
 	// (they are saved at shutdown too).
 	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
 
+	// Operator holds rules, rules_file, feedback and feedback_ttl (rules.go).
+	Operator OperatorConfig `mapstructure:",squash"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -141,6 +144,7 @@ func createDefaultConfig() component.Config {
 		MaxSeries:          10000,
 		SeriesTTL:          time.Hour,
 		CheckpointInterval: time.Minute,
+		Operator:           OperatorConfig{FeedbackTTL: defaultFeedbackTTL},
 	}
 }
 
@@ -238,6 +242,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("series_ttl: must be 0 (never) or positive, got %v", c.SeriesTTL))
 	}
 	errs = append(errs, c.validatePersistence())
+	errs = append(errs, c.Operator.validate())
 	return errors.Join(errs...)
 }
 

@@ -30,7 +30,12 @@ func createMetrics(ctx context.Context, set processor.Settings, cfg component.Co
 	ps := newPersister(p, set.ID) // see persist.go
 	return processorhelper.NewMetrics(ctx, set, cfg, next, ps.process,
 		processorhelper.WithCapabilities(consumer.Capabilities{MutatesData: true}),
-		processorhelper.WithStart(ps.start),
-		processorhelper.WithShutdown(ps.shutdown),
+		processorhelper.WithStart(func(ctx context.Context, host component.Host) error {
+			return p.ops.start(ctx, func() error { return ps.start(ctx, host) }) // rules.go
+		}),
+		processorhelper.WithShutdown(func(ctx context.Context) error {
+			p.ops.shutdown()
+			return ps.shutdown(ctx)
+		}),
 	)
 }

@@ -122,6 +122,7 @@ func (ps *persister) start(ctx context.Context, host component.Host) error {
 	}
 	ps.client = client
 	ps.load(ctx)
+	ps.p.loadFeedback(ctx, client) // feedback.go
 
 	loopCtx, cancel := context.WithCancel(context.Background())
 	ps.cancel, ps.done = cancel, make(chan struct{})
@@ -368,6 +369,7 @@ func (ps *persister) save(ctx context.Context) bool {
 	encoded := time.Since(start)
 	if err == nil {
 		err = ps.client.Set(ctx, snapshotKey, data)
+		ps.p.saveFeedback(ctx, ps.client) // feedback.go
 	}
 	log := ps.p.logger
 	if err != nil {

@@ -36,6 +36,8 @@ type iforestProcessor struct {
 	models []*model
 	refs   map[string][]featureRef // metric name -> model features it feeds
 
+	ops *operators // rules and feedback (rules.go, feedback.go)
+
 	clock       func() time.Time // tests' clock for the models' recency; nil: time.Now
 	lastSweep   atomic.Int64
 	memReported atomic.Int64
@@ -70,6 +72,9 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		attr:        newAttrNames(cfg.Output.AttributePrefix),
 		writeAttrs:  cfg.Output.Mode != OutputMetric,
 		writeMetric: cfg.Output.Mode != OutputAttributes,
+	}
+	if p.ops, err = newOperators(cfg, set.Logger, tel); err != nil {
+		return nil, err
 	}
 	if hc := cfg.HighCardinality; hc.Enabled {
 		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries)
@@ -138,6 +143,8 @@ type batch struct {
 	univariate bool
 	pending    map[uint64]*pending
 	ups        []detector.MemberUpdate
+
+	ops opsBatch // rules and feedback (rules.go)
 }
 
 // processMetrics scores md in place and always returns it: the processor
@@ -171,6 +178,7 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		for _, m := range p.models {
 			b.mem += m.det.MemoryBytes()
 		}
+		b.mem += p.ops.memoryBytes()
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
 	return md, nil
@@ -199,6 +207,7 @@ func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
 					continue
 				}
 				b.cur = nil
+				p.ops.metric(&b.ops, m.Name())
 				p.metric(m, combine(sh, hashString(m.Name())), b)
 			}
 			if p.writeMetric && b.scores.Len() > 0 {
@@ -333,6 +342,10 @@ func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) uint64 {
 // observe asks the detector for a verdict on pt (its Key set) and writes it
 // out.
 func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
+	mute, skip := p.ops.rule(&b.ops, attrs, b.res, pt.Time, b.now)
+	if skip {
+		return // neither scored nor learned: passes through unchanged
+	}
 	var v detector.Verdict
 	if p.shared != nil {
 		v = p.shared.Observe(pt, p.groupKey(m, attrs, b.res), b.now)
@@ -343,6 +356,7 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pc
 		b.skipped[v.Status]++
 		return
 	}
+	p.ops.gate(&b.ops, pt.Key, pt.V0, mute, &v)
 	b.scored++
 	if v.Anomaly {
 		b.anomalies++
@@ -471,6 +485,7 @@ func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, to
 			t.ProcessorIforestSeriesMemory.Add(ctx, d)
 		}
 	}
+	p.ops.record(ctx, &b.ops)
 	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
 }
 
