@@ -2,8 +2,6 @@ package iforestprocessor
 
 import (
 	"context"
-	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/otel-iforest/iforest/internal/metadata"
 	"github.com/otel-iforest/iforest/internal/metadatatest"
+	"github.com/otel-iforest/iforest/internal/scenario"
 	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
@@ -137,26 +135,12 @@ func incidentsStarted(rows []rowVerdict) []uint64 {
 	return ids
 }
 
-// excursions is noise around 35 (sd 2) at one point a minute with an
-// excursion of the same shape every period points from first: peaks
-// times shape, one per excursion (1 = the usual size).
+// excursions is scenario.Excursions' values.
 func excursions(n, first, period int, sizes map[int]float64, seed uint64) ([]float64, []int) {
-	rng := rand.New(rand.NewPCG(seed, 15))
-	shape := []float64{30, 40, 44, 40, 30} // above the level
+	rows, starts := scenario.Excursions(seed, n, first, period, sizes)
 	vals := make([]float64, n)
-	for i := range vals {
-		vals[i] = 35 + 2*rng.NormFloat64()
-	}
-	var starts []int
-	for k, s := 0, first; s+len(shape) <= n; k, s = k+1, s+period {
-		size := 1.0
-		if f, ok := sizes[k]; ok {
-			size = f
-		}
-		for j, d := range shape {
-			vals[s+j] = 35 + size*d
-		}
-		starts = append(starts, s)
+	for i, r := range rows {
+		vals[i] = r.Value
 	}
 	return vals, starts
 }
@@ -179,6 +163,3 @@ func flaggedIn(rows []rowVerdict, from, to int) int {
 	}
 	return n
 }
-
-var _ = math.NaN
-var _ = pcommon.NewMap
