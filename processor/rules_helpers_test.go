@@ -64,14 +64,14 @@ func (r *opsRun) shutdown(t *testing.T) {
 
 // rowVerdict is what the processor wrote on one datapoint.
 type rowVerdict struct {
-	scored, detected    bool
-	score               float64
-	incident            string // started, ended or ""
-	id                  uint64
-	expMin, expMax      float64
-	hasIncidentAttrs    bool
-	value               float64
-	expectedPresentFlag bool
+	scored, detected bool
+	score            float64
+	incident         string // started, ended or ""
+	id               uint64
+	expMin, expMax   float64
+	hasIncidentAttrs bool
+	value            float64
+	hasExpected      bool
 }
 
 func readVerdict(dp pmetric.NumberDataPoint) rowVerdict {
@@ -91,7 +91,7 @@ func readVerdict(dp pmetric.NumberDataPoint) rowVerdict {
 		v.id, _ = verdict.ParseID(s.Str())
 	}
 	if s, ok := a.Get("anomaly.expected.min"); ok {
-		v.expMin, v.expectedPresentFlag = s.Double(), true
+		v.expMin, v.hasExpected = s.Double(), true
 	}
 	if s, ok := a.Get("anomaly.expected.max"); ok {
 		v.expMax = s.Double()
