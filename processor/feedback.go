@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc64"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -289,7 +290,7 @@ func (f *feedback) memoryBytes() int64 { return f.bytes.Load() }
 //	[8]byte magic "\x89IFFEED\n", uint16 version (1)
 //	uint32 incidents, then per incident, oldest first:
 //	  uint64 id, uint64 key, tolerance
-//	uint32 entries, then per entry:
+//	uint32 entries, then per entry, by id:
 //	  uint64 id, uint8 state, int64 since, int64 expires, uint64 key, tolerance
 //	uint64 CRC-64/ECMA of everything before it
 //
@@ -326,7 +327,13 @@ func (f *feedback) encode() []byte {
 		b = tol(b, r.tol)
 	}
 	b = le.AppendUint32(b, uint32(len(f.entries)))
-	for _, e := range f.entries {
+	ids := make([]uint64, 0, len(f.entries))
+	for id := range f.entries {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // the same state, the same bytes
+	for _, id := range ids {
+		e := f.entries[id]
 		b = le.AppendUint64(b, e.id)
 		b = append(b, e.state)
 		b = le.AppendUint64(b, uint64(e.since))
