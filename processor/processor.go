@@ -38,6 +38,7 @@ type iforestProcessor struct {
 	refs   map[string][]featureRef // metric name -> model features it feeds
 
 	ckpt *checkpointer // saves and restores the models; nil without storage (persist.go)
+	ops *operators // rules and feedback (rules.go, feedback.go)
 
 	clock       func() time.Time // tests' clock for the models' recency; nil: time.Now
 	lastSweep   atomic.Int64
@@ -73,6 +74,9 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		attr:        newAttrNames(cfg.Output.AttributePrefix),
 		writeAttrs:  cfg.Output.Mode != OutputMetric,
 		writeMetric: cfg.Output.Mode != OutputAttributes,
+	}
+	if p.ops, err = newOperators(cfg, set.Logger, tel); err != nil {
+		return nil, err
 	}
 	if hc := cfg.HighCardinality; hc.Enabled {
 		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
@@ -124,14 +128,19 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 
 // start restores the saved models, if storage is configured.
 func (p *iforestProcessor) start(ctx context.Context, host component.Host) error {
-	if p.ckpt == nil {
-		return nil
-	}
-	return p.ckpt.start(ctx, host)
+	// The rules file is read first (a bad one fails the start), then the
+	// models and the feedback are restored (rules.go, persist.go).
+	return p.ops.start(ctx, func() error {
+		if p.ckpt == nil {
+			return nil
+		}
+		return p.ckpt.start(ctx, host)
+	})
 }
 
 // shutdown saves the models a last time, if storage is configured.
 func (p *iforestProcessor) shutdown(ctx context.Context) error {
+	p.ops.shutdown() // stops the rules file's watcher
 	var err error
 	if p.ckpt != nil {
 		err = p.ckpt.shutdown(ctx)
@@ -161,6 +170,8 @@ type batch struct {
 	ratio      bool // the current metric's values lie in [0, 1]
 	pending    map[uint64]*pending
 	ups        []detector.MemberUpdate
+
+	ops opsBatch // rules and feedback (rules.go)
 }
 
 // processMetrics scores md in place and always returns it: the processor
@@ -197,6 +208,7 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		for _, m := range p.models {
 			b.mem += m.det.MemoryBytes()
 		}
+		b.mem += p.ops.memoryBytes()
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
 	if p.ckpt != nil {
@@ -233,6 +245,7 @@ func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
 				// Utilisations are ratios in [0, 1] (OpenTelemetry's semantic
 				// conventions): their expected bands stay within it.
 				b.ratio = strings.HasSuffix(m.Name(), ".utilization")
+				p.ops.metric(&b.ops, m.Name())
 				p.metric(m, combine(sh, hashString(m.Name())), b)
 			}
 			if p.writeMetric && b.scores.Len() > 0 {
@@ -381,6 +394,10 @@ func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) (key uint64, 
 // observe asks the detector for a verdict on pt (its Key set) and writes it
 // out.
 func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
+	mute, skip := p.ops.rule(&b.ops, attrs, b.res, pt.Time, b.now)
+	if skip {
+		return // neither scored nor learned: passes through unchanged
+	}
 	var v detector.Verdict
 	if p.shared != nil {
 		v = p.shared.Observe(pt, p.groupKey(m, attrs, b.res), b.now)
@@ -391,6 +408,7 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pc
 		b.skipped[v.Status]++
 		return
 	}
+	p.ops.gate(&b.ops, pt.Key, pt.V0, mute, &v)
 	b.scored++
 	if v.Anomaly {
 		b.anomalies++
@@ -526,6 +544,7 @@ func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, to
 			t.ProcessorIforestSeriesMemory.Add(ctx, d)
 		}
 	}
+	p.ops.record(ctx, &b.ops)
 	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
 }
 
