@@ -22,7 +22,7 @@ import (
 // The feedback scenario: an identical excursion every 250 points, the 7th
 // twice as large.
 const (
-	fbRows, fbFirst, fbPeriod, fbLarge = 2000, 200, 250, 6
+	fbRows, fbFirst, fbPeriod, fbLarge = 3200, 200, 400, 6
 )
 
 func feedbackScenario() ([]float64, []int) {

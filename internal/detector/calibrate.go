@@ -47,6 +47,10 @@ const (
 	// calCapExcesses: see add. 6 kept the seed scenario's spikes flagged
 	// through their five points; 3 raised NAB's false alarms by half.
 	calCapExcesses = 6
+	// calCapMax bounds the same in surprise: counted at most that far
+	// beyond the tail's start, extremes that recur cannot inflate the mean
+	// excess without end (each counted further out than the last).
+	calCapMax = 2.5
 	// calStart: the scores of a model that has learned fewer points than
 	// this (its window and trees still filling) say little about later
 	// ones and are not counted.
@@ -167,7 +171,7 @@ func (c *calibrator) above(u float64) float64 {
 // coming still widen the tail, step by step.
 func (c *calibrator) add(u float64) {
 	q, m, _ := c.fit()
-	u = min(u, q+calCapExcesses*m)
+	u = min(u, q+min(calCapExcesses*m, calCapMax))
 	if !(u < calMax) {
 		c.over += c.inc
 	} else {

@@ -32,10 +32,11 @@ type longRun struct {
 	season season
 	cal    calibrator
 
-	held      []float32 // residuals of the open incident, not learned yet
-	heldSince int64     // time of the first held point
-	accepted  bool      // the open incident lasted NewNormalAfter: learn as usual
-	run       int32     // consecutive flagged points
+	held      []heldPoint // points of the open incident, not learned yet
+	heldSince int64       // time of the first held point
+	heldDev   float64     // sum of the held points' departures from their predictions
+	accepted  bool        // the open incident lasted NewNormalAfter: learn as usual
+	run       int32       // consecutive flagged points
 
 	spread   float64 // mean absolute residual of the points learned
 	spreadN  int32
@@ -51,7 +52,12 @@ type longRun struct {
 	predOK [numPred]bool
 	base   float64 // what its context predicts
 	value  float64 // its value, before the residual
+	u      float64 // its surprise, for the calibration; -1 if not counted
 }
+
+// heldPoint is a point of an open incident: its residual, and its surprise
+// for the calibration (-1 if it is not counted: the model was young).
+type heldPoint struct{ r, u float32 }
 
 func newLongRun() *longRun {
 	lr := &longRun{}
@@ -63,7 +69,7 @@ func newLongRun() *longRun {
 var longRunBytes = heapsize.Of(int(unsafe.Sizeof(longRun{})), true)
 
 func (lr *longRun) memBytes() int {
-	return longRunBytes + heapsize.Of(4*cap(lr.held), false)
+	return longRunBytes + heapsize.Of(8*cap(lr.held), false)
 }
 
 // residual sets the context of a point with value v at t (unix ns) and
@@ -100,19 +106,29 @@ func (lr *longRun) perWeek() float64 {
 	return 2016
 }
 
-// calibrate turns a raw score into the verdict's score (see calibrate.go)
-// and counts it, unless the model is still young or holds an incident.
+// calibrate turns a raw score into the verdict's score (see calibrate.go).
+// The score's surprise is counted in the calibration when the point is
+// learned (see count): an incident's points only when it ends, so that its
+// first point does not make the next ones look ordinary, while bursts that
+// keep coming do widen the tail.
 func (lr *longRun) calibrate(raw float64, learned int) float64 {
 	u := surprise(raw)
 	p := min(lr.cal.tail(u), lr.cal.stretch(u))
-	score := 1 / (1 + p*lr.perWeek())
-	if learned >= calStart && len(lr.held) == 0 {
+	lr.u = -1
+	if learned >= calStart {
+		lr.u = u
+		if p > 1e-3 {
+			lr.cal.learn(u)
+		}
+	}
+	return 1 / (1 + p*lr.perWeek())
+}
+
+// count counts a learned point's surprise u (-1: none) in the calibration.
+func (lr *longRun) count(u float64) {
+	if u >= 0 {
 		lr.cal.add(u)
 	}
-	if learned >= calStart && p > 1e-3 {
-		lr.cal.learn(u)
-	}
-	return score
 }
 
 // trivialFloor is the smallest residual that may flag.
@@ -169,12 +185,18 @@ func (lr *longRun) holding(open, flagged bool, t, newNormal int64) bool {
 		return false
 	}
 	if len(lr.held) == 0 {
-		lr.heldSince = t
+		lr.heldSince, lr.heldDev = t, 0
 	}
 	if t-lr.heldSince >= newNormal || len(lr.held) >= maxHeld {
+		// A new normal: the recent offset jumps to where the incident has
+		// been, so that the level it stays at is judged as usual from now.
 		lr.accepted = true
+		if n := len(lr.held); n > 0 {
+			lr.season.off = lr.heldDev / float64(n)
+		}
 		return false
 	}
+	lr.heldDev += lr.value - lr.pred[lr.season.used]
 	return true
 }
 

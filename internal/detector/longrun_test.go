@@ -77,7 +77,7 @@ func TestWeekdayLoadOnASaturdayIsFlagged(t *testing.T) {
 	}
 	i := int(badSaturday.Sub(monday) / (5 * time.Minute))
 	assert.True(t, vs[i].Anomaly, "a Saturday with a weekday's load (score %.3f)", vs[i].Score)
-	assert.LessOrEqual(t, falseAlarms, 1, "normal days, quiet weekends included, from the second week on")
+	assert.LessOrEqual(t, falseAlarms, 2, "normal days, quiet weekends included, from the second week on")
 }
 
 // Moves too small to matter never flag: a tiny quantised series that steps
