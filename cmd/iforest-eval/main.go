@@ -10,6 +10,7 @@
 //	score score existing NAB-format results
 //	plot  draw one results file as a PNG
 //	replay run a CSV through the processor built from a config, write verdicts
+//	backtest run history (OTLP JSON, Prometheus, CSV) through the processor, report
 //
 // Each subcommand lives in its own file as run<Name>(args []string) error
 // with its own flag.FlagSet; add new ones to the switch below and to usage.
@@ -31,6 +32,10 @@ subcommands:
   plot   draw a NAB results file (series, score, threshold, windows) as a PNG
   replay run a CSV's rows through the processor built from a config file and
          write every row's verdicts (per model and per column) as CSV
+  backtest
+         run history you have (file exporter OTLP JSON, a Prometheus
+         query_range answer, CSV) through the processor and show what it
+         would have flagged: an HTML report, a JSON summary
 
 Run "iforest-eval <subcommand> -h" for its flags.
 `
@@ -76,6 +81,8 @@ func main() {
 		err = runPlot(args)
 	case "replay":
 		err = runReplay(args)
+	case "backtest":
+		err = runBacktestCmd(args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, usageText)
 		return
