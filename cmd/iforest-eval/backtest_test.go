@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
@@ -682,4 +683,21 @@ func captureStdout(t *testing.T, fn func()) string {
 	require.NoError(t, w.Close())
 	os.Stdout = old
 	return <-done
+}
+
+// TestProgressStartsAgain: backtest --compare runs the progress bar twice;
+// each run counts from zero, and a count past the total stays at 100%.
+func TestProgressStartsAgain(t *testing.T) {
+	var out bytes.Buffer
+	p := &progress{w: &out, tty: true, name: "backtest", unit: "bytes"}
+	for range 2 {
+		p.start(1, 100)
+		p.addRows(150)
+		p.fileDone("f", 100, time.Second)
+		p.finish()
+	}
+	assert.Contains(t, out.String(), "100%  1/1 files  150/100 bytes")
+	assert.NotContains(t, out.String(), "2/1 files")
+	assert.NotContains(t, out.String(), "300/100 bytes")
+	assert.Equal(t, 2, strings.Count(out.String(), "backtest: 1 files, 100 bytes in"))
 }

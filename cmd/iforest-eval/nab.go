@@ -395,7 +395,10 @@ func (p *progress) start(files, rows int) {
 	if p == nil {
 		return
 	}
+	p.mu.Lock()
+	p.files, p.rows = 0, 0 // a progress may be started again (backtest --compare)
 	p.totalFiles, p.totalRows, p.began = files, rows, time.Now()
+	p.mu.Unlock()
 	if !p.tty {
 		return
 	}
@@ -442,7 +445,7 @@ func (p *progress) draw() {
 	const width = 40
 	frac := 1.0
 	if p.totalRows > 0 {
-		frac = float64(p.rows) / float64(p.totalRows)
+		frac = min(float64(p.rows)/float64(p.totalRows), 1)
 	}
 	n := int(frac * width)
 	fmt.Fprintf(p.w, "\r[%s%s] %3.0f%%  %d/%d files  %d/%d %s  %.0fs ",
