@@ -272,7 +272,7 @@ type btChange struct {
 // How many top and changed series the summary lists.
 const (
 	btTopSeries     = 10
-	btChangedSeries = 20
+	btChangedSeries = 10
 )
 
 func (bt *backtest) run(ctx context.Context) (*btResult, error) {

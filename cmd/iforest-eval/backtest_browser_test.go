@@ -135,3 +135,57 @@ func TestBacktestReportInBrowser(t *testing.T) {
 		assert.LessOrEqual(t, st.incidents, res.A.stats[i].incidents)
 	}
 }
+
+// TestBacktestCompareReportInBrowser renders a --compare report, with
+// values drawn for only some series (--max-plots), and checks both
+// configs' numbers and every series' plot and incident lists.
+func TestBacktestCompareReportInBrowser(t *testing.T) {
+	browser := chromium(t)
+	a, err := backtestConfig("")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	strict := writeTemp(t, dir, "strict.yaml", "threshold: 0.9\n")
+	b, err := backtestConfig(strict)
+	require.NoError(t, err)
+	f := newFleet(8, 720)
+	f.spikeEvery = 3
+	input := writeFile(t, dir, "fleet.json", f.writePrometheus)
+	bt := backtest{Inputs: []string{input}, Config: a, ConfigName: "defaults", Compare: b, CompareName: "strict.yaml",
+		Options: btOptions{Format: formatAuto, MaxPlots: 5}}
+	res, err := bt.run(context.Background())
+	require.NoError(t, err)
+	report := filepath.Join(dir, "report.html")
+	var page bytes.Buffer
+	require.NoError(t, writeReport(&page, res))
+	require.NoError(t, os.WriteFile(report, page.Bytes(), 0o644))
+	dom := renderDOM(t, browser, report)
+
+	for _, c := range []struct {
+		id   string
+		want int64
+	}{
+		{"sum-a-incidents", res.Summary.Incidents}, {"sum-b-incidents", res.Summary.Compare.Incidents},
+		{"sum-a-flagged", res.Summary.Flagged}, {"sum-b-flagged", res.Summary.Compare.Flagged},
+	} {
+		has(t, dom, fmt.Sprintf(`id="%s">%s<`, c.id, fmtCount(c.want)), c.id)
+	}
+	assert.Less(t, res.Summary.Compare.Flagged, res.Summary.Flagged)
+	for i := range 8 {
+		sec := regexp.MustCompile(fmt.Sprintf(`(?s)<section class="series" id="series-%d".*?</section>`, i)).FindString(dom)
+		require.NotEmpty(t, sec, "series %d has no section", i)
+		has(t, sec, fmt.Sprintf(`<svg class="plot" data-series="%d"`, i), "series %d has a plot", i)
+		has(t, sec, `class="inc-list"`, "series %d: incidents under the first config", i)
+		has(t, sec, `class="inc-list-b"`, "series %d: incidents under the second config", i)
+		if i < 5 {
+			has(t, sec, `<polygon class="val"`, "series %d: values drawn", i)
+		} else {
+			has(t, sec, "values not kept for this series (beyond --max-plots)", "series %d: says why its values are missing", i)
+		}
+		for _, in := range res.B.stats[i].incs {
+			has(t, sec, fmt.Sprintf(`<rect class="laneB" data-start="%s"`, fmtNanos(in.Start)), "series %d: the second config's incident in its lane", i)
+		}
+		for _, fl := range res.A.stats[i].flags {
+			has(t, sec, fmt.Sprintf(`<circle class="flag" data-t="%s"`, fmtNanos(fl.T)), "series %d: flagged point drawn", i)
+		}
+	}
+}
