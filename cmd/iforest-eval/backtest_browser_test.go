@@ -141,20 +141,10 @@ func TestBacktestReportInBrowser(t *testing.T) {
 // configs' numbers and every series' plot and incident lists.
 func TestBacktestCompareReportInBrowser(t *testing.T) {
 	browser := chromium(t)
-	a, err := backtestConfig("")
-	require.NoError(t, err)
-	dir := t.TempDir()
-	strict := writeTemp(t, dir, "strict.yaml", "threshold: 0.9\n")
-	b, err := backtestConfig(strict)
-	require.NoError(t, err)
 	f := newFleet(8, 720)
 	f.spikeEvery = 3
-	input := writeFile(t, dir, "fleet.json", f.writePrometheus)
-	bt := backtest{Inputs: []string{input}, Config: a, ConfigName: "defaults", Compare: b, CompareName: "strict.yaml",
-		Options: btOptions{Format: formatAuto, MaxPlots: 5}}
-	res, err := bt.run(context.Background())
-	require.NoError(t, err)
-	report := filepath.Join(dir, "report.html")
+	res := strictCompare(t, f, 5)
+	report := filepath.Join(t.TempDir(), "report.html")
 	var page bytes.Buffer
 	require.NoError(t, writeReport(&page, res))
 	require.NoError(t, os.WriteFile(report, page.Bytes(), 0o644))

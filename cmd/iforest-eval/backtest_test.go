@@ -397,20 +397,26 @@ func TestBacktestSummary(t *testing.T) {
 	}
 }
 
-// TestBacktestCompare: a stricter threshold flags less; the summary says
-// which series changed.
-func TestBacktestCompare(t *testing.T) {
+// strictCompare backtests fleet f, as a Prometheus answer, under the
+// defaults and compared with threshold 0.9 ("strict.yaml").
+func strictCompare(t testing.TB, f fleet, maxPlots int) *btResult {
 	a, err := backtestConfig("")
 	require.NoError(t, err)
 	dir := t.TempDir()
-	bPath := writeTemp(t, dir, "strict.yaml", "threshold: 0.9\n")
-	b, err := backtestConfig(bPath)
+	b, err := backtestConfig(writeTemp(t, dir, "strict.yaml", "threshold: 0.9\n"))
 	require.NoError(t, err)
-	f := newFleet(40, 600)
 	path := writeFile(t, dir, "fleet.json", f.writePrometheus)
-	bt := backtest{Inputs: []string{path}, Config: a, ConfigName: "defaults", Compare: b, CompareName: bPath, Options: btOptions{Format: formatAuto, MaxPlots: 100}}
+	bt := backtest{Inputs: []string{path}, Config: a, ConfigName: "defaults", Compare: b, CompareName: "strict.yaml",
+		Options: btOptions{Format: formatAuto, MaxPlots: maxPlots}}
 	res, err := bt.run(context.Background())
 	require.NoError(t, err)
+	return res
+}
+
+// TestBacktestCompare: a stricter threshold flags less; the summary says
+// which series changed.
+func TestBacktestCompare(t *testing.T) {
+	res := strictCompare(t, newFleet(40, 600), 100)
 	s := res.Summary
 	require.NotNil(t, s.Compare)
 	assert.Equal(t, s.Points, s.Compare.Points)
