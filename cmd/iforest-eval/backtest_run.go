@@ -37,7 +37,6 @@ type btSeries struct {
 	attrs    string // datapoint attributes, k=v, sorted by key
 	resource string // resource attributes, k=v, sorted by key
 	scope    string
-	tmpl     pmetric.Metrics // resource, scope and metric without datapoints
 }
 
 // name is how the report names the series: metric{attributes}.
@@ -109,8 +108,17 @@ func (t *btSeriesTable) lookup(key uint64, rm pmetric.ResourceMetrics, sm pmetri
 		return s
 	}
 	s := &btSeries{idx: len(t.list), kind: m.Type(), metric: m.Name(), attrs: attrsText(attrs),
-		resource: attrsText(rm.Resource().Attributes()), scope: sm.Scope().Name(), tmpl: pmetric.NewMetrics()}
-	trm := s.tmpl.ResourceMetrics().AppendEmpty()
+		resource: attrsText(rm.Resource().Attributes()), scope: sm.Scope().Name()}
+	t.byKey[key] = s
+	t.list = append(t.list, s)
+	return s
+}
+
+// skeleton is a batch with rm's resource, sm's scope and a metric like m
+// (name, type, temporality) without datapoints; it returns the metric.
+func skeleton(rm pmetric.ResourceMetrics, sm pmetric.ScopeMetrics, m pmetric.Metric) (pmetric.Metrics, pmetric.Metric) {
+	md := pmetric.NewMetrics()
+	trm := md.ResourceMetrics().AppendEmpty()
 	rm.Resource().CopyTo(trm.Resource())
 	tsm := trm.ScopeMetrics().AppendEmpty()
 	sm.Scope().CopyTo(tsm.Scope())
@@ -131,9 +139,7 @@ func (t *btSeriesTable) lookup(key uint64, rm pmetric.ResourceMetrics, sm pmetri
 	case pmetric.MetricTypeSummary:
 		tm.SetEmptySummary()
 	}
-	t.byKey[key] = s
-	t.list = append(t.list, s)
-	return s
+	return md, tm
 }
 
 // btIncident is one incident of a series, as the processor marked it.
@@ -526,7 +532,7 @@ func routePoints[P btPoint[P], S btPoints[P]](r *btRoute, dps S, chunkPoints fun
 			r.many = append(r.many, st)
 			continue
 		}
-		c := e.chunk(st)
+		c := e.chunk(st, r)
 		dp.MoveTo(chunkPoints(c.m).AppendEmpty())
 		c.n++
 		e.inWindow++
@@ -545,17 +551,17 @@ func hasPrefixKey(m pcommon.Map, prefix string) bool {
 	return false
 }
 
-// chunk returns the pending chunk of st's series, making it when none.
-func (e *btEngine) chunk(st *btStats) *btChunk {
+// chunk returns the pending chunk of st's series, making it like the
+// metric r routes from when there is none.
+func (e *btEngine) chunk(st *btStats, r *btRoute) *btChunk {
 	i := st.s.idx
 	for len(e.pending) <= i {
 		e.pending = append(e.pending, nil)
 	}
 	c := e.pending[i]
 	if c == nil {
-		c = &btChunk{md: pmetric.NewMetrics()}
-		st.s.tmpl.CopyTo(c.md)
-		c.m = c.md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
+		c = &btChunk{}
+		c.md, c.m = skeleton(r.rm, r.sm, r.m)
 		e.pending[i] = c
 	}
 	return c
