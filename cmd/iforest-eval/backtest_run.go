@@ -26,6 +26,10 @@ const (
 	btMaxProblems  = 100 // input problems kept as messages (all are counted)
 	btChunkPoints  = 128 // points of one series fed in one batch (parallel mode)
 	btWindowPoints = 1 << 18
+	// Batches queued per worker: deep enough that the workers go on while
+	// the reader parses the next window (a window of time-ordered lines
+	// holds short batches of many series).
+	btQueue = 1024
 )
 
 // btSeries is one series of the input: resource, scope, metric (name and
@@ -362,7 +366,7 @@ func runBacktest(ctx context.Context, name string, cfg *iforestprocessor.Config,
 	e.jobs = make([]chan btJob, workers)
 	errs := make([]error, workers)
 	for w := range e.jobs {
-		e.jobs[w] = make(chan btJob, 64)
+		e.jobs[w] = make(chan btJob, btQueue)
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
