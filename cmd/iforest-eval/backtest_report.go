@@ -105,7 +105,23 @@ func fmtCount(n int64) string {
 	return b.String()
 }
 
-func fmtFloat(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+// fmtFloat writes x as it is, with thousands separators in its whole part.
+func fmtFloat(x float64) string {
+	s := strconv.FormatFloat(x, 'f', -1, 64)
+	whole, frac, dot := strings.Cut(s, ".")
+	n, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil {
+		return s
+	}
+	whole = fmtCount(n)
+	if n == 0 && strings.HasPrefix(s, "-") {
+		whole = "-0"
+	}
+	if dot {
+		return whole + "." + frac
+	}
+	return whole
+}
 
 func fmtDelta(a, b float64) string {
 	switch d := b - a; {

@@ -707,3 +707,12 @@ func TestProgressStartsAgain(t *testing.T) {
 	assert.NotContains(t, out.String(), "300/100 bytes")
 	assert.Equal(t, 2, strings.Count(out.String(), "backtest: 1 files, 100 bytes in"))
 }
+
+func TestBacktestNumberFormats(t *testing.T) {
+	for x, want := range map[float64]string{0: "0", 3.512: "3.512", 10000: "10,000", 1234567.25: "1,234,567.25", -0.5: "-0.5", -1500: "-1,500"} {
+		assert.Equal(t, want, fmtFloat(x))
+	}
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 14400000: "14,400,000", -1234: "-1,234"} {
+		assert.Equal(t, want, fmtCount(n))
+	}
+}
