@@ -168,6 +168,9 @@ func runBacktestCmd(args []string) error {
 			return err
 		}
 	}
+	for _, n := range res.Summary.Notes {
+		fmt.Fprintln(os.Stderr, "iforest-eval: backtest: note:", n)
+	}
 	if n := res.Summary.InputProblems; n > 0 {
 		for _, p := range res.Summary.Problems {
 			fmt.Fprintln(os.Stderr, "iforest-eval: backtest:", p)
@@ -247,6 +250,7 @@ type btResultSummary struct {
 	To            string            `json:"to,omitempty"`
 	InputProblems int               `json:"input_problems"`
 	Problems      []string          `json:"problems,omitempty"`
+	Notes         []string          `json:"notes,omitempty"`
 	Compare       *btCompareSummary `json:"compare,omitempty"`
 }
 
@@ -300,7 +304,7 @@ func (bt *backtest) run(ctx context.Context) (*btResult, error) {
 	if from != 0 || to != 0 {
 		sum.From, sum.To = fmtNanos(from), fmtNanos(to)
 	}
-	sum.InputProblems, sum.Problems = a.problems.count, a.problems.list
+	sum.InputProblems, sum.Problems, sum.Notes = a.problems.count, a.problems.list, a.notes
 	res.Summary = sum
 	return res, nil
 }

@@ -281,7 +281,8 @@ type btRun struct {
 	stats     []*btStats // by series index
 	telemetry []telemetryCount
 	problems  btProblems
-	stripped  int64 // datapoints that came with verdict attributes
+	notes     []string // about the input, not wrong with it
+	stripped  int64    // datapoints that came with verdict attributes
 }
 
 // btProblems are the input's problems: the first btMaxProblems as
@@ -407,7 +408,7 @@ func runBacktest(ctx context.Context, name string, cfg *iforestprocessor.Config,
 	e.run.telemetry = tel
 	e.reportOrder()
 	if e.run.stripped > 0 {
-		e.run.problems.add("%d datapoints came with %s* attributes (captured after an iforest processor?); they were removed before the backtest", e.run.stripped, e.prefix)
+		e.run.notes = append(e.run.notes, fmt.Sprintf("%d datapoints came with %s* attributes (captured after an iforest processor?); they were removed before the backtest", e.run.stripped, e.prefix))
 	}
 	return e.run, nil
 }
