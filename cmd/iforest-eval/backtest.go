@@ -69,6 +69,8 @@ Bad input (a line that is not OTLP JSON, a truncated file, a Prometheus
 error answer, a cell or sample that is not a number, points out of order) is
 reported with the file and line or series; the rest of the input is
 backtested, the report and summary are written, and the exit status is 1.
+Verdict attributes already on the input (a capture taken after an iforest
+processor) are removed first; the report notes it.
 
 flags:
 `
