@@ -26,10 +26,11 @@ factory with your settings, and shows what it would have flagged: a report
 (--out report.html, one self-contained file for a browser), a summary for
 scripts (--json) and, if asked, every datapoint's verdict (--verdicts).
 
-INPUT files (gzip-compressed or not; the format is told from the content):
-  - OTLP JSON as the collector's file exporter writes it (one
-    ExportMetricsServiceRequest per line): capture a day with
-      exporters: {file: {path: ./capture.jsonl}}   (compression: gzip is fine)
+INPUT files (plain, gzip or zstd; the format is told from the content):
+  - OTLP as the collector's file exporter writes it: JSON, one
+    ExportMetricsServiceRequest per line, or its length-prefixed records
+    (compression: zstd, format: proto). Capture a day with
+      exporters: {file: {path: ./capture.jsonl}}
     in the metrics pipeline, then backtest capture.jsonl. Every metric type
     the processor scores is read; resource, scope, metric and attributes
     make a series, as in the collector.
