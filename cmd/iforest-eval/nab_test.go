@@ -63,7 +63,7 @@ func TestNABTinyCorpus(t *testing.T) {
 	var log bytes.Buffer
 	sum, err := evalNAB(context.Background(), nabOptions{
 		Data: dataDir, Out: out, Name: "tiny", Windows: ws, Config: cfg, Workers: 2,
-		Progress: &progress{w: &log},
+		Progress: &progress{w: &log, name: "nab"},
 	})
 	require.NoError(t, err)
 	assert.Contains(t, log.String(), "[2/2]")
