@@ -96,7 +96,7 @@ func TestTrivialMovesDoNotFlag(t *testing.T) {
 	}
 
 	flat := New(DefaultConfig(), 0)
-	vs = feedAt(flat, 2, monday, time.Minute, 3000, func(time.Time) float64 { return 100 + 0.1*rng.NormFloat64() })
+	feedAt(flat, 2, monday, time.Minute, 3000, func(time.Time) float64 { return 100 + 0.1*rng.NormFloat64() })
 	step := feedAt(flat, 2, monday.Add(3000*time.Minute), time.Minute, 1, func(time.Time) float64 { return 101.5 })
 	assert.False(t, step[0].Anomaly, "a 1.5%% move of a series at 100 (score %.3f)", step[0].Score)
 	spike := feedAt(flat, 2, monday.Add(3001*time.Minute), time.Minute, 1, func(time.Time) float64 { return 110 })
