@@ -76,7 +76,7 @@ func TestScenarioFolders(t *testing.T) {
 		minCaught      int
 		maxFalseAlarms int
 	}{
-		{"seasonal", 7 * 24 * time.Hour, 9, 4},
+		{"seasonal", 7 * 24 * time.Hour, 9, 2},
 		{"quiet-host", 2 * time.Hour, 4, 2},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {

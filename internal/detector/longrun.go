@@ -184,6 +184,12 @@ func (lr *longRun) holding(open, flagged bool, t, newNormal int64) bool {
 	if newNormal <= 0 || lr.accepted || (len(lr.held) == 0 && !flagged) {
 		return false
 	}
+	// At a coarse interval the span is a few points, fewer than the model
+	// takes to adapt to a new level by itself (offsetPoints): holding would
+	// only flag every point of a burst. Only finer series hold.
+	if len(lr.held) == 0 && lr.step > 0 && float64(newNormal)/1e9/lr.step < holdMinPoints {
+		return false
+	}
 	if len(lr.held) == 0 {
 		lr.heldSince, lr.heldDev = t, 0
 	}
@@ -199,6 +205,9 @@ func (lr *longRun) holding(open, flagged bool, t, newNormal int64) bool {
 	lr.heldDev += lr.value - lr.pred[lr.season.used]
 	return true
 }
+
+// holdMinPoints: see holding.
+const holdMinPoints = 16
 
 // maxHeld bounds the points held for one incident (at one point a second,
 // 30 minutes are 1800).

@@ -313,3 +313,23 @@ func TestHostileValuesKeepTheModelFinite(t *testing.T) {
 		}
 	}
 }
+
+// At a coarse interval new_normal_after is a handful of points, fewer than
+// the model takes to adapt by itself: a step there stays flagged for the
+// span without holding its points back (see holding).
+func TestSustainedAnomalyAtACoarseInterval(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	d := New(DefaultConfig(), 0)
+	const step = 5 * time.Minute
+	start := 4 * 288 // four days
+	vs := feedAt(d, 1, monday, step, start+24, func(t time.Time) float64 {
+		if int(t.Sub(monday)/step) >= start {
+			return 0.50 + 0.01*rng.NormFloat64()
+		}
+		return min(1, 0.98+0.004*rng.NormFloat64())
+	})
+	for i := start; i < start+6; i++ { // 30 minutes
+		require.True(t, vs[i].Anomaly, "point %d of the step (score %.3f)", i-start, vs[i].Score)
+	}
+	assert.Empty(t, d.shards[1].series[1].lr.held, "nothing is held at this interval")
+}

@@ -33,12 +33,15 @@ func TestOfMatchesTheHeap(t *testing.T) {
 	}
 	const count = 2000
 	for _, size := range []int{24, 360, 700, 2304, 17000, 40000} {
+		// Enough objects of a small size to fill whole spans many times
+		// over: a few thousand fit in the spans a P already caches.
+		count := max(count, 1<<20/size)
 		keep := make([][]byte, count)
 		before := heap()
 		for i := range keep {
 			keep[i] = make([]byte, size)
 		}
-		per := float64(heap()-before) / count
+		per := float64(heap()-before) / float64(count)
 		runtime.KeepAlive(keep)
 		assert.InDelta(t, float64(Of(size, false)), per, 0.02*float64(Of(size, false))+1, "size %d", size)
 	}
