@@ -291,6 +291,12 @@ func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
 	}
 }
 
+// points is what pdata's datapoint slices share.
+type points[P any] interface {
+	Len() int
+	At(int) P
+}
+
 // histPoint is what explicit and exponential histogram datapoints share.
 type histPoint interface {
 	Count() uint64
@@ -305,10 +311,9 @@ type histPoint interface {
 // rather than taking the interface, so that a datapoint is not boxed
 // (allocated) on its way in.
 func histograms[P histPoint, S points[P]](p *iforestProcessor, m pmetric.Metric, dps S, kind detector.Kind, mh uint64, b *batch) {
-	ahead := p.lookahead()
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
-		key, own := keyAhead(p, &ahead, dps, mh, i)
+		key, own := p.seriesKey(mh, dp.Attributes())
 		if own {
 			p.attr.strip(dp.Attributes())
 		}
@@ -338,7 +343,6 @@ func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (
 }
 
 func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
-	ahead := p.lookahead()
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
 		if b.refs != nil && p.claim(b.refs, b.res, dp, kind, b) || !b.univariate {
@@ -347,7 +351,7 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 			p.attr.strip(dp.Attributes())
 			continue
 		}
-		key, own := keyAhead(p, &ahead, dps, mh, i)
+		key, own := p.seriesKey(mh, dp.Attributes())
 		if own {
 			p.attr.strip(dp.Attributes())
 		}

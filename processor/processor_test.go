@@ -368,36 +368,3 @@ func TestConcurrentConsumers(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, 4*50, len(sink.AllMetrics()))
 }
-
-// keyAhead returns each datapoint's own series key however the caller
-// skips through the slice (claimed or unselected datapoints are skipped).
-func TestKeyAhead(t *testing.T) {
-	for _, highcard := range []bool{false, true} {
-		cfg := createDefaultConfig().(*Config)
-		cfg.HighCardinality.Enabled = highcard
-		p, err := newProcessor(processortest.NewNopSettings(metadata.Type), cfg)
-		require.NoError(t, err)
-		dps := pmetric.NewNumberDataPointSlice()
-		for i := range 12 {
-			attrs := dps.AppendEmpty().Attributes()
-			attrs.PutInt("series", int64(i))
-			if i%3 == 0 {
-				attrs.PutBool("anomaly.detected", true)
-			}
-		}
-		for _, visit := range [][]int{
-			{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
-			{0, 3, 4, 5, 11},
-			{2, 9},
-			{11},
-		} {
-			l := p.lookahead()
-			for _, i := range visit {
-				want, wantOwn := p.seriesKey(42, dps.At(i).Attributes())
-				got, own := keyAhead(p, &l, dps, 42, i)
-				require.Equal(t, want, got, "visiting %v, at %d", visit, i)
-				require.Equal(t, wantOwn, own, "visiting %v, at %d", visit, i)
-			}
-		}
-	}
-}
