@@ -190,7 +190,7 @@ func createDefaultConfig() component.Config {
 // deviations of all its series, and each series keeps only its own level
 // and spread (a few hundred bytes instead of a forest).
 type HighCardinalityConfig struct {
-	// Enabled switches univariate datapoints to the shared models.
+	// Enabled switches univariate datapoints to the group models.
 	Enabled bool `mapstructure:"enabled"`
 	// GroupBy splits a metric's model by these attributes (looked up on the
 	// datapoint, then on the resource), e.g. [service.name].

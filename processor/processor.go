@@ -22,11 +22,11 @@ import (
 )
 
 type iforestProcessor struct {
-	cfg    *Config
-	det    *detector.Detector
-	shared *detector.Shared // high_cardinality: univariate points go here instead of det
-	tel    *metadata.TelemetryBuilder
-	logger *zap.Logger
+	cfg     *Config
+	det     *detector.Detector
+	grouped *detector.Grouped // high_cardinality: univariate points go here instead of det
+	tel     *metadata.TelemetryBuilder
+	logger  *zap.Logger
 
 	include, exclude []*regexp.Regexp
 	selected         *nameCache // when include/exclude are set
@@ -75,7 +75,7 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		writeMetric: cfg.Output.Mode != OutputAttributes,
 	}
 	if hc := cfg.HighCardinality; hc.Enabled {
-		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
+		p.grouped = detector.NewGrouped(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
 	}
 	for _, s := range cfg.Metrics.Include {
 		re, err := compileAnchored(s)
@@ -186,9 +186,9 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		for _, m := range p.models {
 			b.det.Add(m.det.TakeStats())
 		}
-		if p.shared != nil {
-			b.det.Add(p.shared.TakeStats())
-			b.mem += p.shared.MemoryBytes()
+		if p.grouped != nil {
+			b.det.Add(p.grouped.TakeStats())
+			b.mem += p.grouped.MemoryBytes()
 		}
 		b.mem, b.memKnown = b.mem+p.det.MemoryBytes(), true
 		if p.selected != nil {
@@ -386,8 +386,8 @@ func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) (key uint64, 
 // out.
 func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
 	var v detector.Verdict
-	if p.shared != nil {
-		v = p.shared.Observe(pt, p.groupKey(m, attrs, b.res), b.now)
+	if p.grouped != nil {
+		v = p.grouped.Observe(pt, p.groupKey(m, attrs, b.res), b.now)
 	} else {
 		v = p.det.Observe(pt, b.now)
 	}
@@ -410,7 +410,7 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pc
 	}
 }
 
-// groupKey names the shared model of a datapoint in high-cardinality mode:
+// groupKey names the group model of a datapoint in high-cardinality mode:
 // its metric, and the values of the group_by attributes (datapoint first,
 // then resource; a missing one is left out).
 func (p *iforestProcessor) groupKey(m pmetric.Metric, attrs, res pcommon.Map) uint64 {
@@ -545,8 +545,8 @@ func (p *iforestProcessor) maybeEvict(now int64) {
 		return
 	}
 	n := p.det.Evict(now - ttl)
-	if p.shared != nil {
-		n += p.shared.Evict(now - ttl)
+	if p.grouped != nil {
+		n += p.grouped.Evict(now - ttl)
 	}
 	for _, m := range p.models {
 		n += m.det.Evict(now - ttl)

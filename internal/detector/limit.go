@@ -7,7 +7,7 @@ import (
 )
 
 // The parts of the series limit that per-series models (recency.go) and
-// high-cardinality baselines (shared.go) share.
+// high-cardinality baselines (grouped.go) share.
 
 // seriesLimit is the global count of models held against the limit.
 type seriesLimit struct {
