@@ -37,11 +37,10 @@ type iforestProcessor struct {
 
 	ckpt *checkpointer // saves and restores the models; nil without storage (persist.go)
 
-	clock       func() time.Time // tests' clock for the models' recency; nil: time.Now
-	lastSweep   atomic.Int64
-	memReported atomic.Int64
-	skipAttrs   [numSkip]metric.MeasurementOption
-	evictAttrs  [2]metric.MeasurementOption // idle, limit
+	clock      func() time.Time // tests' clock for the models' recency; nil: time.Now
+	lastSweep  atomic.Int64
+	skipAttrs  [numSkip]metric.MeasurementOption
+	evictAttrs [len(evictionReasons)]metric.MeasurementOption
 }
 
 func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error) {
@@ -96,13 +95,16 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		}
 		p.skipAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", skipReason(i))))
 	}
-	for i, reason := range []string{"idle", "limit"} {
+	for i, reason := range evictionReasons {
 		p.evictAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", reason)))
 	}
 	if cfg.Storage != nil {
 		p.ckpt = newCheckpointer(p, set.ID)
 	}
 	p.lastSweep.Store(time.Now().UnixNano())
+	if err := p.registerGauges(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -134,8 +136,6 @@ type batch struct {
 	scores    pmetric.MetricSlice // score metrics made for the current scope
 	cur       *scoreMetrics
 	det       detector.Stats
-	mem       int64 // the models' estimated bytes after the batch
-	memKnown  bool
 
 	// Multivariate models: the current resource's attributes, the model
 	// features fed by the current metric, and what entities got this batch.
@@ -172,14 +172,6 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		}
 		if p.grouped != nil {
 			b.det.Add(p.grouped.TakeStats())
-			b.mem += p.grouped.MemoryBytes()
-		}
-		b.mem, b.memKnown = b.mem+p.det.MemoryBytes(), true
-		if p.selected != nil {
-			b.mem += p.selected.memBytes()
-		}
-		for _, m := range p.models {
-			b.mem += m.det.MemoryBytes()
 		}
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
