@@ -140,8 +140,8 @@ type OutputConfig struct {
 	// AttributePrefix starts the names of the attributes written on
 	// datapoints: <prefix>score, <prefix>detected, <prefix>threshold, ...
 	AttributePrefix string `mapstructure:"attribute_prefix"`
-	// MetricSuffix is appended to a metric's name to name its score metric;
-	// the flag metric gets MetricSuffix's stem plus "_detected".
+	// MetricSuffix is appended to a metric's name to name its score metric
+	// (metric mode writes the score only; the flag is an attribute).
 	MetricSuffix string `mapstructure:"metric_suffix"`
 }
 

@@ -160,7 +160,7 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		defer func() {
 			if r := recover(); r != nil {
 				failed = true
-				p.logger.Error("iforest failed on a batch; forwarding it unscored", zap.Any("panic", r))
+				p.logger.Error("failed on a batch; forwarding it unscored", zap.Any("panic", r))
 			}
 		}()
 		p.walk(md, &b)

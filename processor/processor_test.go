@@ -96,7 +96,7 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// datapointAttrs finds the attributes of the datapoint of metric name whose
+// numberDP finds the datapoint of metric name whose
 // attribute key=val (or the first datapoint when key is empty).
 func numberDP(t *testing.T, md pmetric.Metrics, name, key, val string) pmetric.NumberDataPoint {
 	t.Helper()
