@@ -11,6 +11,7 @@ import (
 
 	"github.com/otel-iforest/iforest/internal/detector"
 	"github.com/otel-iforest/iforest/internal/forest"
+	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 // Config is the iforest processor's configuration. Every key has a default
@@ -173,7 +174,7 @@ func createDefaultConfig() component.Config {
 		},
 		Output: OutputConfig{
 			Mode:            OutputAttributes,
-			AttributePrefix: "anomaly.",
+			AttributePrefix: verdict.DefaultPrefix,
 			MetricSuffix:    ".anomaly_score",
 		},
 		Univariate:         true,
