@@ -139,7 +139,7 @@ func telemetryText(t *testing.T, tt *componenttest.Telemetry) string {
 			for _, dp := range sum.DataPoints {
 				var attrs []string
 				for _, kv := range dp.Attributes.ToSlice() {
-					attrs = append(attrs, fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit()))
+					attrs = append(attrs, fmt.Sprintf("%s=%s", kv.Key, kv.Value.String()))
 				}
 				label := ""
 				if len(attrs) > 0 {
