@@ -153,7 +153,7 @@ unit: ## go test -race -short ./...
 
 .PHONY: quality
 quality: ## the long evaluations on ../shared/data (skipped when it is absent) and the million-series limit test, without -race
-	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) -run 'TestODDSMatchesScikitLearn|TestNABCorpus' ./cmd/iforest-eval/
+	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) -run 'TestODDSMatchesScikitLearn|TestNABCorpus|TestScenarioFolders' ./cmd/iforest-eval/
 	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) -run 'TestMillionSeriesUnderLimit' ./processor/
 
 # End-to-end tests run against the built distribution. They live in package

@@ -74,6 +74,9 @@ type Config struct {
 	// (they are saved at shutdown too).
 	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
 
+	// Operator holds rules, rules_file, feedback and feedback_ttl (rules.go).
+	Operator OperatorConfig `mapstructure:",squash"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -183,6 +186,7 @@ func createDefaultConfig() component.Config {
 		SeriesTTL:          time.Hour,
 		MaxTimeAhead:       5 * time.Minute,
 		CheckpointInterval: time.Minute,
+		Operator:           OperatorConfig{FeedbackTTL: defaultFeedbackTTL},
 	}
 }
 
@@ -244,7 +248,7 @@ const (
 
 // Validate checks every key and names the offending ones.
 func (c *Config) Validate() error {
-	errs := []error{c.ForestConfig.validate(""), c.validateLookback(), c.Incidents.validate()}
+	errs := []error{c.ForestConfig.validate(""), c.validateLookback(), c.Incidents.validate(), c.Operator.validate()}
 	for i, p := range c.Metrics.Include {
 		if _, err := compileAnchored(p); err != nil {
 			errs = append(errs, fmt.Errorf("metrics.include[%d]: invalid regular expression %q: %w", i, p, err))

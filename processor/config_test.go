@@ -33,7 +33,9 @@ func TestLoadConfig(t *testing.T) {
 				Exclude: []string{`system\.cpu\.time`},
 			}
 			c.SummaryQuantile = &q
-			c.Incidents = IncidentsConfig{OpenAfter: 2, OpenWindow: 3, CloseAfter: 10, Cooldown: 4, SuppressRepeats: 50}
+			c.Seasonality = "weekly"
+			c.MinDeviation = MinDeviationConfig{Relative: 0.05, Absolute: 0.5}
+			c.Incidents = IncidentsConfig{OpenAfter: 2, OpenWindow: 3, CloseAfter: 10, Cooldown: 4, SuppressRepeats: 50, NewNormalAfter: 10 * time.Minute}
 			c.Output = OutputConfig{Mode: OutputBoth, AttributePrefix: "iforest.", MetricSuffix: ".iforest_score"}
 			c.MaxSeries, c.SeriesTTL = 500, 10*time.Minute
 		}},
@@ -51,6 +53,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "high_cardinality"), want: func(c *Config) {
 			c.HighCardinality = HighCardinalityConfig{Enabled: true, GroupBy: []string{"service.name"}, Warmup: 16, MaxSeries: 2000000, MaxGroups: 1000}
 		}},
+		{id: component.NewIDWithName(metadata.Type, "bad_seasonality"), wantErr: `seasonality: must be one of auto, none, daily, weekly, got "hourly"`},
+		{id: component.NewIDWithName(metadata.Type, "bad_min_deviation"), wantErr: "min_deviation.relative: must be in [0, 1), got 1.5"},
+		{id: component.NewIDWithName(metadata.Type, "bad_min_deviation"), wantErr: "min_deviation.absolute: must be 0 or more, got -1"},
+		{id: component.NewIDWithName(metadata.Type, "bad_new_normal_after"), wantErr: "incidents.new_normal_after: must be 0 (off) or positive, got -1m0s"},
 		{id: component.NewIDWithName(metadata.Type, "bad_high_cardinality"), wantErr: "high_cardinality.warmup: must be between 2 and window_size (1024), got 1"},
 	}
 	for _, tt := range tests {

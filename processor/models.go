@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/otel-iforest/iforest/internal/detector"
+	"github.com/otel-iforest/iforest/internal/rules"
 )
 
 // ModelConfig is a multivariate model: several metrics of one entity (a
@@ -145,6 +146,8 @@ type pending struct {
 	// dps are the attributes of every datapoint that fed the vector; the
 	// verdict is written on all of them (see README: where scores land).
 	dps []pcommon.Map
+	// mute is a mute rule that applied to one of them: it mutes the vector.
+	mute *rules.Compiled
 }
 
 type featureAcc struct {
@@ -247,6 +250,10 @@ func (p *iforestProcessor) claim(refs []featureRef, res pcommon.Map, dp pmetric.
 			b.skipped[skipNoValue]++
 			return true
 		}
+		mute, skip := p.ops.rule(&b.ops, dp.Attributes(), res, t, b.now)
+		if skip {
+			return true // kept out of the vector, see rules.go
+		}
 		key := entityKey(m.cfg, res, dp.Attributes())
 		if b.pending == nil {
 			b.pending = map[uint64]*pending{}
@@ -261,6 +268,9 @@ func (p *iforestProcessor) claim(refs []featureRef, res pcommon.Map, dp pmetric.
 			if pv, ok := dp.Attributes().Get(f.Per); ok {
 				perKey = pv.AsString()
 			}
+		}
+		if mute != nil {
+			pe.mute = mute
 		}
 		pe.feats[r.f].add(v, t, perKey, f.Per != "")
 		pe.dps = append(pe.dps, dp.Attributes())
@@ -286,6 +296,7 @@ func (p *iforestProcessor) scoreEntities(b *batch) {
 			b.skipped[v.Status] += int64(len(pe.dps))
 			continue
 		}
+		p.ops.gate(&b.ops, pe.key, noValue, pe.mute, &v)
 		b.scored += int64(len(pe.dps))
 		if v.Anomaly {
 			b.anomalies += int64(len(pe.dps))

@@ -148,6 +148,7 @@ func (c *checkpointer) start(ctx context.Context, host component.Host) error {
 	c.mu.Lock()
 	if c.connect(ctx) {
 		c.load(ctx)
+		c.feedback(ctx, true)
 	}
 	c.mu.Unlock()
 
@@ -744,6 +745,25 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 
 // save writes a snapshot of every model to storage. A failure keeps the
 // previous snapshot; it is logged as a warning once per run of failures.
+// feedback restores (load) or saves the operators' feedback under its own
+// key (feedback.go), guarded like every other call into the storage.
+func (c *checkpointer) feedback(ctx context.Context, load bool) {
+	if c.client == nil {
+		return
+	}
+	err := guard(func() error {
+		if load {
+			c.p.loadFeedback(ctx, c.client)
+		} else {
+			c.p.saveFeedback(ctx, c.client)
+		}
+		return nil
+	})
+	if isFault(err) {
+		c.recoverFault(ctx, err, load)
+	}
+}
+
 func (c *checkpointer) save(ctx context.Context) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -772,6 +792,7 @@ func (c *checkpointer) save(ctx context.Context) bool {
 		log.Info("saving the models to storage works again")
 	}
 	c.failing = false
+	c.feedback(ctx, false)
 	log.Debug("saved the models", zap.Int64("bytes", m.length()), zap.Int("chunks", len(m.crcs)),
 		zap.Duration("took", time.Since(start)))
 	return true

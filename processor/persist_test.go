@@ -442,7 +442,7 @@ func TestCorruptSnapshotStartsFresh(t *testing.T) {
 	flip := func(b []byte) []byte { b = bytes.Clone(b); b[len(b)/2] ^= 0x10; return b }
 	for _, c := range []struct {
 		name, key, message string
-		damage            func([]byte) []byte
+		damage             func([]byte) []byte
 	}{
 		{"flipped", manifestKey, "the saved models are unreadable", flip},
 		{"truncated", manifestKey, "the saved models are unreadable", func(b []byte) []byte { return b[:len(b)*2/3] }},
@@ -656,11 +656,11 @@ func BenchmarkCheckpoint(b *testing.B) {
 // discardClient stores nothing.
 type discardClient struct{}
 
-func (discardClient) Get(context.Context, string) ([]byte, error)       { return nil, nil }
-func (discardClient) Set(context.Context, string, []byte) error         { return nil }
-func (discardClient) Delete(context.Context, string) error              { return nil }
+func (discardClient) Get(context.Context, string) ([]byte, error)        { return nil, nil }
+func (discardClient) Set(context.Context, string, []byte) error          { return nil }
+func (discardClient) Delete(context.Context, string) error               { return nil }
 func (discardClient) Batch(context.Context, ...*storage.Operation) error { return nil }
-func (discardClient) Close(context.Context) error                       { return nil }
+func (discardClient) Close(context.Context) error                        { return nil }
 
 // newPersisting makes a processor with storage, not started, whose logs
 // and telemetry the test sees.

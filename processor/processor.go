@@ -36,6 +36,7 @@ type iforestProcessor struct {
 	refs   map[string][]featureRef // metric name -> model features it feeds
 
 	ckpt *checkpointer // saves and restores the models; nil without storage (persist.go)
+	ops  *operators    // rules and feedback (rules.go, feedback.go)
 
 	clock      func() time.Time // tests' clock for the models' recency; nil: time.Now
 	lastSweep  atomic.Int64
@@ -56,6 +57,9 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		attr:        newAttrNames(cfg.Output.AttributePrefix),
 		writeAttrs:  cfg.Output.Mode != OutputMetric,
 		writeMetric: cfg.Output.Mode != OutputAttributes,
+	}
+	if p.ops, err = newOperators(cfg, set.Logger, tel); err != nil {
+		return nil, err
 	}
 	if hc := cfg.HighCardinality; hc.Enabled {
 		p.grouped = detector.NewGrouped(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
@@ -110,14 +114,19 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 
 // start restores the saved models, if storage is configured.
 func (p *iforestProcessor) start(ctx context.Context, host component.Host) error {
-	if p.ckpt == nil {
-		return nil
-	}
-	return p.ckpt.start(ctx, host)
+	// The rules file is read first (a bad one fails the start), then the
+	// models and the feedback are restored (rules.go, persist.go).
+	return p.ops.start(ctx, func() error {
+		if p.ckpt == nil {
+			return nil
+		}
+		return p.ckpt.start(ctx, host)
+	})
 }
 
 // shutdown saves the models a last time, if storage is configured.
 func (p *iforestProcessor) shutdown(ctx context.Context) error {
+	p.ops.shutdown() // stops the rules file's watcher
 	var err error
 	if p.ckpt != nil {
 		err = p.ckpt.shutdown(ctx)
@@ -145,6 +154,8 @@ type batch struct {
 	ratio      bool // the current metric's values lie in [0, 1]
 	pending    map[uint64]*pending
 	ups        []detector.MemberUpdate
+
+	ops opsBatch // rules and feedback (rules.go)
 }
 
 // processMetrics scores md in place and always returns it: the processor

@@ -58,6 +58,7 @@ func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, to
 	if st.EvictedLimit > 0 {
 		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedLimit, p.evictAttrs[1])
 	}
+	p.ops.record(ctx, &b.ops)
 	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
 }
 
@@ -90,7 +91,8 @@ func (p *iforestProcessor) seriesActive() int64 {
 }
 
 // memoryBytes is the estimated memory of the models, the high-cardinality
-// groups and baselines, and the cache of metric-name selections.
+// groups and baselines, the cache of metric-name selections, and the rules
+// and feedback.
 func (p *iforestProcessor) memoryBytes() int64 {
 	n := p.det.MemoryBytes()
 	if p.grouped != nil {
@@ -102,5 +104,6 @@ func (p *iforestProcessor) memoryBytes() int64 {
 	for _, m := range p.models {
 		n += m.det.MemoryBytes()
 	}
+	n += p.ops.memoryBytes()
 	return n
 }

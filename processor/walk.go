@@ -37,6 +37,7 @@ func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
 				// Utilisations are ratios in [0, 1] (OpenTelemetry's semantic
 				// conventions): their expected bands stay within it.
 				b.ratio = strings.HasSuffix(m.Name(), ".utilization")
+				p.ops.metric(&b.ops, m.Name())
 				p.metric(m, combine(sh, hashString(m.Name())), b)
 			}
 			if p.writeMetric && b.scores.Len() > 0 {
@@ -189,6 +190,10 @@ func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) (key uint64, 
 // observe asks the detector for a verdict on pt (its Key set) and writes it
 // out.
 func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
+	mute, skip := p.ops.rule(&b.ops, attrs, b.res, pt.Time, b.now)
+	if skip {
+		return // neither scored nor learned: passes through unchanged
+	}
 	var v detector.Verdict
 	if p.grouped != nil {
 		v = p.grouped.Observe(pt, p.groupKey(m, attrs, b.res), b.now)
@@ -199,6 +204,7 @@ func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pc
 		b.skipped[v.Status]++
 		return
 	}
+	p.ops.gate(&b.ops, pt.Key, pt.V0, mute, &v)
 	b.scored++
 	if v.Anomaly {
 		b.anomalies++

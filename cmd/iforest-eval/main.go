@@ -11,6 +11,7 @@
 //	plot  draw one results file as a PNG
 //	replay run a CSV through the processor built from a config, write verdicts
 //	scenario run a labelled scenario folder through the processor, count catches and false alarms
+//	backtest run history (OTLP JSON, Prometheus, CSV) through the processor, report
 //
 // Each subcommand lives in its own file as run<Name>(args []string) error
 // with its own flag.FlagSet; add new ones to the switch below and to usage.
@@ -34,6 +35,10 @@ subcommands:
          write every row's verdicts (per model and per column) as CSV
   scenario run every CSV of a labelled scenario folder (windows.json) through
          the processor; count anomalies caught and false-alarm episodes
+  backtest
+         run history you have (file exporter OTLP JSON, a Prometheus
+         query_range answer, CSV) through the processor and show what it
+         would have flagged: an HTML report, a JSON summary
 
 Run "iforest-eval <subcommand> -h" for its flags.
 `
@@ -81,6 +86,8 @@ func main() {
 		err = runReplay(args)
 	case "scenario":
 		err = runScenario(args)
+	case "backtest":
+		err = runBacktestCmd(args)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(os.Stdout, usageText)
 		return

@@ -14,12 +14,10 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/processor/processortest"
 
 	"github.com/otel-iforest/iforest/internal/metadata"
 	"github.com/otel-iforest/iforest/internal/nab"
@@ -76,7 +74,7 @@ func runNAB(args []string) error {
 	}
 	sum, err := evalNAB(context.Background(), nabOptions{
 		Data: *data, Out: *out, Name: *name, Windows: ws, Config: cfg,
-		Workers: *workers, Progress: newProgress(os.Stderr),
+		Workers: *workers, Progress: newProgress(os.Stderr, "nab", "rows"),
 	})
 	if err != nil {
 		return err
@@ -97,8 +95,9 @@ func checkName(name string) error {
 }
 
 // loadProcessorConfig returns the processor's default config with the
-// settings of the YAML file at path (if any) applied, validated as the
-// collector would.
+// settings of the YAML file at path (if any) applied, validated. The file
+// holds either the processor's settings only (as under processors: iforest:)
+// or a whole collector configuration, whose one iforest processor is taken.
 func loadProcessorConfig(path string) (*iforestprocessor.Config, error) {
 	cfg := iforestprocessor.NewFactory().CreateDefaultConfig().(*iforestprocessor.Config)
 	if path != "" {
@@ -114,6 +113,11 @@ func loadProcessorConfig(path string) (*iforestprocessor.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		if conf.IsSet("processors") {
+			if conf, err = iforestSettings(conf); err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+		}
 		if err := conf.Unmarshal(cfg); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -125,6 +129,30 @@ func loadProcessorConfig(path string) (*iforestprocessor.Config, error) {
 		return nil, errors.New("processor config: output.mode must write attributes (attributes or both): the scores are read from them")
 	}
 	return cfg, nil
+}
+
+// iforestSettings finds the settings of the one iforest processor (iforest
+// or iforest/NAME) under processors: of a collector configuration.
+func iforestSettings(conf *confmap.Conf) (*confmap.Conf, error) {
+	procs, err := conf.Sub("processors")
+	if err != nil {
+		return nil, fmt.Errorf("processors: %w", err)
+	}
+	var ids []string
+	for id := range procs.ToStringMap() {
+		if typ, _, _ := strings.Cut(id, "/"); typ == metadata.Type.String() {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	switch len(ids) {
+	case 0:
+		return nil, errors.New("processors: no iforest processor in this collector configuration")
+	case 1:
+		return procs.Sub(ids[0])
+	default:
+		return nil, fmt.Errorf("processors: %d iforest processors (%s); put the settings of the one to use in a file of their own", len(ids), strings.Join(ids, ", "))
+	}
 }
 
 type nabOptions struct {
@@ -260,14 +288,11 @@ func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, r
 	if err != nil {
 		return err
 	}
-	p, err := iforestprocessor.NewFactory().CreateMetrics(ctx, processortest.NewNopSettings(metadata.Type), cfg, sink)
+	p, err := startProcessor(ctx, cfg, sink)
 	if err != nil {
 		return err
 	}
-	if err := p.Start(ctx, componenttest.NewNopHost()); err != nil {
-		return err
-	}
-	defer p.Shutdown(ctx) //nolint:errcheck // nothing to do about it here
+	defer p.stop(ctx) //nolint:errcheck // nothing to do about it here
 
 	s := f.Series
 	s.Scores = make([]float64, s.Len())
@@ -349,10 +374,12 @@ func writeResultsFile(out, name string, f *nabFile) error {
 }
 
 // progress reports on stderr: a redrawn bar when it is a terminal, else
-// one line per finished file.
+// one line per finished file. name prefixes its lines ("nab"), unit names
+// what the bar counts ("rows" unless set).
 type progress struct {
-	w   io.Writer
-	tty bool
+	w          io.Writer
+	tty        bool
+	name, unit string
 
 	mu                sync.Mutex
 	files, totalFiles int
@@ -362,16 +389,26 @@ type progress struct {
 	stopped           chan struct{}
 }
 
-func newProgress(f *os.File) *progress {
+func newProgress(f *os.File, name, unit string) *progress {
 	st, err := f.Stat()
-	return &progress{w: f, tty: err == nil && st.Mode()&os.ModeCharDevice != 0}
+	return &progress{w: f, tty: err == nil && st.Mode()&os.ModeCharDevice != 0, name: name, unit: unit}
+}
+
+func (p *progress) unitName() string {
+	if p.unit == "" {
+		return "rows"
+	}
+	return p.unit
 }
 
 func (p *progress) start(files, rows int) {
 	if p == nil {
 		return
 	}
+	p.mu.Lock()
+	p.files, p.rows = 0, 0 // a progress may be started again (backtest --compare)
 	p.totalFiles, p.totalRows, p.began = files, rows, time.Now()
+	p.mu.Unlock()
 	if !p.tty {
 		return
 	}
@@ -408,7 +445,7 @@ func (p *progress) fileDone(name string, rows int, took time.Duration) {
 	defer p.mu.Unlock()
 	p.files++
 	if !p.tty {
-		fmt.Fprintf(p.w, "nab: [%d/%d] %s: %d rows in %.1fs\n", p.files, p.totalFiles, name, rows, took.Seconds())
+		fmt.Fprintf(p.w, "%s: [%d/%d] %s: %d %s in %.1fs\n", p.name, p.files, p.totalFiles, name, rows, p.unitName(), took.Seconds())
 	}
 }
 
@@ -418,12 +455,12 @@ func (p *progress) draw() {
 	const width = 40
 	frac := 1.0
 	if p.totalRows > 0 {
-		frac = float64(p.rows) / float64(p.totalRows)
+		frac = min(float64(p.rows)/float64(p.totalRows), 1)
 	}
 	n := int(frac * width)
-	fmt.Fprintf(p.w, "\r[%s%s] %3.0f%%  %d/%d files  %d/%d rows  %.0fs ",
+	fmt.Fprintf(p.w, "\r[%s%s] %3.0f%%  %d/%d files  %d/%d %s  %.0fs ",
 		strings.Repeat("=", n), strings.Repeat(" ", width-n), 100*frac,
-		p.files, p.totalFiles, p.rows, p.totalRows, time.Since(p.began).Seconds())
+		p.files, p.totalFiles, p.rows, p.totalRows, p.unitName(), time.Since(p.began).Seconds())
 }
 
 func (p *progress) finish() {
@@ -436,5 +473,5 @@ func (p *progress) finish() {
 		p.draw()
 		fmt.Fprintln(p.w)
 	}
-	fmt.Fprintf(p.w, "nab: %d files, %d rows in %.1fs\n", p.totalFiles, p.totalRows, time.Since(p.began).Seconds())
+	fmt.Fprintf(p.w, "%s: %d files, %d %s in %.1fs\n", p.name, p.totalFiles, p.totalRows, p.unitName(), time.Since(p.began).Seconds())
 }

@@ -14,21 +14,11 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/processor/processortest"
 
-	"github.com/otel-iforest/iforest/internal/csvrow"
-	"github.com/otel-iforest/iforest/internal/metadata"
 	iforestprocessor "github.com/otel-iforest/iforest/processor"
-)
-
-// What the replay command puts around the replayed values.
-const (
-	replayServiceName = "iforest-eval-replay"
-	replayScopeName   = "github.com/otel-iforest/iforest/cmd/iforest-eval"
 )
 
 // runReplay implements "iforest-eval replay": it runs a CSV through the
@@ -111,15 +101,6 @@ flags:
 	return fh.Close()
 }
 
-// replayOptions say which columns of the CSV to replay.
-type replayOptions struct {
-	// Columns are the value columns, each replayed as a gauge of that name;
-	// nil means every column but TimestampColumn, in file order.
-	Columns []string
-	// TimestampColumn holds the row times; "" means "timestamp".
-	TimestampColumn string
-}
-
 // verdict is what the processor said about one row, for one model or one
 // column.
 type verdict struct {
@@ -150,66 +131,15 @@ func (t *replayTable) model(name string) int { return slices.Index(t.Models, nam
 // replayCSV streams the CSV in through a processor built by the factory
 // with cfg and collects every row's verdicts.
 func replayCSV(ctx context.Context, cfg *iforestprocessor.Config, in io.Reader, o replayOptions) (*replayTable, error) {
-	if o.TimestampColumn == "" {
-		o.TimestampColumn = "timestamp"
-	}
-	cr := csv.NewReader(in)
-	cr.FieldsPerRecord = -1
-	cr.TrimLeadingSpace = true
-	header, err := cr.Read()
-	if errors.Is(err, io.EOF) {
-		return nil, errors.New("empty CSV: no header line")
-	}
+	rows, err := newCSVRows(in, o)
 	if err != nil {
-		return nil, fmt.Errorf("reading header: %w", err)
+		return nil, err
 	}
-	header = slices.Clone(header)
-	pos := map[string]int{}
-	for i, h := range header {
-		h = strings.TrimSpace(h)
-		if i == 0 {
-			h = strings.TrimPrefix(h, "\ufeff") // UTF-8 BOM
-		}
-		header[i] = h
-		if _, dup := pos[h]; dup {
-			return nil, fmt.Errorf("column %q appears twice in the header", h)
-		}
-		pos[h] = i
-	}
-	tsIndex, ok := pos[o.TimestampColumn]
-	if !ok {
-		return nil, fmt.Errorf("no %q column in header %q", o.TimestampColumn, strings.Join(header, ","))
-	}
-	cols := o.Columns
-	if cols == nil {
-		for _, h := range header {
-			if h != o.TimestampColumn {
-				cols = append(cols, h)
-			}
-		}
-	}
-	if len(cols) == 0 {
-		return nil, errors.New("no value columns")
-	}
-	idx := make([]int, len(cols))
-	for j, c := range cols {
-		i, ok := pos[c]
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("no %q column in header %q", c, strings.Join(header, ","))
-		case i == tsIndex:
-			return nil, fmt.Errorf("column %q is the timestamp column", c)
-		case slices.Contains(cols[:j], c):
-			return nil, fmt.Errorf("column %q named twice", c)
-		}
-		idx[j] = i
-	}
-
 	tab := &replayTable{}
 	for i := range cfg.Models {
 		tab.Models = append(tab.Models, cfg.Models[i].Name)
 	}
-	predicted, err := univariateColumns(cfg, cols)
+	predicted, err := univariateColumns(cfg, rows.cols)
 	if err != nil {
 		return nil, err
 	}
@@ -228,74 +158,47 @@ func replayCSV(ctx context.Context, cfg *iforestprocessor.Config, in io.Reader, 
 	if err != nil {
 		return nil, err
 	}
-	p, err := iforestprocessor.NewFactory().CreateMetrics(ctx, processortest.NewNopSettings(metadata.Type), cfg, sink)
+	p, err := startProcessor(ctx, cfg, sink)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Start(ctx, componenttest.NewNopHost()); err != nil {
-		return nil, err
-	}
-	defer p.Shutdown(ctx) //nolint:errcheck // nothing to do about it here
+	defer p.stop(ctx) //nolint:errcheck // nothing to do about it here
 
-	var rows []rowVerdicts
+	var verdicts []rowVerdicts
 	for {
-		rec, err := cr.Read()
+		row, err := rows.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, err // csv errors carry the line number
-		}
-		line, _ := cr.FieldPos(0)
-		if len(rec) != len(header) {
-			return nil, fmt.Errorf("line %d: %d fields, the header has %d", line, len(rec), len(header))
-		}
-		ts, err := csvrow.ParseTime(rec[tsIndex])
-		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
-		}
-		md := pmetric.NewMetrics()
-		rm := md.ResourceMetrics().AppendEmpty()
-		rm.Resource().Attributes().PutStr("service.name", replayServiceName)
-		sm := rm.ScopeMetrics().AppendEmpty()
-		sm.Scope().SetName(replayScopeName)
-		for j, c := range cols {
-			v, ok := csvrow.ParseValue(rec[idx[j]])
-			if !ok {
-				continue // empty or not a number: no datapoint
-			}
-			m := sm.Metrics().AppendEmpty()
-			m.SetName(c)
-			dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
-			dp.SetTimestamp(pcommon.NewTimestampFromTime(ts))
-			dp.SetDoubleValue(v)
+			return nil, err // row errors carry the line number
 		}
 		got = rowVerdicts{}
-		if sm.Metrics().Len() > 0 {
-			if err := p.ConsumeMetrics(ctx, md); err != nil {
-				return nil, fmt.Errorf("line %d: %w", line, err)
+		if row.points > 0 {
+			if err := p.ConsumeMetrics(ctx, row.md); err != nil {
+				return nil, fmt.Errorf("line %d: %w", row.line, err)
 			}
 		}
-		got.timestamp, got.time = strings.TrimSpace(rec[tsIndex]), ts
-		rows = append(rows, got)
+		got.timestamp, got.time = row.timestamp, row.time
+		verdicts = append(verdicts, got)
 	}
 
 	// Columns scored on their own: those the config says, plus any other
 	// the processor scored after all, so no verdict is dropped.
-	for _, c := range cols {
+	for _, c := range rows.cols {
 		if predicted[c] {
 			tab.Univariate = append(tab.Univariate, c)
 			continue
 		}
-		for _, r := range rows {
+		for _, r := range verdicts {
 			if _, ok := r.columns[c]; ok {
 				tab.Univariate = append(tab.Univariate, c)
 				break
 			}
 		}
 	}
-	tab.Rows = make([]replayRow, len(rows))
-	for i, r := range rows {
+	tab.Rows = make([]replayRow, len(verdicts))
+	for i, r := range verdicts {
 		out := replayRow{
 			Timestamp: r.timestamp,
 			Time:      r.time,

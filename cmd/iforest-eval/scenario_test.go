@@ -59,3 +59,45 @@ func TestEvalScenario(t *testing.T) {
 	_, err = os.Stat(filepath.Join(out, "cpu_results.csv"))
 	assert.NoError(t, err, "results written with -out")
 }
+
+// TestScenarioFolders runs ../shared/data/seasonal and quiet-host (when
+// present) through the default processor and holds the levels measured
+// for the trust issue: every labelled anomaly caught, the CPU saturation
+// within 2 points of its start, and few false-alarm episodes.
+func TestScenarioFolders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scenario folders: not in -short")
+	}
+	cfg, err := loadProcessorConfig("")
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		dir            string
+		skip           time.Duration
+		minCaught      int
+		maxFalseAlarms int
+	}{
+		{"seasonal", 7 * 24 * time.Hour, 9, 4},
+		{"quiet-host", 2 * time.Hour, 4, 2},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			dir := filepath.Join("..", "..", "..", "shared", "data", tc.dir)
+			if _, err := os.Stat(filepath.Join(dir, "windows.json")); err != nil {
+				t.Skipf("scenario folder not found at %s", dir)
+			}
+			res, err := evalScenario(context.Background(), cfg, dir, tc.skip, "")
+			require.NoError(t, err)
+			var sb strings.Builder
+			res.print(&sb)
+			t.Log("\n" + sb.String())
+			assert.GreaterOrEqual(t, res.Caught, tc.minCaught)
+			assert.LessOrEqual(t, res.FalseEpisodes, tc.maxFalseAlarms)
+			for _, f := range res.Files {
+				for _, st := range f.Stretches {
+					if st.Kind == "cpu_saturation" {
+						assert.True(t, st.Caught && st.Delay <= 2, "%s: saturation flagged within 2 points (delay %d)", f.Name, st.Delay)
+					}
+				}
+			}
+		})
+	}
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/otel-iforest/iforest/internal/csvrow"
 )
 
-// scopeName is the instrumentation scope of every replayed metric.
+// scopeName is the default instrumentation scope of the replayed metrics.
 const scopeName = "github.com/otel-iforest/iforest/cmd/iforest-replay"
 
 // mapping says which CSV column becomes which metric.
@@ -121,11 +121,11 @@ type conversion struct {
 }
 
 // rowsToMetrics converts rows into one pmetric.Metrics with a single resource
-// (carrying res) and a single scope. Each mapping becomes one gauge metric
+// (carrying res) and a single scope (named scope). Each mapping becomes one gauge metric
 // whose datapoints are the rows' values in row order, timestamped with the
 // row's time. Cells that are empty or non-numeric produce no datapoint and
 // are counted in Skipped; a metric left without datapoints is omitted.
-func rowsToMetrics(rows []row, mappings []mapping, res []attribute) conversion {
+func rowsToMetrics(rows []row, mappings []mapping, res []attribute, scope string) conversion {
 	md := pmetric.NewMetrics()
 	rm := md.ResourceMetrics().AppendEmpty()
 	attrs := rm.Resource().Attributes()
@@ -134,7 +134,7 @@ func rowsToMetrics(rows []row, mappings []mapping, res []attribute) conversion {
 		attrs.PutStr(a.Key, a.Value)
 	}
 	sm := rm.ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(scopeName)
+	sm.Scope().SetName(scope)
 
 	out := conversion{Metrics: md}
 	for j, m := range mappings {

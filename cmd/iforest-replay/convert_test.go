@@ -138,7 +138,7 @@ func TestRowsToMetrics(t *testing.T) {
 		{Time: t0.Add(10 * time.Minute), Cells: []string{"3.5", "n/a"}},
 	}
 	mappings := []mapping{{"a", "metric.a"}, {"b", "metric.b"}}
-	c := rowsToMetrics(rows, mappings, []attribute{{"service.name", "svc"}, {"host.name", "h"}})
+	c := rowsToMetrics(rows, mappings, []attribute{{"service.name", "svc"}, {"host.name", "h"}}, scopeName)
 	if c.DataPoints != 4 || c.Skipped != 2 {
 		t.Fatalf("DataPoints=%d Skipped=%d, want 4 and 2", c.DataPoints, c.Skipped)
 	}
@@ -167,7 +167,7 @@ func TestRowsToMetrics(t *testing.T) {
 
 func TestRowsToMetricsAllSkipped(t *testing.T) {
 	rows := []row{{Time: time.Unix(0, 0), Cells: []string{"", "x"}}}
-	c := rowsToMetrics(rows, []mapping{{"a", "a"}, {"b", "b"}}, nil)
+	c := rowsToMetrics(rows, []mapping{{"a", "a"}, {"b", "b"}}, nil, scopeName)
 	if c.DataPoints != 0 || c.Skipped != 2 {
 		t.Fatalf("DataPoints=%d Skipped=%d", c.DataPoints, c.Skipped)
 	}
@@ -215,8 +215,11 @@ func TestParseFlags(t *testing.T) {
 	}
 	if o.endpoint != "127.0.0.1:4317" || o.batch != 1 || o.rate != 0 || len(o.mappings) != 1 ||
 		o.mappings[0] != (mapping{"value", "nab.value"}) || len(o.resource) != 1 ||
-		o.resource[0] != (attribute{"service.name", "iforest-replay"}) {
+		o.resource[0] != (attribute{"service.name", "iforest-replay"}) || o.scope != scopeName {
 		t.Errorf("defaults: %+v", o)
+	}
+	if o, err := parseFlags([]string{"--file", "f.csv", "--metric", "m", "--scope", "my.scope"}, &sink); err != nil || o.scope != "my.scope" {
+		t.Errorf("--scope: %+v, %v", o, err)
 	}
 	for _, args := range [][]string{
 		{"--metric", "m"},

@@ -56,6 +56,7 @@ type options struct {
 	file            string
 	mappings        []mapping
 	resource        []attribute
+	scope           string
 	timestampColumn string
 	batch           int
 	rate            float64
@@ -90,6 +91,7 @@ the row's timestamp. With --load, sends synthetic gauges of K series
 	fs.StringVar(&column, "column", "value", "CSV `column` holding the values, used with --metric")
 	fs.StringVar(&columns, "columns", "", "several value columns as `col=metric,...` (col alone: metric named like the column)")
 	fs.StringVar(&resource, "resource", "service.name=iforest-replay", "resource attributes `key=value,...`")
+	fs.StringVar(&o.scope, "scope", scopeName, "instrumentation scope `name` of the replayed metrics (part of a series' identity)")
 	fs.StringVar(&o.timestampColumn, "timestamp-column", "timestamp", "CSV `column` holding the row time (YYYY-MM-DD HH:MM:SS, UTC)")
 	fs.IntVar(&o.batch, "batch", 0, "`rows` per request, 1 unless set (strict order across requests; larger is faster); with --load, datapoints per request, 500 unless set")
 	fs.Float64Var(&o.rate, "rate", 0, "pace rows at this many `rows/s` (0 = as fast as possible); with --load datapoints/s in total")
@@ -292,7 +294,7 @@ func replay(ctx context.Context, in io.Reader, o options, s *sender) (report, er
 		if err := p.wait(ctx, rep.Rows-1); err != nil {
 			return err
 		}
-		c := rowsToMetrics(batch, o.mappings, o.resource)
+		c := rowsToMetrics(batch, o.mappings, o.resource, o.scope)
 		rep.Skipped += c.Skipped
 		batch = batch[:0]
 		if c.DataPoints == 0 {

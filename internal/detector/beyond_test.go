@@ -35,6 +35,7 @@ func TestBeyondLiftsValuesPastTheRange(t *testing.T) {
 func TestBeyondRangeFollowsTheWindow(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.WindowSize, cfg.Warmup = 300, 32
+	cfg.plain = true // the window holds the values themselves
 	d := New(cfg, 0)
 	d.Observe(gaugeAt(1, 0, 1000), 0)
 	for i := 1; i < 700; i++ {
@@ -52,6 +53,7 @@ func TestBeyondRangeFollowsTheWindow(t *testing.T) {
 func TestBeyondRangeIsExact(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.WindowSize = 50
+	cfg.plain = true
 	d := New(cfg, 0)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range 2000 {
@@ -78,7 +80,9 @@ func b2i(b bool) int {
 // beyondLearn range widths: the window's range stays a yardstick, and a
 // level shift is learned within a few points.
 func TestFarValuesAreLearnedNearTheRange(t *testing.T) {
-	d := New(DefaultConfig(), 0)
+	cfg := DefaultConfig()
+	cfg.plain = true // the window holds the values themselves
+	d := New(cfg, 0)
 	for i := range 100 {
 		d.Observe(gaugeAt(1, i, float64(10+i%5)), 0) // range [10, 14]
 	}

@@ -44,6 +44,13 @@ const (
 	// calMinExcess floors the fitted tail's mean excess: a series whose
 	// scores never varied is not infinitely sure.
 	calMinExcess = 0.1
+	// calCapExcesses: see add. 6 kept the seed scenario's spikes flagged
+	// through their five points; 3 raised NAB's false alarms by half.
+	calCapExcesses = 6
+	// calCapMax bounds the same in surprise: counted at most that far
+	// beyond the tail's start, extremes that recur cannot inflate the mean
+	// excess without end (each counted further out than the last).
+	calCapMax = 2.5
 	// calStart: the scores of a model that has learned fewer points than
 	// this (its window and trees still filling) say little about later
 	// ones and are not counted.
@@ -108,6 +115,9 @@ func (c *calibrator) init() {
 
 // tail returns P(U >= u) for a point of this series.
 func (c *calibrator) tail(u float64) float64 {
+	if math.IsNaN(u) {
+		u = math.Inf(1) // as surprising as it gets; never an index
+	}
 	if a := c.above(u); a >= c.tailWeight() {
 		return a / float64(c.total)
 	}
@@ -142,9 +152,10 @@ func (c *calibrator) tailWeight() float64 {
 
 // above is the weight at or above u, counting the part of u's bin above it.
 func (c *calibrator) above(u float64) float64 {
-	if u >= calMax {
+	if !(u < calMax) { // NaN included
 		return float64(c.over)
 	}
+	u = max(u, 0)
 	b := int(u / calWide)
 	w := float64(c.over) + (float64(b+1)-u/calWide)*float64(c.bins[b])
 	for i := b + 1; i < calBins; i++ {
@@ -153,12 +164,18 @@ func (c *calibrator) above(u float64) float64 {
 	return w
 }
 
-// add counts a score's surprise.
+// add counts a score's surprise, one far beyond the fitted tail as if it
+// were calCapExcesses mean excesses beyond the fit's start: a single
+// extreme (the first point of an incident) must not stretch the tail so
+// far that the next like it looks ordinary, while extremes that keep
+// coming still widen the tail, step by step.
 func (c *calibrator) add(u float64) {
-	if u >= calMax {
+	q, m, _ := c.fit()
+	u = min(u, q+min(calCapExcesses*m, calCapMax))
+	if !(u < calMax) {
 		c.over += c.inc
 	} else {
-		c.bins[int(u/calWide)] += c.inc
+		c.bins[int(max(u, 0)/calWide)] += c.inc
 	}
 	c.total += c.inc
 	c.inc *= calGrow

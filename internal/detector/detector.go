@@ -358,6 +358,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 	v := Verdict{Status: Warmup, Threshold: d.threshold(s)}
 	lr := s.lr
 	if lr != nil {
+		lr.u = -1
 		// One-input series: the forest sees the value's residual from its
 		// context (longrun.go).
 		r := sh.scratch.r[:1]
@@ -376,7 +377,11 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		}
 		v.Score = s.beyond(x[0], s.forest.ScoreAsInserted(in))
 		if lr != nil {
-			v.Score = lr.calibrate(v.Score, s.learned, v.Threshold)
+			if s.quant == nil {
+				// With contamination set, the series' own quantile of its
+				// raw scores is the calibration.
+				v.Score = lr.calibrate(v.Score, s.learned)
+			}
 			if math.Abs(x[0]) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs) {
 				v.Score = min(v.Score, trivialScore)
 			}
@@ -400,13 +405,14 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		newNormal := d.cfg.Incidents.NewNormalAfter
 		lr.observed(lr.value, t, s.learned, newNormal > 0 && s.inc.open && !lr.accepted)
 		if v.Status == Scored && lr.holding(s.inc.open, v.Anomaly, t, newNormal) {
-			lr.held = append(lr.held, toFloat32(x[0]))
+			lr.held = append(lr.held, heldPoint{toFloat32(x[0]), float32(lr.u)})
 			d.resized(s)
 			return v
 		}
 		if len(lr.held) > 0 {
 			d.release(sh, s)
 		}
+		lr.count(lr.u)
 		lr.learnSpread(x[0])
 	}
 	if d.learn(&sh.scratch, s, x, v) {
@@ -425,10 +431,15 @@ func (d *Detector) hasLongRun(kind Kind, dims int) bool {
 // release learns the points an incident held back (longrun.go).
 func (d *Detector) release(sh *shard, s *series) {
 	var one [1]float64
-	for _, r := range s.lr.held {
-		one[0] = float64(r)
+	peak := float32(-1)
+	for _, h := range s.lr.held {
+		one[0] = float64(h.r)
 		d.learn(&sh.scratch, s, one[:], Verdict{})
+		peak = max(peak, h.u)
 	}
+	// The calibration counts an incident once, at its peak: how often
+	// episodes this unusual happen, not how long they last.
+	s.lr.count(float64(peak))
 	s.lr.held = nil
 	d.resized(s)
 }
@@ -436,13 +447,17 @@ func (d *Detector) release(sh *shard, s *series) {
 // trivialScore is the most a move too small to matter scores.
 const trivialScore = 0.5
 
+// bandMaxSD is the widest half-width of an expected band, in usual
+// residuals (about standard deviations).
+const bandMaxSD = 6
+
 // expected sets the verdict's expected band for a flagged point of a
 // one-input model: the range of its own value (in the datapoint's units)
 // that the model would have called normal at this moment.
 func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
 	lr := s.lr
 	rawThr := v.Threshold
-	if lr != nil {
+	if lr != nil && s.quant == nil {
 		rawThr = lr.rawThreshold(v.Threshold)
 	}
 	buf := make([]float64, s.fdims) // its own: x is learned after this
@@ -463,11 +478,18 @@ func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
 			w := 3 * float64(lr.season.err[lr.season.used])
 			lo, hi, ok = -w, w, true
 		}
+		// Nothing beyond bandMaxSD usual residuals is called normal, however
+		// heavy the series' tail of scores has grown.
+		if w := bandMaxSD * 1.25 * lr.spread; lr.spreadN >= farMinPoints && w > floor {
+			lo, hi = max(lo, -w), min(hi, w)
+		}
 		lo, hi = min(lo, -floor)+lr.base, max(hi, floor)+lr.base
-		if !lr.negative || ratio {
+		// Within what the series can take: never below 0 if it never was,
+		// a utilisation (a ratio that never exceeded 1) within [0, 1].
+		if !lr.negative {
 			lo = max(lo, 0)
 		}
-		if ratio {
+		if ratio && !lr.aboveOne {
 			hi = min(hi, 1)
 		}
 		hi = max(hi, lo)

@@ -20,10 +20,10 @@ func expectedRange(win []float32, thr float64, score func(v float64) float64) (l
 		mn, mx, sum = math.Min(mn, x), math.Max(mx, x), sum+x
 	}
 	centre := sum / float64(len(win))
-	if score(centre) >= thr {
+	span := mx - mn
+	if math.IsNaN(centre) || math.IsInf(centre, 0) || math.IsInf(span, 0) || score(centre) >= thr {
 		return 0, 0, false
 	}
-	span := mx - mn
 	if span == 0 {
 		span = math.Max(math.Abs(centre)*1e-3, 1e-9)
 	}

@@ -32,10 +32,11 @@ type longRun struct {
 	season season
 	cal    calibrator
 
-	held      []float32 // residuals of the open incident, not learned yet
-	heldSince int64     // time of the first held point
-	accepted  bool      // the open incident lasted NewNormalAfter: learn as usual
-	run       int32     // consecutive flagged points
+	held      []heldPoint // points of the open incident, not learned yet
+	heldSince int64       // time of the first held point
+	heldDev   float64     // sum of the held points' departures from their predictions
+	accepted  bool        // the open incident lasted NewNormalAfter: learn as usual
+	run       int32       // consecutive flagged points
 
 	spread   float64 // mean absolute residual of the points learned
 	spreadN  int32
@@ -44,13 +45,19 @@ type longRun struct {
 	step     float64 // usual seconds between points (moving average)
 	tlast    int64   // time of the previous point
 	negative bool    // a value below 0 was seen
+	aboveOne bool    // a value above 1 was seen (a utilisation in percent)
 
 	// For the point being judged.
 	pred   [numPred]float64
 	predOK [numPred]bool
 	base   float64 // what its context predicts
 	value  float64 // its value, before the residual
+	u      float64 // its surprise, for the calibration; -1 if not counted
 }
+
+// heldPoint is a point of an open incident: its residual, and its surprise
+// for the calibration (-1 if it is not counted: the model was young).
+type heldPoint struct{ r, u float32 }
 
 func newLongRun() *longRun {
 	lr := &longRun{}
@@ -62,7 +69,7 @@ func newLongRun() *longRun {
 var longRunBytes = heapsize.Of(int(unsafe.Sizeof(longRun{})), true)
 
 func (lr *longRun) memBytes() int {
-	return longRunBytes + heapsize.Of(4*cap(lr.held), false)
+	return longRunBytes + heapsize.Of(8*cap(lr.held), false)
 }
 
 // residual sets the context of a point with value v at t (unix ns) and
@@ -76,17 +83,18 @@ func (lr *longRun) residual(mode Seasonality, v float64, t int64, first bool) fl
 		return 0
 	}
 	if use != lr.season.used {
-		// Keep the prediction continuous when it switches to another.
-		lr.season.off += lr.pred[lr.season.used] - lr.pred[use]
-		lr.season.used = use
+		// The offset was from the other prediction.
+		lr.season.off, lr.season.used = 0, use
 	}
 	p := lr.pred[use]
 	lr.base = p + lr.season.off
 	r, r0 := v-lr.base, v-p
 	if math.Abs(r0) < math.Abs(r) {
-		return r0
+		r = r0
 	}
-	return r
+	// Within float32's range, as the window keeps it: beyond is as far as
+	// it gets (and the forest's arithmetic stays finite).
+	return float64(toFloat32(r))
 }
 
 // perWeek is the series' points per week, by its usual interval (5 minutes
@@ -98,23 +106,29 @@ func (lr *longRun) perWeek() float64 {
 	return 2016
 }
 
-// calibrate turns a raw score into the verdict's score (see calibrate.go)
-// and counts it, unless the model is still young, the score flags (at thr)
-// or an incident is held.
-func (lr *longRun) calibrate(raw float64, learned int, thr float64) float64 {
+// calibrate turns a raw score into the verdict's score (see calibrate.go).
+// The score's surprise is counted in the calibration when the point is
+// learned (see count): an incident's points only when it ends, so that its
+// first point does not make the next ones look ordinary, while bursts that
+// keep coming do widen the tail.
+func (lr *longRun) calibrate(raw float64, learned int) float64 {
 	u := surprise(raw)
-	debugRaw = raw
 	p := min(lr.cal.tail(u), lr.cal.stretch(u))
-	score := 1 / (1 + p*lr.perWeek())
-	// What flags is not counted as this series' normal: a second spike
-	// like the first is as unusual as the first.
-	if learned >= calStart && len(lr.held) == 0 && (score < thr || !calSkipFlags) {
+	lr.u = -1
+	if learned >= calStart {
+		lr.u = u
+		if p > 1e-3 {
+			lr.cal.learn(u)
+		}
+	}
+	return 1 / (1 + p*lr.perWeek())
+}
+
+// count counts a learned point's surprise u (-1: none) in the calibration.
+func (lr *longRun) count(u float64) {
+	if u >= 0 {
 		lr.cal.add(u)
 	}
-	if learned >= calStart && p > 1e-3 {
-		lr.cal.learn(u)
-	}
-	return score
 }
 
 // trivialFloor is the smallest residual that may flag.
@@ -125,12 +139,24 @@ func (lr *longRun) trivialFloor(rel, abs float64) float64 {
 // observed updates what the series knows of its values and times, after
 // the point was judged.
 func (lr *longRun) observed(v float64, t int64, learned int, frozen bool) {
-	lr.season.learn(v, t, lr.pred, lr.predOK, frozen)
+	// The time context learns a value at most levelBound usual residuals
+	// from what it predicted into its level and offset, and at most
+	// slotBound into its half hours: one far-off point (a spike to 1e308)
+	// must not become the level or a half hour's mean, while a job that
+	// runs every night, however high, must become its half hours'.
+	sv, lv := float64(toFloat32(v)), float64(toFloat32(v))
+	if lr.spreadN >= farMinPoints && lr.spread > 0 {
+		w := 1.25 * lr.spread
+		sv = min(max(sv, lr.base-slotBound*w), lr.base+slotBound*w)
+		lv = min(max(lv, lr.base-levelBound*w), lr.base+levelBound*w)
+	}
+	lr.season.learn(sv, lv, t, lr.pred, lr.predOK, frozen)
 	if d := math.Abs(v - lr.prev); d > 0 && learned > 0 && (lr.quantum == 0 || d < lr.quantum) {
 		lr.quantum = d
 	}
 	lr.prev = v
 	lr.negative = lr.negative || v < 0
+	lr.aboveOne = lr.aboveOne || v > 1
 	if t > lr.tlast && lr.tlast > 0 {
 		dt := float64(t-lr.tlast) / 1e9
 		if lr.step == 0 {
@@ -159,12 +185,18 @@ func (lr *longRun) holding(open, flagged bool, t, newNormal int64) bool {
 		return false
 	}
 	if len(lr.held) == 0 {
-		lr.heldSince = t
+		lr.heldSince, lr.heldDev = t, 0
 	}
 	if t-lr.heldSince >= newNormal || len(lr.held) >= maxHeld {
+		// A new normal: the recent offset jumps to where the incident has
+		// been, so that the level it stays at is judged as usual from now.
 		lr.accepted = true
+		if n := len(lr.held); n > 0 {
+			lr.season.off = lr.heldDev / float64(n)
+		}
 		return false
 	}
+	lr.heldDev += lr.value - lr.pred[lr.season.used]
 	return true
 }
 
@@ -191,7 +223,6 @@ func (lr *longRun) rawThreshold(thr float64) float64 {
 	}
 	return 1 - math.Exp(-hi)
 }
-var debugRaw float64
 
 // far lifts score for a residual r far out in units of the series' usual
 // residual: a few past outliers in the window must not make the next one
@@ -208,7 +239,12 @@ func (lr *longRun) far(r, score float64) float64 {
 	return score + (1-score)*lift
 }
 
+// A residual farther out than farFrom usual residuals (about standard
+// deviations) is lifted by (z-farFrom)/(z-farFrom+farScale) of its score's
+// distance to 1, once farMinPoints residuals were learned.
 const (
+	levelBound   = 10.0
+	slotBound    = 1000.0
 	farFrom      = 4.0
 	farScale     = 2.0
 	farMinPoints = 64
@@ -222,4 +258,3 @@ func (lr *longRun) learnSpread(r float64) {
 	}
 	lr.spread += (a - lr.spread) / float64(min(lr.spreadN, levelPoints))
 }
-var calSkipFlags = false

@@ -42,9 +42,12 @@ const (
 	// to 1024.
 	levelPoints  = 1024
 	offsetPoints = 64
-	// A cycle is used when its prediction has been off by less than
-	// cycleBetter times the level's, over at least cycleMinPoints points.
+	// A cycle is taken up when its prediction has been off by less than
+	// cycleBetter times the level's (or the daily cycle's, for the weekly),
+	// over at least cycleMinPoints points, and kept while it is off by less
+	// than cycleKeep times: no flip-flopping at the margin.
 	cycleBetter    = 0.7
+	cycleKeep      = 0.8
 	cycleMinPoints = 288
 )
 
@@ -182,26 +185,34 @@ func (s *season) choose(mode Seasonality, ok [numPred]bool) int {
 		}
 		return predLevel
 	}
+	better := func(i, than int) bool {
+		f := cycleBetter
+		if int(s.used) == i {
+			f = cycleKeep
+		}
+		return known(i) && s.err[i] < float32(f)*s.err[than]
+	}
 	use := predLevel
-	if known(predDaily) && s.err[predDaily] < cycleBetter*s.err[predLevel] {
+	if better(predDaily, predLevel) {
 		use = predDaily
 	}
-	if known(predWeekly) && s.err[predWeekly] < cycleBetter*s.err[use] {
+	if better(predWeekly, use) {
 		use = predWeekly
 	}
 	return use
 }
 
-// learn takes in x at t (unix ns), judged with predictions p. With frozen
+// learn takes in x (lx for the level and offset) at t (unix ns), judged
+// with predictions p. With frozen
 // (an incident is held, see longrun.go) the level and the offset stay
 // where they were, so that a sustained anomaly is measured against the
 // level before it; the half hours still learn it.
-func (s *season) learn(x float64, t int64, p [numPred]float64, ok [numPred]bool, frozen bool) {
+func (s *season) learn(x, lx float64, t int64, p [numPred]float64, ok [numPred]bool, frozen bool) {
 	for i := range numPred {
 		if !ok[i] {
 			continue
 		}
-		e := float32(math.Abs(x - p[i]))
+		e := toFloat32(math.Abs(x - p[i]))
 		if s.errN[i] == 0 {
 			s.err[i] = e
 		} else {
@@ -213,10 +224,10 @@ func (s *season) learn(x float64, t int64, p [numPred]float64, ok [numPred]bool,
 	}
 	switch {
 	case s.errN[predLevel] <= 1:
-		s.level, s.off = x, 0
+		s.level, s.off = lx, 0
 	case !frozen:
-		s.level += (x - s.level) / levelPoints
-		s.off += (x - p[s.used] - s.off) / offsetPoints
+		s.level += (lx - s.level) / levelPoints
+		s.off += (lx - p[s.used] - s.off) / offsetPoints
 	}
 	if t < 0 {
 		return

@@ -17,10 +17,13 @@ import (
 //	  calibration: float32 × calBins, float32 over, total, next weight;
 //	          float64 stretch average, mean, variance, uint32 count,
 //	          float64 stretch's lowest tail
-//	  held: uint32 n, float32 × n residuals, int64 first held time,
+//	  held: uint32 n, n × (float32 residual, float32 surprise or -1),
+//	        int64 first held time, float64 sum of their departures,
 //	        uint8 accepted, uint32 flagged run
+//	  float64 mean absolute residual, uint32 its count,
 //	  float64 quantum, float64 previous value, float64 step (s),
-//	  int64 previous time, uint8 a negative value seen
+//	  int64 previous time, uint8 a negative value seen, uint8 a value
+//	  above 1 seen
 
 func appendLongRun(b []byte, lr *longRun) []byte {
 	le := binary.LittleEndian
@@ -66,17 +69,21 @@ func appendLongRun(b []byte, lr *longRun) []byte {
 	b = f64(b, c.best)
 
 	b = le.AppendUint32(b, uint32(len(lr.held)))
-	for _, v := range lr.held {
-		b = f32(b, v)
+	for _, h := range lr.held {
+		b = f32(b, h.r)
+		b = f32(b, h.u)
 	}
 	b = le.AppendUint64(b, uint64(lr.heldSince))
+	b = f64(b, lr.heldDev)
 	b = append(b, b2byte(lr.accepted))
 	b = le.AppendUint32(b, uint32(lr.run))
+	b = f64(b, lr.spread)
+	b = le.AppendUint32(b, uint32(lr.spreadN))
 	b = f64(b, lr.quantum)
 	b = f64(b, lr.prev)
 	b = f64(b, lr.step)
 	b = le.AppendUint64(b, uint64(lr.tlast))
-	return append(b, b2byte(lr.negative))
+	return append(b, b2byte(lr.negative), b2byte(lr.aboveOne))
 }
 
 // decodeLongRun reads what appendLongRun wrote for a model that should
@@ -160,31 +167,35 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if nh > maxHeld || uint64(nh)*4 > uint64(len(r.b)) {
+	if nh > maxHeld || uint64(nh)*8 > uint64(len(r.b)) {
 		return nil, corrupt("%d held points", nh)
 	}
 	if nh > 0 {
-		lr.held = make([]float32, nh)
+		lr.held = make([]heldPoint, nh)
 		for i := range lr.held {
-			v := r.f32()
-			if !finite(float64(v)) {
-				return nil, corrupt("held point %v", v)
+			h := heldPoint{r.f32(), r.f32()}
+			if !finite(float64(h.r)) || !(h.u == -1 || h.u >= 0) || math.IsInf(float64(h.u), 0) {
+				return nil, corrupt("held point %v", h)
 			}
-			lr.held[i] = v
+			lr.held[i] = h
 		}
 	}
 	lr.heldSince = int64(r.u64())
+	lr.heldDev = r.f64()
 	lr.accepted = r.flag("incident accepted")
 	run := r.u32()
+	lr.spread = r.f64()
+	spreadN := r.u32()
 	lr.quantum, lr.prev, lr.step = r.f64(), r.f64(), r.f64()
 	lr.tlast = int64(r.u64())
 	lr.negative = r.flag("negative seen")
+	lr.aboveOne = r.flag("above one seen")
 	if r.err != nil {
 		return nil, r.err
 	}
-	if run > math.MaxInt32 || !finite(lr.quantum) || lr.quantum < 0 || !finite(lr.prev) || !finite(lr.step) || lr.step < 0 {
+	if run > math.MaxInt32 || !finite(lr.heldDev) || spreadN > math.MaxInt32 || !finite(lr.spread) || lr.spread < 0 || !finite(lr.quantum) || lr.quantum < 0 || !finite(lr.prev) || !finite(lr.step) || lr.step < 0 {
 		return nil, corrupt("long-run state out of range")
 	}
-	lr.run = int32(run)
+	lr.run, lr.spreadN = int32(run), int32(spreadN)
 	return lr, nil
 }

@@ -25,19 +25,22 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                             metric.Meter
-	mu                                sync.Mutex
-	registrations                     []metric.Registration
-	ProcessorIforestAnomalies         metric.Int64Counter
-	ProcessorIforestBatchDuration     metric.Float64Histogram
-	ProcessorIforestDatapointsScored  metric.Int64Counter
-	ProcessorIforestDatapointsSkipped metric.Int64Counter
-	ProcessorIforestErrors            metric.Int64Counter
-	ProcessorIforestSeriesActive      metric.Int64ObservableUpDownCounter
-	ProcessorIforestSeriesEvicted     metric.Int64Counter
-	ProcessorIforestSeriesMemory      metric.Int64ObservableUpDownCounter
-	ProcessorIforestSnapshotErrors    metric.Int64Counter
-	ProcessorIforestTreesRefit        metric.Int64Counter
+	meter                               metric.Meter
+	mu                                  sync.Mutex
+	registrations                       []metric.Registration
+	ProcessorIforestAnomalies           metric.Int64Counter
+	ProcessorIforestAnomaliesSuppressed metric.Int64Counter
+	ProcessorIforestBatchDuration       metric.Float64Histogram
+	ProcessorIforestDatapointsScored    metric.Int64Counter
+	ProcessorIforestDatapointsSkipped   metric.Int64Counter
+	ProcessorIforestErrors              metric.Int64Counter
+	ProcessorIforestRuleDatapoints      metric.Int64Counter
+	ProcessorIforestRulesErrors         metric.Int64Counter
+	ProcessorIforestSeriesActive        metric.Int64ObservableUpDownCounter
+	ProcessorIforestSeriesEvicted       metric.Int64Counter
+	ProcessorIforestSeriesMemory        metric.Int64ObservableUpDownCounter
+	ProcessorIforestSnapshotErrors      metric.Int64Counter
+	ProcessorIforestTreesRefit          metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -115,6 +118,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{datapoint}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.ProcessorIforestAnomaliesSuppressed, err = builder.meter.Int64Counter(
+		"otelcol_processor_iforest_anomalies_suppressed",
+		metric.WithDescription("Number of datapoints the model found anomalous that were not flagged, by reason. [Alpha]"),
+		metric.WithUnit("{datapoint}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ProcessorIforestBatchDuration, err = builder.meter.Float64Histogram(
 		"otelcol_processor_iforest_batch_duration",
 		metric.WithDescription("Time spent scoring one batch of metrics. [Alpha]"),
@@ -138,6 +147,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_iforest_errors",
 		metric.WithDescription("Number of batches in which the processor hit an internal error and forwarded the data unscored (fail open). [Alpha]"),
 		metric.WithUnit("{batch}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorIforestRuleDatapoints, err = builder.meter.Int64Counter(
+		"otelcol_processor_iforest_rule_datapoints",
+		metric.WithDescription("Number of datapoints a rule applied to, by rule and action (mute - scored and learned but never flagged; skip - passed through without being scored or learned). [Alpha]"),
+		metric.WithUnit("{datapoint}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorIforestRulesErrors, err = builder.meter.Int64Counter(
+		"otelcol_processor_iforest_rules_errors",
+		metric.WithDescription("Number of problems with the rules file or the feedback at run time, by reason. [Alpha]"),
+		metric.WithUnit("{error}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesActive, err = builder.meter.Int64ObservableUpDownCounter(

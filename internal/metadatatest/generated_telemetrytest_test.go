@@ -29,14 +29,20 @@ func TestSetupTelemetry(t *testing.T) {
 		return nil
 	}))
 	tb.ProcessorIforestAnomalies.Add(context.Background(), 1)
+	tb.ProcessorIforestAnomaliesSuppressed.Add(context.Background(), 1)
 	tb.ProcessorIforestBatchDuration.Record(context.Background(), 1)
 	tb.ProcessorIforestDatapointsScored.Add(context.Background(), 1)
 	tb.ProcessorIforestDatapointsSkipped.Add(context.Background(), 1)
 	tb.ProcessorIforestErrors.Add(context.Background(), 1)
+	tb.ProcessorIforestRuleDatapoints.Add(context.Background(), 1)
+	tb.ProcessorIforestRulesErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestSeriesEvicted.Add(context.Background(), 1)
 	tb.ProcessorIforestSnapshotErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestTreesRefit.Add(context.Background(), 1)
 	AssertEqualProcessorIforestAnomalies(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorIforestAnomaliesSuppressed(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestBatchDuration(t, testTel,
@@ -49,6 +55,12 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestErrors(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorIforestRuleDatapoints(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorIforestRulesErrors(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestSeriesActive(t, testTel,

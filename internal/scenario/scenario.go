@@ -64,3 +64,31 @@ func SeedCPUMem(seed uint64) []Row2 {
 	}
 	return rows
 }
+
+// Excursions is n one-minute samples of noise around 35 (sd 2) with an
+// excursion of one shape (+30, +40, +44, +40, +30) every period rows from
+// row first, labelled anomalous; sizes scales excursion k (the k-th, from
+// 0) by sizes[k] (default 1: all identical). It returns the rows and the
+// excursions' first rows. The series an operator calls normal once and
+// that should stop alarming (feedback tests).
+func Excursions(seed uint64, n, first, period int, sizes map[int]float64) ([]Row, []int) {
+	rng := rand.New(rand.NewPCG(seed, 15))
+	shape := []float64{30, 40, 44, 40, 30}
+	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]Row, n)
+	for i := range rows {
+		rows[i] = Row{Time: start.Add(time.Duration(i) * time.Minute), Value: 35 + 2*rng.NormFloat64()}
+	}
+	var starts []int
+	for k, s := 0, first; s+len(shape) <= n; k, s = k+1, s+period {
+		size := 1.0
+		if f, ok := sizes[k]; ok {
+			size = f
+		}
+		for j, d := range shape {
+			rows[s+j].Value, rows[s+j].Anomaly = 35+size*d, true
+		}
+		starts = append(starts, s)
+	}
+	return rows, starts
+}

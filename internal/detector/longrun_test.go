@@ -1,0 +1,315 @@
+package detector
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// monday is 2025-03-03 00:00 UTC, a Monday.
+var monday = time.Date(2025, 3, 3, 0, 0, 0, 0, time.UTC)
+
+// feedAt observes v(t) for one series every step from start for n points and
+// returns the verdicts.
+func feedAt(d *Detector, key uint64, start time.Time, step time.Duration, n int, v func(t time.Time) float64) []Verdict {
+	out := make([]Verdict, n)
+	for i := range n {
+		t := start.Add(time.Duration(i) * step)
+		out[i] = d.Observe(Point{Key: key, Kind: Gauge, Time: t.UnixNano(), V0: v(t)}, t.UnixNano())
+	}
+	return out
+}
+
+// A CPU with a job every night from 02:00 to 02:30: the job is news on the
+// first nights, not after two; the same job at noon is an anomaly.
+func TestNightlyJobIsLearnedAndTheWrongTimeIsNot(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	job := func(t time.Time) bool { return t.Hour() == 2 && t.Minute() < 30 }
+	const days = 12
+	noonJob := monday.Add(10*24*time.Hour + 12*time.Hour)
+	d := New(DefaultConfig(), 0)
+	vs := feedAt(d, 1, monday, 5*time.Minute, days*288, func(t time.Time) float64 {
+		if job(t) || (!t.Before(noonJob) && t.Before(noonJob.Add(30*time.Minute))) {
+			return 85 + rng.NormFloat64()
+		}
+		return 30 + 3*rng.NormFloat64()
+	})
+	nightFlags := make([]int, days)
+	for i, v := range vs {
+		if t := monday.Add(time.Duration(i) * 5 * time.Minute); v.Anomaly && job(t) {
+			nightFlags[t.YearDay()-monday.YearDay()]++
+		}
+	}
+	for day := 3; day < days; day++ {
+		assert.Zero(t, nightFlags[day], "night %d: the job has been seen on two nights already (flags by night %v)", day, nightFlags)
+	}
+	i := int(noonJob.Sub(monday) / (5 * time.Minute))
+	assert.True(t, vs[i].Anomaly, "the job at noon (score %.3f)", vs[i].Score)
+}
+
+// A queue busy on weekday working hours and quiet at night and at weekends:
+// a quiet weekend is normal, a Saturday with a weekday's load is not.
+func TestWeekdayLoadOnASaturdayIsFlagged(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	busy := func(t time.Time) bool {
+		wd := t.Weekday() != time.Saturday && t.Weekday() != time.Sunday
+		return wd && t.Hour() >= 9 && t.Hour() < 17
+	}
+	badSaturday := monday.Add(12*24*time.Hour + 9*time.Hour) // the second Saturday, 09:00
+	d := New(DefaultConfig(), 0)
+	vs := feedAt(d, 1, monday, 5*time.Minute, 16*288, func(t time.Time) float64 {
+		if busy(t) || (!t.Before(badSaturday) && t.Before(badSaturday.Add(time.Hour))) {
+			return 250 + 20*rng.NormFloat64()
+		}
+		return 10 + 2*rng.NormFloat64()
+	})
+	falseAlarms := 0
+	for i, v := range vs {
+		t := monday.Add(time.Duration(i) * 5 * time.Minute)
+		bad := !t.Before(badSaturday) && t.Before(badSaturday.Add(2*time.Hour))
+		if v.Anomaly && !bad && t.After(monday.Add(8*24*time.Hour)) {
+			falseAlarms++
+		}
+	}
+	i := int(badSaturday.Sub(monday) / (5 * time.Minute))
+	assert.True(t, vs[i].Anomaly, "a Saturday with a weekday's load (score %.3f)", vs[i].Score)
+	assert.LessOrEqual(t, falseAlarms, 2, "normal days, quiet weekends included, from the second week on")
+}
+
+// Moves too small to matter never flag: a tiny quantised series that steps
+// by one or two quanta, and a series at 100 that wanders by less than 2%.
+func TestTrivialMovesDoNotFlag(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	d := New(DefaultConfig(), 0)
+	const q = 0.00001 // a slab's share of memory, in steps of 10 kB
+	vs := feedAt(d, 1, monday, 10*time.Second, 5000, func(time.Time) float64 {
+		return 0.0029 + q*float64(rng.IntN(3)-1)
+	})
+	// A new value two quanta from anything seen.
+	vs = append(vs, feedAt(d, 1, monday.Add(5000*10*time.Second), 10*time.Second, 1, func(time.Time) float64 { return 0.0029 - 2*q })...)
+	for i, v := range vs {
+		require.False(t, v.Anomaly, "quantised series, point %d (score %.3f)", i, v.Score)
+	}
+
+	flat := New(DefaultConfig(), 0)
+	feedAt(flat, 2, monday, time.Minute, 3000, func(time.Time) float64 { return 100 + 0.1*rng.NormFloat64() })
+	step := feedAt(flat, 2, monday.Add(3000*time.Minute), time.Minute, 1, func(time.Time) float64 { return 101.5 })
+	assert.False(t, step[0].Anomaly, "a 1.5%% move of a series at 100 (score %.3f)", step[0].Score)
+	spike := feedAt(flat, 2, monday.Add(3001*time.Minute), time.Minute, 1, func(time.Time) float64 { return 110 })
+	assert.True(t, spike[0].Anomaly, "but a 10%% jump is not trivial (score %.3f)", spike[0].Score)
+}
+
+// Every flagged point of a one-input series has an expected band; a series
+// that was never negative gets none below 0, a utilisation none above 1.
+func TestExpectedBandIsAlwaysThereAndBounded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	d := New(DefaultConfig(), 0)
+	n := 0
+	for i := range 3000 {
+		ts := monday.Add(time.Duration(i) * 5 * time.Second)
+		v := 0.97 + 0.01*rng.NormFloat64()
+		if i%500 == 499 {
+			v = 0.2 // a core goes idle-less, or a spike down
+		}
+		v = min(1, max(0, v))
+		vd := d.Observe(Point{Key: 1, Kind: Gauge, Time: ts.UnixNano(), V0: v, Ratio: true}, ts.UnixNano())
+		if !vd.Anomaly {
+			continue
+		}
+		n++
+		require.True(t, vd.HasExpected, "flagged point %d has a band", i)
+		assert.GreaterOrEqual(t, vd.ExpectedMin, 0.0, "point %d", i)
+		assert.LessOrEqual(t, vd.ExpectedMax, 1.0, "point %d: a utilisation's band stays within [0, 1]", i)
+		assert.True(t, vd.ExpectedMin <= 0.97 && 0.97 <= vd.ExpectedMax, "point %d: band [%g, %g] holds the usual level", i, vd.ExpectedMin, vd.ExpectedMax)
+	}
+	assert.Positive(t, n, "the drops are flagged")
+}
+
+// A step from 0.98 to 0.50 held for 20 minutes on a 5 s series is flagged at
+// its first point and stays flagged, one incident, for at least 10 minutes
+// (new_normal_after is 30 minutes): its own first points do not become the
+// normal it is judged by.
+func TestSustainedAnomalyStaysOne(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	d := New(DefaultConfig(), 0)
+	const step = 5 * time.Second
+	start := 6 * 720 // six hours of 5 s points
+	vs := feedAt(d, 1, monday, step, start+240+360, func(t time.Time) float64 {
+		i := int(t.Sub(monday) / step)
+		if i >= start && i < start+240 {
+			return 0.50 + 0.01*rng.NormFloat64()
+		}
+		return min(1, 0.98+0.004*rng.NormFloat64())
+	})
+	require.True(t, vs[start].Anomaly, "the step's first point")
+	require.Equal(t, Started, vs[start].Incident)
+	id := vs[start].IncidentID
+	for i := start; i < start+120; i++ { // 10 minutes
+		require.True(t, vs[i].Anomaly, "point %d of the step (score %.3f)", i-start, vs[i].Score)
+		require.Equal(t, id, vs[i].IncidentID, "one incident")
+	}
+	ended := false
+	for _, v := range vs[start+240:] {
+		ended = ended || v.Incident == Ended
+	}
+	assert.True(t, ended, "the incident ends after the step")
+}
+
+// With new_normal_after, a level that stays is accepted: the incident ends
+// after about that long, and the model learns the new level.
+func TestNewLevelBecomesNormal(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Incidents.NewNormalAfter = int64(10 * time.Minute)
+	rng := rand.New(rand.NewPCG(11, 12))
+	d := New(cfg, 0)
+	const step = 5 * time.Second
+	start := 3 * 720
+	vs := feedAt(d, 1, monday, step, start+720, func(t time.Time) float64 {
+		if int(t.Sub(monday)/step) >= start {
+			return 0.50 + 0.01*rng.NormFloat64()
+		}
+		return 0.98 + 0.004*rng.NormFloat64()
+	})
+	require.True(t, vs[start].Anomaly)
+	last := 0
+	for i, v := range vs[start:] {
+		if v.Anomaly {
+			last = i
+		}
+	}
+	assert.Less(t, last, 240, "flags stop within 20 minutes of a 10-minute new_normal_after (last flag at point %d)", last)
+	assert.GreaterOrEqual(t, last, 100, "but not before it has lasted about that long (last flag at point %d)", last)
+}
+
+// The score is calibrated: on a noisy series with nothing wrong, flags at
+// the default threshold (about one point a month expected at 0.8) are rare
+// at any interval.
+func TestCalibratedFlagsAreRareOnNoise(t *testing.T) {
+	for _, step := range []time.Duration{10 * time.Second, 5 * time.Minute} {
+		rng := rand.New(rand.NewPCG(13, 14))
+		d := New(DefaultConfig(), 0)
+		n := int(14 * 24 * time.Hour / step) // two weeks
+		if n > 40000 {
+			n = 40000
+		}
+		flags := 0
+		for _, v := range feedAt(d, 1, monday, step, n, func(time.Time) float64 { return 50 + 5*rng.NormFloat64() }) {
+			if v.Anomaly {
+				flags++
+			}
+		}
+		weeks := float64(n) * step.Seconds() / 604800
+		assert.LessOrEqual(t, float64(flags)/weeks, 2.0, "step %v: %d flags in %.1f weeks", step, flags, weeks)
+	}
+}
+
+// A slow leak: a ramp that no single point makes stand out is flagged while
+// it lasts (the stretch's evidence, see calibrate.go).
+func TestSlowLeakIsFlagged(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	d := New(DefaultConfig(), 0)
+	const step = 10 * time.Second
+	start := 6 * 360 // six hours
+	walk := 0.40
+	vs := feedAt(d, 1, monday, step, start+720, func(t time.Time) float64 {
+		walk += 0.0003*rng.NormFloat64() + (0.40-walk)/500
+		if i := int(t.Sub(monday) / step); i >= start {
+			return walk + 0.2*float64(i-start)/720 // +0.2 over two hours
+		}
+		return walk
+	})
+	falseAlarms, caught := 0, -1
+	for i, v := range vs {
+		switch {
+		case i >= start && v.Anomaly && caught < 0:
+			caught = i - start
+		case i < start && i > 720 && v.Anomaly:
+			falseAlarms++
+		}
+	}
+	assert.GreaterOrEqual(t, caught, 0, "the leak is flagged while it lasts")
+	assert.LessOrEqual(t, falseAlarms, 1)
+	t.Logf("leak flagged after %d points; %d false alarms before it", caught, falseAlarms)
+}
+
+func TestSeasonality(t *testing.T) {
+	for _, name := range seasonalityNames {
+		s, ok := ParseSeasonality(name)
+		require.True(t, ok)
+		assert.Equal(t, name, s.String())
+	}
+	_, ok := ParseSeasonality("hourly")
+	assert.False(t, ok)
+	assert.True(t, weekend(int64(monday.Add(5*24*time.Hour).Unix()/86400)), "Saturday")
+	assert.False(t, weekend(int64(monday.Unix()/86400)), "Monday")
+
+	// With seasonality none, a nightly job is judged by the level alone:
+	// it stays news every night.
+	cfg := DefaultConfig()
+	cfg.Seasonality = SeasonalityNone
+	d := New(cfg, 0)
+	rng := rand.New(rand.NewPCG(17, 18))
+	vs := feedAt(d, 1, monday, 5*time.Minute, 10*288, func(t time.Time) float64 {
+		if t.Hour() == 2 && t.Minute() < 30 {
+			return 85 + rng.NormFloat64()
+		}
+		return 30 + 3*rng.NormFloat64()
+	})
+	night9 := int(monday.Add(9*24*time.Hour+2*time.Hour).Sub(monday) / (5 * time.Minute))
+	assert.Equal(t, predLevel, int(d.shards[1].series[1].lr.season.used))
+	_ = vs[night9]
+}
+
+// The calibrator's tail follows the scores it saw, and one extreme does not
+// make the next look ordinary.
+func TestCalibratorTail(t *testing.T) {
+	var c calibrator
+	c.init()
+	assert.InDelta(t, 1, c.tail(0), 1e-6)
+	prev := 1.0
+	for u := 0.0; u < 12; u += 0.25 {
+		p := c.tail(u)
+		require.LessOrEqual(t, p, prev, "tail decreases at %g", u)
+		require.False(t, math.IsNaN(p))
+		prev = p
+	}
+	assert.Less(t, c.tail(2.2), 1e-5, "a score at the forest's ceiling is rare for a new series")
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range 5000 {
+		c.add(0.6 + 0.15*rng.NormFloat64())
+	}
+	before := c.tail(3)
+	c.add(20)
+	assert.Less(t, c.tail(3), 20*before, "one extreme counts as just beyond the tail")
+	assert.Equal(t, c.tail(math.NaN()), c.tail(math.Inf(1)), "NaN is never an index")
+}
+
+// Values at float64's limits among ordinary ones keep every verdict finite
+// and never hang a call (the band's search once looped on a NaN residual).
+func TestHostileValuesKeepTheModelFinite(t *testing.T) {
+	hostile := []float64{1e308, -1e308, math.MaxFloat64, -math.MaxFloat64, 4.9e-324, 0, 1e-300}
+	d := New(DefaultConfig(), 0)
+	rng := rand.New(rand.NewPCG(19, 20))
+	for i := range 1500 {
+		v := 35 + 5*rng.NormFloat64()
+		if i%3 == 1 && i < 900 {
+			v = hostile[(i/3)%len(hostile)]
+		}
+		done := make(chan Verdict, 1)
+		go func() { done <- d.Observe(gaugeAt(1, i, v), 0) }()
+		var vd Verdict
+		select {
+		case vd = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Observe of point %d (%g) did not return", i, v)
+		}
+		require.False(t, math.IsNaN(vd.Score) || vd.Score < 0 || vd.Score > 1, "point %d: score %v", i, vd.Score)
+		if vd.HasExpected {
+			require.False(t, math.IsNaN(vd.ExpectedMin) || math.IsNaN(vd.ExpectedMax), "point %d: band", i)
+		}
+	}
+}
