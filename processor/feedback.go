@@ -217,7 +217,7 @@ func (f *feedback) setList(ids []uint64) {
 	}
 	f.index()
 	if len(applied)+len(pending)+withdrawn > 0 {
-		f.logger.Info("iforest: feedback updated", zap.Strings("applied", applied),
+		f.logger.Info("feedback updated", zap.Strings("applied", applied),
 			zap.Strings("waiting_for_incident", pending), zap.Int("withdrawn", withdrawn),
 			zap.Duration("lasts", f.ttl))
 	}
@@ -256,17 +256,17 @@ func (f *feedback) tick() int {
 	for _, e := range f.entries {
 		switch {
 		case e.state == fbPending && f.activate(e, now):
-			f.logger.Info("iforest: feedback applied", zap.String("incident_id", verdict.FormatID(e.id)), zap.Duration("lasts", f.ttl))
+			f.logger.Info("feedback applied", zap.String("incident_id", verdict.FormatID(e.id)), zap.Duration("lasts", f.ttl))
 			changed = true
 		case e.state == fbPending && now-e.since >= int64(f.pendingFor):
 			e.state = fbDropped
 			dropped++
-			f.logger.Warn("iforest: feedback names an incident this processor does not know; it is ignored (the incident was reported before a restart without storage, by another collector, or too long ago)",
+			f.logger.Warn("feedback names an incident this processor does not know; it is ignored (the incident was reported before a restart without storage, by another collector, or too long ago)",
 				zap.String("incident_id", verdict.FormatID(e.id)), zap.Duration("waited", f.pendingFor))
 		case e.state == fbActive && now >= e.expires:
 			e.state = fbExpired
 			changed = true
-			f.logger.Info("iforest: feedback expired (feedback_ttl); the incident's series is judged as before",
+			f.logger.Info("feedback expired (feedback_ttl); the incident's series is judged as before",
 				zap.String("incident_id", verdict.FormatID(e.id)))
 		}
 	}
