@@ -155,6 +155,11 @@ func (f *feedback) record(key uint64, value float64, v *detector.Verdict) {
 		f.addIncident(v.IncidentID, r)
 	}
 	r.tol.add(value, v)
+	// Feedback applied while its incident is still open covers the
+	// incident's later points too, not only those seen when it was applied.
+	if e := f.entries[v.IncidentID]; e != nil && e.state == fbActive {
+		e.tol = r.tol
+	}
 }
 
 func (f *feedback) addIncident(id uint64, r *incidentRecord) {
@@ -253,10 +258,11 @@ func (f *feedback) tick() int {
 	defer f.mu.Unlock()
 	now := f.now().UnixNano()
 	changed, dropped := false, 0
+	var applied []uint64
 	for _, e := range f.entries {
 		switch {
 		case e.state == fbPending && f.activate(e, now):
-			f.logger.Info("feedback applied", zap.String("incident_id", verdict.FormatID(e.id)), zap.Duration("lasts", f.ttl))
+			applied = append(applied, e.id)
 			changed = true
 		case e.state == fbPending && now-e.since >= int64(f.pendingFor):
 			e.state = fbDropped
@@ -272,6 +278,11 @@ func (f *feedback) tick() int {
 	}
 	if changed {
 		f.index()
+	}
+	// Said once it holds: index publishes the active count that gate reads
+	// without the lock.
+	for _, id := range applied {
+		f.logger.Info("feedback applied", zap.String("incident_id", verdict.FormatID(id)), zap.Duration("lasts", f.ttl))
 	}
 	return dropped
 }

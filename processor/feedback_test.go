@@ -259,6 +259,22 @@ func TestTolerance(t *testing.T) {
 	assert.False(t, noBand.covers(95, verdictAt(0.95, 95, 30, 50)))
 }
 
+// Feedback applied while its incident is open covers the points that the
+// incident flags after that too, however the processor's ticks fall.
+func TestFeedbackAppliedDuringItsIncident(t *testing.T) {
+	f := newFeedback(16, time.Hour, zap.NewNop(), time.Now)
+	const key, id = 7, 42
+	first := verdictAt(0.86, 60, 30, 50)
+	first.IncidentID = id
+	f.record(key, 60, first) // 10 above the band
+	f.setList([]uint64{id})  // applied now, while the incident goes on
+	later := verdictAt(0.9, 80, 30, 50)
+	later.IncidentID = id
+	f.record(key, 80, later) // 30 above
+	assert.True(t, f.tolerates(key, 95, verdictAt(0.9, 95, 30, 50)), "45 above: within 1.5 x the incident's 30")
+	assert.False(t, f.tolerates(key, 96, verdictAt(0.9, 96, 30, 50)))
+}
+
 // The incident table is bounded (oldest out first) and counted; the saved
 // form round-trips and rejects damage.
 func TestFeedbackTableBoundAndEncoding(t *testing.T) {
