@@ -24,7 +24,9 @@ TOOLS_MOD := tools/go.mod tools/go.sum
 
 .PHONY: help
 help: ## list targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
+	  {name[NR] = $$1; text[NR] = $$2; if (length($$1) > w) w = length($$1)} \
+	  END {for (i = 1; i <= NR; i++) printf "  %-*s  %s\n", w, name[i], text[i]}'
 
 # ---------------------------------------------------------------- tools
 
@@ -165,7 +167,7 @@ e2e: dist ## end-to-end tests against _build/otelcol-iforest
 	fi
 
 .PHONY: test
-test: lint unit quality e2e ## everything CI runs: vet, staticcheck, unit tests with -race, data-set evaluations, dist + e2e
+test: lint unit quality e2e ## vet, staticcheck, unit tests with -race, data-set evaluations, dist + e2e (CI also runs check-generated and validate)
 
 .PHONY: bench
 # The processor's throughput target is stated per core: GOMAXPROCS=1 by

@@ -101,7 +101,7 @@ func TestFeedbackThroughDistribution(t *testing.T) {
 	tmp := rulesFile + ".tmp"
 	require.NoError(t, os.WriteFile(tmp, []byte(fmt.Sprintf("feedback:\n  - {incident_id: %s, verdict: normal}\n", id)), 0o600))
 	require.NoError(t, os.Rename(tmp, rulesFile))
-	waitForLog(t, logFile, "iforest: feedback updated", 30*time.Second)
+	waitForLog(t, logFile, "feedback updated", 30*time.Second)
 
 	replay(t, c.endpoint, rest)
 	readExported(t, c.outFile, len(rows))

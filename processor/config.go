@@ -11,6 +11,7 @@ import (
 
 	"github.com/otel-iforest/iforest/internal/detector"
 	"github.com/otel-iforest/iforest/internal/forest"
+	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 // Config is the iforest processor's configuration. Every key has a default
@@ -143,8 +144,8 @@ type OutputConfig struct {
 	// AttributePrefix starts the names of the attributes written on
 	// datapoints: <prefix>score, <prefix>detected, <prefix>threshold, ...
 	AttributePrefix string `mapstructure:"attribute_prefix"`
-	// MetricSuffix is appended to a metric's name to name its score metric;
-	// the flag metric gets MetricSuffix's stem plus "_detected".
+	// MetricSuffix is appended to a metric's name to name its score metric
+	// (metric mode writes the score only; the flag is an attribute).
 	MetricSuffix string `mapstructure:"metric_suffix"`
 }
 
@@ -176,7 +177,7 @@ func createDefaultConfig() component.Config {
 		},
 		Output: OutputConfig{
 			Mode:            OutputAttributes,
-			AttributePrefix: "anomaly.",
+			AttributePrefix: verdict.DefaultPrefix,
 			MetricSuffix:    ".anomaly_score",
 		},
 		Univariate:         true,
@@ -194,7 +195,7 @@ func createDefaultConfig() component.Config {
 // deviations of all its series, and each series keeps only its own level
 // and spread (a few hundred bytes instead of a forest).
 type HighCardinalityConfig struct {
-	// Enabled switches univariate datapoints to the shared models.
+	// Enabled switches univariate datapoints to the group models.
 	Enabled bool `mapstructure:"enabled"`
 	// GroupBy splits a metric's model by these attributes (looked up on the
 	// datapoint, then on the resource), e.g. [service.name].

@@ -155,6 +155,11 @@ func (f *feedback) record(key uint64, value float64, v *detector.Verdict) {
 		f.addIncident(v.IncidentID, r)
 	}
 	r.tol.add(value, v)
+	// Feedback applied while its incident is still open covers the
+	// incident's later points too, not only those seen when it was applied.
+	if e := f.entries[v.IncidentID]; e != nil && e.state == fbActive {
+		e.tol = r.tol
+	}
 }
 
 func (f *feedback) addIncident(id uint64, r *incidentRecord) {
@@ -217,7 +222,7 @@ func (f *feedback) setList(ids []uint64) {
 	}
 	f.index()
 	if len(applied)+len(pending)+withdrawn > 0 {
-		f.logger.Info("iforest: feedback updated", zap.Strings("applied", applied),
+		f.logger.Info("feedback updated", zap.Strings("applied", applied),
 			zap.Strings("waiting_for_incident", pending), zap.Int("withdrawn", withdrawn),
 			zap.Duration("lasts", f.ttl))
 	}
@@ -253,25 +258,31 @@ func (f *feedback) tick() int {
 	defer f.mu.Unlock()
 	now := f.now().UnixNano()
 	changed, dropped := false, 0
+	var applied []uint64
 	for _, e := range f.entries {
 		switch {
 		case e.state == fbPending && f.activate(e, now):
-			f.logger.Info("iforest: feedback applied", zap.String("incident_id", verdict.FormatID(e.id)), zap.Duration("lasts", f.ttl))
+			applied = append(applied, e.id)
 			changed = true
 		case e.state == fbPending && now-e.since >= int64(f.pendingFor):
 			e.state = fbDropped
 			dropped++
-			f.logger.Warn("iforest: feedback names an incident this processor does not know; it is ignored (the incident was reported before a restart without storage, by another collector, or too long ago)",
+			f.logger.Warn("feedback names an incident this processor does not know; it is ignored (the incident was reported before a restart without storage, by another collector, or too long ago)",
 				zap.String("incident_id", verdict.FormatID(e.id)), zap.Duration("waited", f.pendingFor))
 		case e.state == fbActive && now >= e.expires:
 			e.state = fbExpired
 			changed = true
-			f.logger.Info("iforest: feedback expired (feedback_ttl); the incident's series is judged as before",
+			f.logger.Info("feedback expired (feedback_ttl); the incident's series is judged as before",
 				zap.String("incident_id", verdict.FormatID(e.id)))
 		}
 	}
 	if changed {
 		f.index()
+	}
+	// Said once it holds: index publishes the active count that gate reads
+	// without the lock.
+	for _, id := range applied {
+		f.logger.Info("feedback applied", zap.String("incident_id", verdict.FormatID(id)), zap.Duration("lasts", f.ttl))
 	}
 	return dropped
 }

@@ -83,8 +83,8 @@ func TestFeedbackFromRulesFile(t *testing.T) {
 	ids := incidentsStarted(r.rows)
 	require.Len(t, ids, 1)
 	writeRules(t, file, feedbackFile(ids[0]))
-	require.Eventually(t, func() bool { return r.logs.FilterMessage("iforest: feedback updated").Len() == 1 }, 5*time.Second, time.Millisecond)
-	assert.Equal(t, []any{verdict.FormatID(ids[0])}, r.logs.FilterMessage("iforest: feedback updated").All()[0].ContextMap()["applied"])
+	require.Eventually(t, func() bool { return r.logs.FilterMessage("feedback updated").Len() == 1 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, []any{verdict.FormatID(ids[0])}, r.logs.FilterMessage("feedback updated").All()[0].ContextMap()["applied"])
 
 	end := starts[len(starts)-1] - 20
 	r.feed(t, vals, starts[1]-20, end)
@@ -94,7 +94,7 @@ func TestFeedbackFromRulesFile(t *testing.T) {
 
 	// Withdrawn: the last identical excursion alarms again.
 	writeRules(t, file, "feedback: []\n")
-	require.Eventually(t, func() bool { return r.logs.FilterMessage("iforest: feedback updated").Len() == 2 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return r.logs.FilterMessage("feedback updated").Len() == 2 }, 5*time.Second, time.Millisecond)
 	r.feed(t, vals, end, len(vals))
 	last := starts[len(starts)-1]
 	assert.Len(t, incidentsStarted(r.rows[last:last+20]), 1)
@@ -114,7 +114,7 @@ func TestFeedbackPendingUntilIncident(t *testing.T) {
 	defer r.shutdown(t)
 	r.feed(t, vals, 0, starts[0]+20)
 	assert.Equal(t, []uint64{first}, incidentsStarted(r.rows), "the incident itself is reported")
-	require.Eventually(t, func() bool { return r.logs.FilterMessage("iforest: feedback applied").Len() == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return r.logs.FilterMessage("feedback applied").Len() == 1 }, 5*time.Second, time.Millisecond)
 	r.feed(t, vals, starts[0]+20, len(vals))
 	checkAfterFeedback(t, r.rows, starts, 1)
 }
@@ -146,7 +146,7 @@ func TestFeedbackUnknownAndExpiry(t *testing.T) {
 	segment := func(k int) { r.feed(t, vals, starts[k]-20, starts[k+1]-20) }
 
 	r.feed(t, vals, 0, starts[1]-20)
-	require.Eventually(t, func() bool { return r.logs.FilterMessage("iforest: feedback applied").Len() == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return r.logs.FilterMessage("feedback applied").Len() == 1 }, 5*time.Second, time.Millisecond)
 	advance(59 * time.Minute)
 	segment(1)
 	checkAfterFeedback(t, r.rows, starts[:2], 1)
@@ -194,7 +194,7 @@ func TestFeedbackSurvivesRestart(t *testing.T) {
 	r2, err := startOps(t, cfg, extHost{storageID: st}, nil)
 	require.NoError(t, err)
 	assert.Empty(t, r2.logs.FilterLevelExact(zapcore.WarnLevel).All())
-	assert.Equal(t, []any{verdict.FormatID(ids[0])}, r2.logs.FilterMessage("iforest: feedback updated").All()[0].ContextMap()["applied"])
+	assert.Equal(t, []any{verdict.FormatID(ids[0])}, r2.logs.FilterMessage("feedback updated").All()[0].ContextMap()["applied"])
 	r2.feed(t, vals, starts[1]-20, starts[3]-20)
 	r2.shutdown(t)
 	checkAfterFeedback(t, append(append([]rowVerdict(nil), r1.rows...), r2.rows...), starts[:3], 1)
@@ -202,7 +202,7 @@ func TestFeedbackSurvivesRestart(t *testing.T) {
 	// The next restart: still in force, not applied anew.
 	r3, err := startOps(t, cfg, extHost{storageID: st}, nil)
 	require.NoError(t, err)
-	assert.Zero(t, r3.logs.FilterMessage("iforest: feedback updated").Len())
+	assert.Zero(t, r3.logs.FilterMessage("feedback updated").Len())
 	r3.feed(t, vals, starts[3]-20, len(vals))
 	r3.shutdown(t)
 	all := append(append(append([]rowVerdict(nil), r1.rows...), r2.rows...), r3.rows...)
@@ -257,6 +257,22 @@ func TestTolerance(t *testing.T) {
 	assert.False(t, noBand.band)
 	assert.True(t, noBand.covers(95, verdictAt(0.85, 95, 30, 50)), "no band recorded: by score")
 	assert.False(t, noBand.covers(95, verdictAt(0.95, 95, 30, 50)))
+}
+
+// Feedback applied while its incident is open covers the points that the
+// incident flags after that too, however the processor's ticks fall.
+func TestFeedbackAppliedDuringItsIncident(t *testing.T) {
+	f := newFeedback(16, time.Hour, zap.NewNop(), time.Now)
+	const key, id = 7, 42
+	first := verdictAt(0.86, 60, 30, 50)
+	first.IncidentID = id
+	f.record(key, 60, first) // 10 above the band
+	f.setList([]uint64{id})  // applied now, while the incident goes on
+	later := verdictAt(0.9, 80, 30, 50)
+	later.IncidentID = id
+	f.record(key, 80, later) // 30 above
+	assert.True(t, f.tolerates(key, 95, verdictAt(0.9, 95, 30, 50)), "45 above: within 1.5 x the incident's 30")
+	assert.False(t, f.tolerates(key, 96, verdictAt(0.9, 96, 30, 50)))
 }
 
 // The incident table is bounded (oldest out first) and counted; the saved

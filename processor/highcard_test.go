@@ -139,8 +139,8 @@ func TestHighCardinalityGroupsStayBounded(t *testing.T) {
 	held := int64(heapInUse() - before)
 	runtime.KeepAlive(p)
 	mem := telemetrySum(t, tt, "otelcol_processor_iforest_series_memory", nil)
-	t.Logf("heap held %d B, estimate %d B, groups %d", held, mem, p.shared.Groups())
-	assert.LessOrEqual(t, p.shared.Groups(), cfg.HighCardinality.MaxGroups)
+	t.Logf("heap held %d B, estimate %d B, groups %d", held, mem, p.grouped.Groups())
+	assert.LessOrEqual(t, p.grouped.Groups(), cfg.HighCardinality.MaxGroups)
 	// The documented budget: about 55 KiB per group model at the defaults
 	// (a full window), about 250 B per series, and the groups' shared build
 	// scratch (64 x 36 KiB).

@@ -13,7 +13,7 @@ import (
 	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
-// transitions returns the incident ids the processor wrote as started and
+// transitionsIn returns the incident ids the processor wrote as started and
 // as ended on the batches in sink.
 func transitionsIn(t *testing.T, sinkAttrs func(func(pcommon.Map))) (started, ended []uint64) {
 	t.Helper()

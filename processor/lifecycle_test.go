@@ -49,6 +49,7 @@ func TestFailsOpen(t *testing.T) {
 	cfg := createDefaultConfig().(*Config)
 	p, err := newProcessor(metadatatest.NewSettings(tt), cfg)
 	require.NoError(t, err)
+	det := p.det
 	p.det = nil // any use of the detector now panics
 
 	in := makeBatch(1, false)
@@ -56,6 +57,7 @@ func TestFailsOpen(t *testing.T) {
 	in.CopyTo(want)
 	out, err := p.processMetrics(context.Background(), in)
 	require.NoError(t, err)
+	p.det = det // for the series gauges read when the telemetry is collected
 	assert.Equal(t, want.DataPointCount(), out.DataPointCount())
 	metadatatest.AssertEqualProcessorIforestErrors(t, tt, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
 }

@@ -131,7 +131,7 @@ type model struct {
 	cfg       *ModelConfig
 	det       *detector.Detector
 	staleness int64
-	// contributionNames are "name=" prefixes for the contributions text.
+	// featureNames name the features in the contributions text.
 	featureNames []string
 }
 

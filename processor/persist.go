@@ -358,8 +358,8 @@ func (c *checkpointer) parts() []part {
 	p := c.p
 	var parts []part
 	// In high-cardinality mode no datapoint reaches the per-series models
-	// (and the shared baselines are not saved: they re-learn in a few points).
-	if p.shared == nil {
+	// (and its baselines are not saved: they re-learn in a few points).
+	if p.grouped == nil {
 		parts = append(parts, part{
 			name:  partSeries,
 			det:   p.det,

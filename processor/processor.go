@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,15 +17,14 @@ import (
 
 	"github.com/otel-iforest/iforest/internal/detector"
 	"github.com/otel-iforest/iforest/internal/metadata"
-	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
 type iforestProcessor struct {
-	cfg    *Config
-	det    *detector.Detector
-	shared *detector.Shared // high_cardinality: univariate points go here instead of det
-	tel    *metadata.TelemetryBuilder
-	logger *zap.Logger
+	cfg     *Config
+	det     *detector.Detector
+	grouped *detector.Grouped // high_cardinality: univariate points go here instead of det
+	tel     *metadata.TelemetryBuilder
+	logger  *zap.Logger
 
 	include, exclude []*regexp.Regexp
 	selected         *nameCache // when include/exclude are set
@@ -38,27 +36,12 @@ type iforestProcessor struct {
 	refs   map[string][]featureRef // metric name -> model features it feeds
 
 	ckpt *checkpointer // saves and restores the models; nil without storage (persist.go)
-	ops *operators // rules and feedback (rules.go, feedback.go)
+	ops  *operators    // rules and feedback (rules.go, feedback.go)
 
-	clock       func() time.Time // tests' clock for the models' recency; nil: time.Now
-	lastSweep   atomic.Int64
-	memReported atomic.Int64
-	skipAttrs   [numSkip]metric.MeasurementOption
-	evictAttrs  [2]metric.MeasurementOption // idle, limit
-}
-
-// Skip reasons: the detector's statuses plus what the processor itself
-// rejects before asking the detector.
-const (
-	skipNoValue = int(detector.FutureTime) + 1 + iota
-	numSkip
-)
-
-func skipReason(i int) string {
-	if i == skipNoValue {
-		return "no_value"
-	}
-	return detector.Status(i).String()
+	clock      func() time.Time // tests' clock for the models' recency; nil: time.Now
+	lastSweep  atomic.Int64
+	skipAttrs  [numSkip]metric.MeasurementOption
+	evictAttrs [len(evictionReasons)]metric.MeasurementOption
 }
 
 func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error) {
@@ -79,7 +62,7 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		return nil, err
 	}
 	if hc := cfg.HighCardinality; hc.Enabled {
-		p.shared = detector.NewShared(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
+		p.grouped = detector.NewGrouped(cfg.detectorConfig(), hc.Warmup, hc.MaxSeries, hc.MaxGroups)
 	}
 	for _, s := range cfg.Metrics.Include {
 		re, err := compileAnchored(s)
@@ -116,13 +99,16 @@ func newProcessor(set processor.Settings, cfg *Config) (*iforestProcessor, error
 		}
 		p.skipAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", skipReason(i))))
 	}
-	for i, reason := range []string{"idle", "limit"} {
+	for i, reason := range evictionReasons {
 		p.evictAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", reason)))
 	}
 	if cfg.Storage != nil {
 		p.ckpt = newCheckpointer(p, set.ID)
 	}
 	p.lastSweep.Store(time.Now().UnixNano())
+	if err := p.registerGauges(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -159,8 +145,6 @@ type batch struct {
 	scores    pmetric.MetricSlice // score metrics made for the current scope
 	cur       *scoreMetrics
 	det       detector.Stats
-	mem       int64 // the models' estimated bytes after the batch
-	memKnown  bool
 
 	// Multivariate models: the current resource's attributes, the model
 	// features fed by the current metric, and what entities got this batch.
@@ -187,7 +171,7 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		defer func() {
 			if r := recover(); r != nil {
 				failed = true
-				p.logger.Error("iforest failed on a batch; forwarding it unscored", zap.Any("panic", r))
+				p.logger.Error("failed on a batch; forwarding it unscored", zap.Any("panic", r))
 			}
 		}()
 		p.walk(md, &b)
@@ -197,18 +181,9 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		for _, m := range p.models {
 			b.det.Add(m.det.TakeStats())
 		}
-		if p.shared != nil {
-			b.det.Add(p.shared.TakeStats())
-			b.mem += p.shared.MemoryBytes()
+		if p.grouped != nil {
+			b.det.Add(p.grouped.TakeStats())
 		}
-		b.mem, b.memKnown = b.mem+p.det.MemoryBytes(), true
-		if p.selected != nil {
-			b.mem += p.selected.memBytes()
-		}
-		for _, m := range p.models {
-			b.mem += m.det.MemoryBytes()
-		}
-		b.mem += p.ops.memoryBytes()
 	}()
 	p.record(ctx, &b, failed, time.Since(start))
 	if p.ckpt != nil {
@@ -217,335 +192,6 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		p.ckpt.changed.Store(true)
 	}
 	return md, nil
-}
-
-func (p *iforestProcessor) walk(md pmetric.Metrics, b *batch) {
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		rm := rms.At(i)
-		b.res = rm.Resource().Attributes()
-		rh := hashMap(b.res)
-		sms := rm.ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			sm := sms.At(j)
-			sc := sm.Scope()
-			sh := combine(combine(combine(rh, hashString(sc.Name())), hashString(sc.Version())), hashMap(sc.Attributes()))
-			ms := sm.Metrics()
-			if p.writeMetric {
-				b.scores = pmetric.NewMetricSlice()
-			}
-			for k := 0; k < ms.Len(); k++ {
-				m := ms.At(k)
-				b.refs = p.refs[m.Name()]
-				b.univariate = p.cfg.Univariate && p.selects(m.Name())
-				if !b.univariate && b.refs == nil {
-					continue
-				}
-				b.cur = nil
-				// Utilisations are ratios in [0, 1] (OpenTelemetry's semantic
-				// conventions): their expected bands stay within it.
-				b.ratio = strings.HasSuffix(m.Name(), ".utilization")
-				p.ops.metric(&b.ops, m.Name())
-				p.metric(m, combine(sh, hashString(m.Name())), b)
-			}
-			if p.writeMetric && b.scores.Len() > 0 {
-				b.scores.MoveAndAppendTo(ms)
-			}
-		}
-	}
-}
-
-func (p *iforestProcessor) metric(m pmetric.Metric, mh uint64, b *batch) {
-	if !b.univariate && m.Type() != pmetric.MetricTypeGauge && m.Type() != pmetric.MetricTypeSum {
-		return // models take number datapoints only
-	}
-	switch m.Type() {
-	case pmetric.MetricTypeGauge:
-		p.numbers(m, m.Gauge().DataPoints(), detector.Gauge, mh, b)
-	case pmetric.MetricTypeSum:
-		s := m.Sum()
-		kind := detector.Gauge // non-monotonic cumulative sums are levels
-		switch {
-		case s.AggregationTemporality() == pmetric.AggregationTemporalityDelta:
-			kind = detector.DeltaSum
-		case s.AggregationTemporality() == pmetric.AggregationTemporalityCumulative && s.IsMonotonic():
-			kind = detector.CumulativeSum
-		}
-		p.numbers(m, s.DataPoints(), kind, mh, b)
-	case pmetric.MetricTypeHistogram:
-		h := m.Histogram()
-		histograms(p, m, h.DataPoints(), histKind(h.AggregationTemporality()), mh, b)
-	case pmetric.MetricTypeExponentialHistogram:
-		h := m.ExponentialHistogram()
-		histograms(p, m, h.DataPoints(), histKind(h.AggregationTemporality()), mh, b)
-	case pmetric.MetricTypeSummary:
-		dps := m.Summary().DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			dp := dps.At(i)
-			key, own := p.seriesKey(mh, dp.Attributes())
-			if own {
-				p.attr.strip(dp.Attributes())
-			}
-			pt := detector.Point{Key: key, Kind: detector.CumulativeHistogram, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
-			if q := p.cfg.SummaryQuantile; q != nil {
-				v, ok := quantileValue(dp.QuantileValues(), *q)
-				if !ok {
-					b.skipped[skipNoValue]++
-					continue
-				}
-				pt = detector.Point{Key: key, Kind: detector.Gauge, Start: pt.Start, Time: pt.Time, V0: v}
-			}
-			if dp.Flags().NoRecordedValue() {
-				b.skipped[skipNoValue]++
-				continue
-			}
-			p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
-		}
-	}
-}
-
-// histPoint is what explicit and exponential histogram datapoints share.
-type histPoint interface {
-	Count() uint64
-	Sum() float64
-	Flags() pmetric.DataPointFlags
-	Attributes() pcommon.Map
-	StartTimestamp() pcommon.Timestamp
-	Timestamp() pcommon.Timestamp
-}
-
-// histograms scores histogram datapoints by their count and sum. Generic
-// rather than taking the interface, so that a datapoint is not boxed
-// (allocated) on its way in.
-func histograms[P histPoint, S points[P]](p *iforestProcessor, m pmetric.Metric, dps S, kind detector.Kind, mh uint64, b *batch) {
-	ahead := p.lookahead()
-	for i := 0; i < dps.Len(); i++ {
-		dp := dps.At(i)
-		key, own := keyAhead(p, &ahead, dps, mh, i)
-		if own {
-			p.attr.strip(dp.Attributes())
-		}
-		if dp.Flags().NoRecordedValue() {
-			b.skipped[skipNoValue]++
-			continue
-		}
-		pt := detector.Point{Key: key, Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: float64(dp.Count()), V1: dp.Sum()}
-		p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
-	}
-}
-
-func histKind(t pmetric.AggregationTemporality) detector.Kind {
-	if t == pmetric.AggregationTemporalityDelta {
-		return detector.DeltaHistogram
-	}
-	return detector.CumulativeHistogram
-}
-
-func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (float64, bool) {
-	for i := 0; i < qs.Len(); i++ {
-		if v := qs.At(i); v.Quantile() > q-1e-9 && v.Quantile() < q+1e-9 {
-			return v.Value(), true
-		}
-	}
-	return 0, false
-}
-
-func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
-	ahead := p.lookahead()
-	for i := 0; i < dps.Len(); i++ {
-		dp := dps.At(i)
-		if b.refs != nil && p.claim(b.refs, b.res, dp, kind, b) || !b.univariate {
-			// A model's datapoint, or one of a model's metric that no
-			// feature takes: the metric is still this processor's.
-			p.attr.strip(dp.Attributes())
-			continue
-		}
-		key, own := keyAhead(p, &ahead, dps, mh, i)
-		if own {
-			p.attr.strip(dp.Attributes())
-		}
-		var v float64
-		switch dp.ValueType() {
-		case pmetric.NumberDataPointValueTypeInt:
-			v = float64(dp.IntValue())
-		case pmetric.NumberDataPointValueTypeDouble:
-			v = dp.DoubleValue()
-		default:
-			b.skipped[skipNoValue]++
-			continue
-		}
-		if dp.Flags().NoRecordedValue() {
-			b.skipped[skipNoValue]++
-			continue
-		}
-		pt := detector.Point{Key: key, Kind: kind, Start: int64(dp.StartTimestamp()), Time: int64(dp.Timestamp()), V0: v, Ratio: b.ratio}
-		p.observe(m, pt, dp.Attributes(), dp.StartTimestamp(), dp.Timestamp(), b)
-	}
-}
-
-// seriesKey is the key of a datapoint's series: its metric's (mh, which
-// covers resource, scope and name) and its attributes but the verdict
-// attributes. own says whether the datapoint carries any of those.
-func (p *iforestProcessor) seriesKey(mh uint64, attrs pcommon.Map) (key uint64, own bool) {
-	h, own := hashAttrs(attrs, &p.attr)
-	return combine(mh, h), own
-}
-
-// observe asks the detector for a verdict on pt (its Key set) and writes it
-// out.
-func (p *iforestProcessor) observe(m pmetric.Metric, pt detector.Point, attrs pcommon.Map, start, ts pcommon.Timestamp, b *batch) {
-	mute, skip := p.ops.rule(&b.ops, attrs, b.res, pt.Time, b.now)
-	if skip {
-		return // neither scored nor learned: passes through unchanged
-	}
-	var v detector.Verdict
-	if p.shared != nil {
-		v = p.shared.Observe(pt, p.groupKey(m, attrs, b.res), b.now)
-	} else {
-		v = p.det.Observe(pt, b.now)
-	}
-	if v.Status != detector.Scored {
-		b.skipped[v.Status]++
-		return
-	}
-	p.ops.gate(&b.ops, pt.Key, pt.V0, mute, &v)
-	b.scored++
-	if v.Anomaly {
-		b.anomalies++
-	}
-	if p.writeMetric {
-		if b.cur == nil {
-			b.cur = newScoreMetrics(b.scores, m, p.cfg.Output.MetricSuffix)
-		}
-		b.cur.add(attrs, start, ts, v)
-	}
-	if p.writeAttrs {
-		p.attr.write(attrs, &v)
-	}
-}
-
-// groupKey names the shared model of a datapoint in high-cardinality mode:
-// its metric, and the values of the group_by attributes (datapoint first,
-// then resource; a missing one is left out).
-func (p *iforestProcessor) groupKey(m pmetric.Metric, attrs, res pcommon.Map) uint64 {
-	h := hashString(m.Name())
-	for _, k := range p.cfg.HighCardinality.GroupBy {
-		v, ok := attrs.Get(k)
-		if !ok {
-			v, ok = res.Get(k)
-		}
-		if ok {
-			h = combine(h, combine(hashString(k), hashString(v.AsString())))
-		}
-	}
-	return h
-}
-
-// attrNames are the verdict attributes' names, built once from the prefix.
-type attrNames struct{ verdict.Names }
-
-func newAttrNames(prefix string) attrNames {
-	return attrNames{verdict.NewNames(prefix)}
-}
-
-// strip removes verdict attributes that came with the data: only this
-// processor sets them on the metrics it selects, so a client cannot raise
-// an incident downstream or leave a flag on a point that got no verdict.
-func (a *attrNames) strip(attrs pcommon.Map) {
-	attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return a.IsVerdict(k) })
-}
-
-// write puts a scored point's verdict on its datapoint. Every scored point
-// gets the score and the flag; the explanation and incident attributes only
-// appear where they say something, to keep the common case small.
-// Transitions are recorded in the process's incident ledger, which the
-// anomalyevents connector asks before it reports one.
-func (a *attrNames) write(attrs pcommon.Map, v *detector.Verdict) {
-	attrs.EnsureCapacity(attrs.Len() + 2) // one allocation for both, not two
-	attrs.PutDouble(a.Score, v.Score)
-	attrs.PutBool(a.Detected, v.Anomaly)
-	if v.Anomaly {
-		attrs.PutDouble(a.Threshold, v.Threshold)
-		if v.HasExpected {
-			attrs.PutDouble(a.ExpectedMin, v.ExpectedMin)
-			attrs.PutDouble(a.ExpectedMax, v.ExpectedMax)
-		}
-	}
-	if v.IncidentID != 0 {
-		attrs.PutStr(a.IncidentID, verdict.FormatID(v.IncidentID))
-	}
-	switch v.Incident {
-	case detector.Started:
-		verdict.Opened(v.IncidentID)
-		attrs.PutStr(a.Incident, verdict.Started)
-	case detector.Ended:
-		verdict.Closed(v.IncidentID)
-		attrs.PutStr(a.Incident, verdict.Ended)
-		attrs.PutDouble(a.IncidentDuration, time.Duration(v.IncidentDuration).Seconds())
-		attrs.PutDouble(a.IncidentPeak, v.IncidentPeak)
-	}
-}
-
-func (p *iforestProcessor) selects(name string) bool {
-	if p.selected == nil {
-		return true
-	}
-	if v, ok := p.selected.get(name); ok {
-		return v
-	}
-	ok := p.include == nil
-	for _, re := range p.include {
-		if re.MatchString(name) {
-			ok = true
-			break
-		}
-	}
-	for _, re := range p.exclude {
-		if ok && re.MatchString(name) {
-			ok = false
-		}
-	}
-	p.selected.put(name, ok)
-	return ok
-}
-
-func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, took time.Duration) {
-	t := p.tel
-	if b.scored > 0 {
-		t.ProcessorIforestDatapointsScored.Add(ctx, b.scored)
-	}
-	if b.anomalies > 0 {
-		t.ProcessorIforestAnomalies.Add(ctx, b.anomalies)
-	}
-	for i, n := range b.skipped {
-		if n > 0 {
-			t.ProcessorIforestDatapointsSkipped.Add(ctx, n, p.skipAttrs[i])
-		}
-	}
-	if failed {
-		t.ProcessorIforestErrors.Add(ctx, 1)
-	}
-	st := b.det
-	if st.TreesBuilt > 0 {
-		t.ProcessorIforestTreesRefit.Add(ctx, st.TreesBuilt)
-	}
-	if d := st.Created - st.EvictedIdle - st.EvictedLimit; d != 0 {
-		t.ProcessorIforestSeriesActive.Add(ctx, d)
-	}
-	if st.EvictedIdle > 0 {
-		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedIdle, p.evictAttrs[0])
-	}
-	if st.EvictedLimit > 0 {
-		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedLimit, p.evictAttrs[1])
-	}
-	// Deltas of an atomic total: concurrent batches' reports add up to it.
-	if b.memKnown {
-		if d := b.mem - p.memReported.Swap(b.mem); d != 0 {
-			t.ProcessorIforestSeriesMemory.Add(ctx, d)
-		}
-	}
-	p.ops.record(ctx, &b.ops)
-	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
 }
 
 // maybeEvict drops idle models at most twice per TTL; the CAS lets one
@@ -560,8 +206,8 @@ func (p *iforestProcessor) maybeEvict(now int64) {
 		return
 	}
 	n := p.det.Evict(now - ttl)
-	if p.shared != nil {
-		n += p.shared.Evict(now - ttl)
+	if p.grouped != nil {
+		n += p.grouped.Evict(now - ttl)
 	}
 	for _, m := range p.models {
 		n += m.det.Evict(now - ttl)
@@ -569,25 +215,4 @@ func (p *iforestProcessor) maybeEvict(now int64) {
 	if n > 0 {
 		p.logger.Debug("evicted idle series", zap.Int("series", n))
 	}
-}
-
-// scoreMetrics are the gauges written for one source metric in metric mode.
-type scoreMetrics struct {
-	score pmetric.NumberDataPointSlice
-}
-
-func newScoreMetrics(dst pmetric.MetricSlice, src pmetric.Metric, suffix string) *scoreMetrics {
-	m := dst.AppendEmpty()
-	m.SetName(src.Name() + suffix)
-	m.SetDescription("Anomaly score of " + src.Name() + " from the iforest processor, in [0,1]; higher is more anomalous.")
-	m.SetUnit("1")
-	return &scoreMetrics{score: m.SetEmptyGauge().DataPoints()}
-}
-
-func (s *scoreMetrics) add(attrs pcommon.Map, start, ts pcommon.Timestamp, v detector.Verdict) {
-	dp := s.score.AppendEmpty()
-	attrs.CopyTo(dp.Attributes())
-	dp.SetStartTimestamp(start)
-	dp.SetTimestamp(ts)
-	dp.SetDoubleValue(v.Score)
 }

@@ -13,10 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/processortest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -33,25 +31,6 @@ func TestMain(m *testing.M) {
 
 // Golden files are rewritten with UPDATE_GOLDEN=1 go test ./processor/.
 var updateGolden = os.Getenv("UPDATE_GOLDEN") == "1"
-
-func newTestProcessor(t *testing.T, cfg *Config, set processor.Settings) (processor.Metrics, *consumertest.MetricsSink) {
-	t.Helper()
-	sink := new(consumertest.MetricsSink)
-	p, err := NewFactory().CreateMetrics(context.Background(), set, cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, p.Shutdown(context.Background())) })
-	return p, sink
-}
-
-const warmSteps = 60
-
-// warm feeds the steady batches that come before the golden input.
-func warm(t *testing.T, p processor.Metrics) {
-	for step := 0; step < warmSteps; step++ {
-		require.NoError(t, p.ConsumeMetrics(context.Background(), makeBatch(step, false)))
-	}
-}
 
 func TestGolden(t *testing.T) {
 	inputFile := filepath.Join("testdata", "golden", "input.yaml")
@@ -94,32 +73,6 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
-}
-
-// datapointAttrs finds the attributes of the datapoint of metric name whose
-// attribute key=val (or the first datapoint when key is empty).
-func numberDP(t *testing.T, md pmetric.Metrics, name, key, val string) pmetric.NumberDataPoint {
-	t.Helper()
-	sm := md.ResourceMetrics().At(0).ScopeMetrics().At(0)
-	for i := 0; i < sm.Metrics().Len(); i++ {
-		m := sm.Metrics().At(i)
-		if m.Name() != name {
-			continue
-		}
-		var dps pmetric.NumberDataPointSlice
-		if m.Type() == pmetric.MetricTypeGauge {
-			dps = m.Gauge().DataPoints()
-		} else {
-			dps = m.Sum().DataPoints()
-		}
-		for j := 0; j < dps.Len(); j++ {
-			if v, ok := dps.At(j).Attributes().Get(key); key == "" || ok && v.Str() == val {
-				return dps.At(j)
-			}
-		}
-	}
-	t.Fatalf("no datapoint %s{%s=%s}", name, key, val)
-	return pmetric.NumberDataPoint{}
 }
 
 func TestSpikeIsFlaggedAndEverythingForwarded(t *testing.T) {
@@ -168,41 +121,6 @@ func TestSpikeIsFlaggedAndEverythingForwarded(t *testing.T) {
 		m.RemoveIf(func(k string, _ pcommon.Value) bool { return strings.HasPrefix(k, "anomaly.") })
 	})
 	require.NoError(t, pmetrictest.CompareMetrics(want, got))
-}
-
-// forEachAttrs calls f with the attributes of every datapoint in md.
-func forEachAttrs(md pmetric.Metrics, f func(pcommon.Map)) {
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				switch m := ms.At(k); m.Type() {
-				case pmetric.MetricTypeGauge:
-					for _, dp := range m.Gauge().DataPoints().All() {
-						f(dp.Attributes())
-					}
-				case pmetric.MetricTypeSum:
-					for _, dp := range m.Sum().DataPoints().All() {
-						f(dp.Attributes())
-					}
-				case pmetric.MetricTypeHistogram:
-					for _, dp := range m.Histogram().DataPoints().All() {
-						f(dp.Attributes())
-					}
-				case pmetric.MetricTypeExponentialHistogram:
-					for _, dp := range m.ExponentialHistogram().DataPoints().All() {
-						f(dp.Attributes())
-					}
-				case pmetric.MetricTypeSummary:
-					for _, dp := range m.Summary().DataPoints().All() {
-						f(dp.Attributes())
-					}
-				}
-			}
-		}
-	}
 }
 
 func TestIncidentEndsAfterQuietPoints(t *testing.T) {
@@ -367,37 +285,4 @@ func TestConcurrentConsumers(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, 4*50, len(sink.AllMetrics()))
-}
-
-// keyAhead returns each datapoint's own series key however the caller
-// skips through the slice (claimed or unselected datapoints are skipped).
-func TestKeyAhead(t *testing.T) {
-	for _, highcard := range []bool{false, true} {
-		cfg := createDefaultConfig().(*Config)
-		cfg.HighCardinality.Enabled = highcard
-		p, err := newProcessor(processortest.NewNopSettings(metadata.Type), cfg)
-		require.NoError(t, err)
-		dps := pmetric.NewNumberDataPointSlice()
-		for i := range 12 {
-			attrs := dps.AppendEmpty().Attributes()
-			attrs.PutInt("series", int64(i))
-			if i%3 == 0 {
-				attrs.PutBool("anomaly.detected", true)
-			}
-		}
-		for _, visit := range [][]int{
-			{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
-			{0, 3, 4, 5, 11},
-			{2, 9},
-			{11},
-		} {
-			l := p.lookahead()
-			for _, i := range visit {
-				want, wantOwn := p.seriesKey(42, dps.At(i).Attributes())
-				got, own := keyAhead(p, &l, dps, 42, i)
-				require.Equal(t, want, got, "visiting %v, at %d", visit, i)
-				require.Equal(t, wantOwn, own, "visiting %v, at %d", visit, i)
-			}
-		}
-	}
 }

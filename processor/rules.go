@@ -238,9 +238,9 @@ func (o *operators) install(ctx context.Context, f rules.File, first bool) error
 		o.fb.setList(append(append([]uint64(nil), o.inlineFb...), ids...))
 	}
 	if o.cfg.RulesFile != "" {
-		msg := "iforest: rules file loaded"
+		msg := "rules file loaded"
 		if first {
-			msg = "iforest: rules file read"
+			msg = "rules file read"
 		}
 		o.logger.Info(msg, zap.String("rules_file", o.cfg.RulesFile),
 			zap.Int("rules", len(rs)), zap.Int("feedback", len(ids)), zap.Int("rules_in_force", len(all)))
@@ -284,7 +284,7 @@ func (o *operators) reload(ctx context.Context) {
 	}
 	st, err := os.Stat(o.cfg.RulesFile)
 	if err != nil {
-		fail("iforest: cannot read the rules file; the rules in force stay", err)
+		fail("cannot read the rules file; the rules in force stay", err)
 		return
 	}
 	if st.ModTime().Equal(o.fileMod) && st.Size() == o.fileSize {
@@ -292,7 +292,7 @@ func (o *operators) reload(ctx context.Context) {
 	}
 	data, err := os.ReadFile(o.cfg.RulesFile)
 	if err != nil {
-		fail("iforest: cannot read the rules file; the rules in force stay", err)
+		fail("cannot read the rules file; the rules in force stay", err)
 		return
 	}
 	o.fileMod, o.fileSize = st.ModTime(), st.Size()
@@ -303,11 +303,11 @@ func (o *operators) reload(ctx context.Context) {
 	o.fileData, o.fileOK = data, false
 	f, err := o.parseFile(data)
 	if err != nil {
-		fail("iforest: the rules file is invalid; the rules in force stay", err)
+		fail("the rules file is invalid; the rules in force stay", err)
 		return
 	}
 	if err := o.install(ctx, f, false); err != nil {
-		fail("iforest: the rules file is invalid; the rules in force stay", err)
+		fail("the rules file is invalid; the rules in force stay", err)
 		return
 	}
 	o.fileOK, o.fileErr = true, ""

@@ -351,7 +351,7 @@ func TestRulesFileReload(t *testing.T) {
 
 	loaded := func(n int) {
 		t.Helper()
-		require.Eventually(t, func() bool { return r.logs.FilterMessage("iforest: rules file loaded").Len() >= n }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return r.logs.FilterMessage("rules file loaded").Len() >= n }, 5*time.Second, time.Millisecond)
 	}
 	writeRules(t, file, "rules:\n  - {name: maintenance, action: skip, match: {resource_attributes: {host.name: db-1}}}\n")
 	loaded(1)
@@ -371,7 +371,7 @@ func TestRulesFileReload(t *testing.T) {
 	writeRules(t, file, "rules:\n  - {name: maintenance, action: silence}\n")
 	warned(1)
 	w := r.logs.FilterLevelExact(zapcore.WarnLevel).All()[0]
-	assert.Equal(t, "iforest: the rules file is invalid; the rules in force stay", w.Message)
+	assert.Equal(t, "the rules file is invalid; the rules in force stay", w.Message)
 	assert.Equal(t, file, w.ContextMap()["rules_file"])
 	assert.Contains(t, w.ContextMap()["error"], `rules[0].action: must be "mute" or "skip", got "silence"`)
 	time.Sleep(30 * time.Millisecond) // several polls of the same broken file
@@ -384,7 +384,7 @@ func TestRulesFileReload(t *testing.T) {
 
 	require.NoError(t, os.Remove(file))
 	warned(2)
-	assert.Equal(t, "iforest: cannot read the rules file; the rules in force stay", r.logs.FilterLevelExact(zapcore.WarnLevel).All()[1].Message)
+	assert.Equal(t, "cannot read the rules file; the rules in force stay", r.logs.FilterLevelExact(zapcore.WarnLevel).All()[1].Message)
 	assert.EqualValues(t, 2, errorsOf())
 
 	writeRules(t, file, "rules: []\n")

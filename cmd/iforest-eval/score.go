@@ -152,7 +152,7 @@ func (a *alarmSummary) EpisodesPerSeriesDay() float64 {
 	return float64(a.FalseEpisodes) / a.SeriesDays
 }
 
-// countAlarms adds a file's verdicts to a: windows hit anywhere in them,
+// add adds a file's verdicts to a: windows hit anywhere in them,
 // false-alarm episodes after the probation.
 func (a *alarmSummary) add(s *nab.Series, f *nab.File) {
 	al := nab.CountAlarms(s.Detected, f.Spans, f.Probation, 0)

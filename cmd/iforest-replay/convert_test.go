@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"io"
 	"strings"
 	"testing"
@@ -231,5 +232,27 @@ func TestParseFlags(t *testing.T) {
 		if _, err := parseFlags(args, &sink); err == nil {
 			t.Errorf("parseFlags(%q): want error", args)
 		}
+	}
+}
+
+// --help prints the usage and exits 0; a bad flag exits 2. The usage states
+// one default per flag (a default is not repeated in the text).
+func TestHelp(t *testing.T) {
+	var usage strings.Builder
+	_, err := parseFlags([]string{"--help"}, &usage)
+	if !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 {
+		t.Errorf("--help: err %v, exit code %d; want flag.ErrHelp, 0", err, exitCode(err))
+	}
+	_, batch, ok := strings.Cut(usage.String(), "-batch rows")
+	batch, _, _ = strings.Cut(batch, "\n  -")
+	if !ok || strings.Contains(batch, "default") {
+		t.Errorf("usage of --batch: %q", batch)
+	}
+	_, err = parseFlags([]string{"--no-such-flag"}, io.Discard)
+	if exitCode(err) != 2 {
+		t.Errorf("bad flag: exit code %d, want 2", exitCode(err))
+	}
+	if exitCode(nil) != 0 {
+		t.Error("success: exit code not 0")
 	}
 }

@@ -33,13 +33,21 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runIO(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "iforest-replay:", err)
-		}
-		stop()
-		os.Exit(2)
+	err := runIO(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "iforest-replay:", err)
 	}
+	stop()
+	os.Exit(exitCode(err))
+}
+
+// exitCode is 0 for success and for -h/--help (the usage was asked for and
+// printed), 2 for anything else.
+func exitCode(err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }
 
 // options are the parsed command-line flags.
@@ -85,7 +93,7 @@ the row's timestamp. With --load, sends synthetic gauges of K series
 	fs.StringVar(&resource, "resource", "service.name=iforest-replay", "resource attributes `key=value,...`")
 	fs.StringVar(&o.scope, "scope", scopeName, "instrumentation scope `name` of the replayed metrics (part of a series' identity)")
 	fs.StringVar(&o.timestampColumn, "timestamp-column", "timestamp", "CSV `column` holding the row time (YYYY-MM-DD HH:MM:SS, UTC)")
-	fs.IntVar(&o.batch, "batch", 1, "rows per request (1 keeps strict order across requests; larger is faster); with --load datapoints per request, default 500")
+	fs.IntVar(&o.batch, "batch", 0, "`rows` per request, 1 unless set (strict order across requests; larger is faster); with --load, datapoints per request, 500 unless set")
 	fs.Float64Var(&o.rate, "rate", 0, "pace rows at this many `rows/s` (0 = as fast as possible); with --load datapoints/s in total")
 	fs.DurationVar(&o.wait, "wait", 0, "wait up to this long for the endpoint to accept connections before sending")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one export request")
@@ -117,6 +125,9 @@ the row's timestamp. With --load, sends synthetic gauges of K series
 		if set[name] {
 			return o, fmt.Errorf("--%s needs --load", name)
 		}
+	}
+	if !set["batch"] {
+		o.batch = 1
 	}
 	if o.file == "" {
 		return o, errors.New("--file is required")

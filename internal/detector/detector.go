@@ -9,7 +9,6 @@ import (
 
 	"github.com/otel-iforest/iforest/internal/forest"
 	"github.com/otel-iforest/iforest/internal/heapsize"
-	"github.com/otel-iforest/iforest/internal/prefetch"
 )
 
 // minTrain is the fewest observations a tree is built from: fewer points
@@ -731,55 +730,5 @@ func (d *Detector) TakeStats() Stats {
 		Created:      d.created.Swap(0),
 		EvictedIdle:  d.evictedIdle.Swap(0),
 		EvictedLimit: d.evictedLimit.Swap(0),
-	}
-}
-
-// Prefetch starts loading the model of key into the caches (see package
-// prefetch), so that an Observe of key soon after finds it there instead
-// of waiting for memory: a caller with a batch in hand calls it a few
-// datapoints ahead of the one it observes, if Prefetching. It changes
-// nothing.
-func (d *Detector) Prefetch(key uint64) {
-	sh := &d.shards[key%uint64(len(d.shards))]
-	sh.mu.Lock()
-	if s := sh.series[key]; s != nil {
-		s.prefetch(d.cfg.Lookback)
-	}
-	sh.mu.Unlock()
-}
-
-// Prefetching reports whether the models are large enough together for
-// Prefetch to pay: below cacheResident they stay in a core's L2 cache
-// (512 KiB and more on current x86 and Arm server cores), and asking for
-// them only costs time (3% at 10 series). A caller asks once a batch, not
-// once a datapoint: the total is a counter every core updates.
-func (d *Detector) Prefetching() bool { return d.bytes.Load() >= cacheResident }
-
-const cacheResident = 512 << 10 // bytes, see Prefetching
-
-// prefetch asks for what the next observation reads: the series, the
-// window rows of its lookback mean and the row learn writes, and the
-// forest (all of it: which nodes a score visits depends on the point).
-func (s *series) prefetch(lookback int) {
-	prefetch.Range(unsafe.Pointer(s), unsafe.Sizeof(*s))
-	for _, sp := range s.windowSpans(lookback) {
-		if sp[0] < sp[1] {
-			prefetch.Range(unsafe.Pointer(&s.win[sp[0]]), uintptr(sp[1]-sp[0])*4)
-		}
-	}
-	if s.forest != nil {
-		s.forest.Prefetch()
-	}
-}
-
-// windowSpans returns the index ranges [from, to) of s.win that the next
-// observation reads or writes: the lookback rows before head (continued at
-// the ring's end when they wrap) and the head row. Empty ranges have
-// from >= to.
-func (s *series) windowSpans(lookback int) [2][2]int {
-	h, w := s.head*s.dims, min(lookback*s.dims, len(s.win))
-	return [2][2]int{
-		{max(h-w, 0), min(h+s.dims, len(s.win))},
-		{len(s.win) - max(w-h, 0), len(s.win)},
 	}
 }

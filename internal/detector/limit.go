@@ -7,7 +7,7 @@ import (
 )
 
 // The parts of the series limit that per-series models (recency.go) and
-// high-cardinality baselines (shared.go) share.
+// high-cardinality baselines (grouped.go) share.
 
 // seriesLimit is the global count of models held against the limit.
 type seriesLimit struct {
@@ -127,7 +127,7 @@ type doorkeeper struct {
 
 const doorSlots = 32
 
-// slot takes high bits of the key: the shard was chosen by the low ones.
+// doorSlot takes high bits of the key: the shard was chosen by the low ones.
 func doorSlot(key uint64) int { return int(key>>48) & (doorSlots - 1) }
 
 // note remembers key as last seen at t.

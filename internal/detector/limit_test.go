@@ -18,7 +18,7 @@ type observer interface {
 	TakeStats() Stats
 }
 
-// obsDetector and obsShared observe a gauge point of series k at now (its
+// obsDetector and obsGrouped observe a gauge point of series k at now (its
 // time too, so each series stays in order).
 func obsDetector(d *Detector) func(k uint64, now int64) Status {
 	return func(k uint64, now int64) Status {
@@ -26,7 +26,7 @@ func obsDetector(d *Detector) func(k uint64, now int64) Status {
 	}
 }
 
-func obsShared(s *Shared) func(k uint64, now int64) Status {
+func obsGrouped(s *Grouped) func(k uint64, now int64) Status {
 	return func(k uint64, now int64) Status {
 		return s.Observe(Point{Key: k, Kind: Gauge, Time: now, V0: 1}, 1, now).Status
 	}
@@ -44,8 +44,8 @@ var limitedKinds = []limited{
 		return d, obsDetector(d)
 	}},
 	{"high-cardinality", func(limit int) (observer, func(uint64, int64) Status) {
-		s := NewShared(DefaultConfig(), 8, limit, 0)
-		return s, obsShared(s)
+		s := NewGrouped(DefaultConfig(), 8, limit, 0)
+		return s, obsGrouped(s)
 	}},
 }
 
@@ -192,7 +192,7 @@ func TestLimitLooksInOtherShards(t *testing.T) {
 // holding its own) neither deadlock nor break the count.
 func TestLimitConcurrent(t *testing.T) {
 	d := New(DefaultConfig(), 100)
-	s := NewShared(DefaultConfig(), 2, 100, 5)
+	s := NewGrouped(DefaultConfig(), 2, 100, 5)
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)

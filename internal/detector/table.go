@@ -6,7 +6,7 @@ import (
 	"github.com/otel-iforest/iforest/internal/heapsize"
 )
 
-// table holds the baselines of one shard of a Shared detector: an
+// table holds the baselines of one shard of a Grouped detector: an
 // open-addressing index (linear probing) into a dense slice of slots.
 //
 // A Go map would do, but its values cannot be updated in place, so each

@@ -19,7 +19,7 @@ func TestOutOfOrderIsNoSighting(t *testing.T) {
 	require.Equal(t, OutOfOrder, d.Observe(gaugeAt(1, 4, 1), 200).Status)
 	assert.Equal(t, 1, d.Evict(150), "last seen at 100")
 
-	s := NewShared(DefaultConfig(), 8, 0, 0)
+	s := NewGrouped(DefaultConfig(), 8, 0, 0)
 	require.Equal(t, Warmup, s.Observe(gaugeAt(1, 5, 1), 7, 100).Status)
 	require.Equal(t, OutOfOrder, s.Observe(gaugeAt(1, 5, 1), 7, 200).Status)
 	assert.Equal(t, 1, s.Evict(150), "last seen at 100")
@@ -45,7 +45,7 @@ func TestFuturePointsAreNotLearned(t *testing.T) {
 	assert.Equal(t, Warmup, d.Observe(Point{Key: 2, Kind: Gauge, Time: now + int64(4*time.Minute), V0: 1}, now).Status, "within max ahead")
 	assert.Equal(t, Scored, d.Observe(gaugeAt(1, cfg.Warmup, 1), now).Status)
 
-	s := NewShared(cfg, 2, 0, 0)
+	s := NewGrouped(cfg, 2, 0, 0)
 	assert.Equal(t, FutureTime, s.Observe(Point{Key: 1, Kind: Gauge, Time: year2200, V0: 1}, 7, now).Status)
 	assert.Equal(t, 0, s.Len(), "no baseline for a future point")
 

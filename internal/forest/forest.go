@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/otel-iforest/iforest/internal/heapsize"
-	"github.com/otel-iforest/iforest/internal/prefetch"
 )
 
 // Forest is an ensemble of isolation trees over dims features.
@@ -36,12 +35,9 @@ type Forest struct {
 	// loads 8 lines of it for 32 trees rather than 36.
 	meta []treeMeta
 	// order lists the trees by their place in the slabs (see place); next
-	// is where in it the search for room for the next tree starts, and
-	// first is where the first tree starts (nodes before it are garbage),
-	// kept so that Prefetch need not load order and meta first.
+	// is where in it the search for room for the next tree starts.
 	order []int32
 	next  int
-	first int32
 }
 
 type treeMeta struct {
@@ -256,7 +252,6 @@ func (f *Forest) place(i int, t *Tree) {
 	f.hdr[i] = *t
 	f.index()
 	f.view(i, off)
-	f.first = f.meta[f.order[0]].off
 }
 
 // unlist removes tree k from f.order.
@@ -394,7 +389,7 @@ func (f *Forest) reslice() {
 		f.view(int(k), at)
 		at += len(f.hdr[k].nodes)
 	}
-	f.next, f.first = len(f.order), 0
+	f.next = len(f.order)
 }
 
 // overlaps reports whether t's nodes are a view into slab.
@@ -509,14 +504,4 @@ func subtreeCount(nodes []node, i int) int {
 		return int(n.a)
 	}
 	return subtreeCount(nodes, i+int(n.a)) + subtreeCount(nodes, i+int(n.a)+1)
-}
-
-// Prefetch starts loading what a score reads of the forest (the tree
-// summaries and the node slab) into the caches, without waiting for it
-// (see package prefetch). A caller that knows which forest it scores next
-// calls it ahead of time. It changes nothing.
-func (f *Forest) Prefetch() {
-	prefetch.Range(unsafe.Pointer(unsafe.SliceData(f.meta)), uintptr(len(f.meta))*unsafe.Sizeof(treeMeta{}))
-	live := f.nodes[f.first:]
-	prefetch.Range(unsafe.Pointer(unsafe.SliceData(live)), uintptr(len(live))*unsafe.Sizeof(node{}))
 }

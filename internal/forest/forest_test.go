@@ -629,9 +629,6 @@ func checkSlab(t *testing.T, f *Forest) {
 			require.Less(t, boxEnd, len(f.boxes))
 		}
 	}
-	if len(f.order) > 0 {
-		require.Equal(t, f.meta[f.order[0]].off, f.first)
-	}
 	require.Equal(t, leafFeat, int(f.nodes[len(f.nodes)-1].feat), "the slab's last node pads short lane groups: a leaf")
 }
 
@@ -731,23 +728,6 @@ func TestRebuildAllocatesNothing(t *testing.T) {
 	})
 	assert.Less(t, allocs, 0.1, "a rolling refit allocates (almost) never")
 	assert.Panics(t, func() { f.Rebuild(0, NewBuilder(2), data[:4], rng) }, "builder of other dims")
-}
-
-// Prefetch is a hint: it works on empty and full forests and leaves scores
-// as they were.
-func TestPrefetch(t *testing.T) {
-	New(2, nil).Prefetch()
-	data := make([]float32, 2*300)
-	for i := range data {
-		data[i] = float32(i % 17)
-	}
-	f := Fit(data, 2, Options{Trees: 20, SampleSize: 64, Seed: 5})
-	x := []float64{3, 40}
-	before := f.ScoreAsInserted(x)
-	f.Prefetch()
-	if got := f.ScoreAsInserted(x); got != before {
-		t.Fatalf("score %v after Prefetch, %v before", got, before)
-	}
 }
 
 // With trees replaced round-robin, as the detector refits, the slab works

@@ -141,12 +141,13 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 	}
 }
 
+// laneCount is how many trees lanes walks at once: 32 covers the
+// detector's default forest in one pass.
+const laneCount = 32
+
 // lanes walks up to laneCount trees in lockstep so that their node loads,
 // which miss the cache once a process holds many models, overlap instead of
 // queueing: a walk costs about depth x memory latency, not trees x depth.
-// 32 covers the detector's default forest in one pass.
-const laneCount = 32
-
 type lanes struct {
 	o       [laneCount]uintptr // each lane's node, as a byte offset into the slab
 	h, stay [laneCount]float64

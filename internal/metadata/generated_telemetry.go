@@ -3,10 +3,12 @@
 package metadata
 
 import (
+	"context"
 	"errors"
 	"sync"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/embedded"
 	"go.opentelemetry.io/otel/trace"
 
 	"go.opentelemetry.io/collector/component"
@@ -34,9 +36,9 @@ type TelemetryBuilder struct {
 	ProcessorIforestErrors              metric.Int64Counter
 	ProcessorIforestRuleDatapoints      metric.Int64Counter
 	ProcessorIforestRulesErrors         metric.Int64Counter
-	ProcessorIforestSeriesActive        metric.Int64UpDownCounter
+	ProcessorIforestSeriesActive        metric.Int64ObservableUpDownCounter
 	ProcessorIforestSeriesEvicted       metric.Int64Counter
-	ProcessorIforestSeriesMemory        metric.Int64UpDownCounter
+	ProcessorIforestSeriesMemory        metric.Int64ObservableUpDownCounter
 	ProcessorIforestSnapshotErrors      metric.Int64Counter
 	ProcessorIforestTreesRefit          metric.Int64Counter
 }
@@ -50,6 +52,46 @@ type telemetryBuilderOptionFunc func(mb *TelemetryBuilder)
 
 func (tbof telemetryBuilderOptionFunc) apply(mb *TelemetryBuilder) {
 	tbof(mb)
+}
+
+// RegisterProcessorIforestSeriesActiveCallback sets callback for observable ProcessorIforestSeriesActive metric.
+func (builder *TelemetryBuilder) RegisterProcessorIforestSeriesActiveCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ProcessorIforestSeriesActive, obs: o})
+		return nil
+	}, builder.ProcessorIforestSeriesActive)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterProcessorIforestSeriesMemoryCallback sets callback for observable ProcessorIforestSeriesMemory metric.
+func (builder *TelemetryBuilder) RegisterProcessorIforestSeriesMemoryCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ProcessorIforestSeriesMemory, obs: o})
+		return nil
+	}, builder.ProcessorIforestSeriesMemory)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+type observerInt64 struct {
+	embedded.Int64Observer
+	inst metric.Int64Observable
+	obs  metric.Observer
+}
+
+func (oi *observerInt64) Observe(value int64, opts ...metric.ObserveOption) {
+	oi.obs.ObserveInt64(oi.inst, value, opts...)
 }
 
 // Shutdown unregister all registered callbacks for async instruments.
@@ -97,7 +139,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestDatapointsSkipped, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_datapoints_skipped",
-		metric.WithDescription("Number of selected datapoints passed through without a verdict, by reason (warmup, first_point, counter_reset, out_of_order, invalid_value, over_limit, incomplete, future_timestamp - more than max_time_ahead ahead of the collector's clock, no_value). [Alpha]"),
+		metric.WithDescription("Number of selected datapoints passed through without a verdict, by reason. [Alpha]"),
 		metric.WithUnit("{datapoint}"),
 	)
 	errs = errors.Join(errs, err)
@@ -119,19 +161,19 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{error}"),
 	)
 	errs = errors.Join(errs, err)
-	builder.ProcessorIforestSeriesActive, err = builder.meter.Int64UpDownCounter(
+	builder.ProcessorIforestSeriesActive, err = builder.meter.Int64ObservableUpDownCounter(
 		"otelcol_processor_iforest_series_active",
-		metric.WithDescription("Number of series (models) currently held in memory. [Alpha]"),
+		metric.WithDescription("Number of series (models, and high-cardinality baselines) currently held in memory. [Alpha]"),
 		metric.WithUnit("{series}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesEvicted, err = builder.meter.Int64Counter(
 		"otelcol_processor_iforest_series_evicted",
-		metric.WithDescription("Number of series models dropped, by reason (idle - not seen for series_ttl; limit - a model idle for twice its usual interval replaced by a new series at max_series). [Alpha]"),
+		metric.WithDescription("Number of series models dropped, by reason. [Alpha]"),
 		metric.WithUnit("{series}"),
 	)
 	errs = errors.Join(errs, err)
-	builder.ProcessorIforestSeriesMemory, err = builder.meter.Int64UpDownCounter(
+	builder.ProcessorIforestSeriesMemory, err = builder.meter.Int64ObservableUpDownCounter(
 		"otelcol_processor_iforest_series_memory",
 		metric.WithDescription("Estimated memory held by the series models (windows, forests and state), the high-cardinality group models and the cache of metric-name selections. [Alpha]"),
 		metric.WithUnit("By"),

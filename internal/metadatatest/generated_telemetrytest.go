@@ -87,7 +87,7 @@ func AssertEqualProcessorIforestDatapointsScored(t *testing.T, tt *componenttest
 func AssertEqualProcessorIforestDatapointsSkipped(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_datapoints_skipped",
-		Description: "Number of selected datapoints passed through without a verdict, by reason (warmup, first_point, counter_reset, out_of_order, invalid_value, over_limit, incomplete, future_timestamp - more than max_time_ahead ahead of the collector's clock, no_value). [Alpha]",
+		Description: "Number of selected datapoints passed through without a verdict, by reason. [Alpha]",
 		Unit:        "{datapoint}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -151,7 +151,7 @@ func AssertEqualProcessorIforestRulesErrors(t *testing.T, tt *componenttest.Tele
 func AssertEqualProcessorIforestSeriesActive(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_series_active",
-		Description: "Number of series (models) currently held in memory. [Alpha]",
+		Description: "Number of series (models, and high-cardinality baselines) currently held in memory. [Alpha]",
 		Unit:        "{series}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -167,7 +167,7 @@ func AssertEqualProcessorIforestSeriesActive(t *testing.T, tt *componenttest.Tel
 func AssertEqualProcessorIforestSeriesEvicted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_series_evicted",
-		Description: "Number of series models dropped, by reason (idle - not seen for series_ttl; limit - a model idle for twice its usual interval replaced by a new series at max_series). [Alpha]",
+		Description: "Number of series models dropped, by reason. [Alpha]",
 		Unit:        "{series}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
@@ -19,6 +20,14 @@ func TestSetupTelemetry(t *testing.T) {
 	tb, err := metadata.NewTelemetryBuilder(testTel.NewTelemetrySettings())
 	require.NoError(t, err)
 	defer tb.Shutdown()
+	require.NoError(t, tb.RegisterProcessorIforestSeriesActiveCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
+	require.NoError(t, tb.RegisterProcessorIforestSeriesMemoryCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
 	tb.ProcessorIforestAnomalies.Add(context.Background(), 1)
 	tb.ProcessorIforestAnomaliesSuppressed.Add(context.Background(), 1)
 	tb.ProcessorIforestBatchDuration.Record(context.Background(), 1)
@@ -27,9 +36,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorIforestErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestRuleDatapoints.Add(context.Background(), 1)
 	tb.ProcessorIforestRulesErrors.Add(context.Background(), 1)
-	tb.ProcessorIforestSeriesActive.Add(context.Background(), 1)
 	tb.ProcessorIforestSeriesEvicted.Add(context.Background(), 1)
-	tb.ProcessorIforestSeriesMemory.Add(context.Background(), 1)
 	tb.ProcessorIforestSnapshotErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestTreesRefit.Add(context.Background(), 1)
 	AssertEqualProcessorIforestAnomalies(t, testTel,

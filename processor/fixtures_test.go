@@ -1,13 +1,24 @@
 package iforestprocessor
 
+// Fixtures shared by the package's tests.
+
 import (
+	"context"
 	"math"
 	"math/rand/v2"
+	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/processor"
 )
+
+func confmapFrom(m map[string]any) *confmap.Conf { return confmap.NewFromStringMap(m) }
 
 // testStart is the timestamp of step 0 of generated batches.
 var testStart = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -124,4 +135,84 @@ func makeBatch(step int, spike bool) pmetric.Metrics {
 	dp.SetTimestamp(ts)
 	dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
 	return md
+}
+
+func newTestProcessor(t *testing.T, cfg *Config, set processor.Settings) (processor.Metrics, *consumertest.MetricsSink) {
+	t.Helper()
+	sink := new(consumertest.MetricsSink)
+	p, err := NewFactory().CreateMetrics(context.Background(), set, cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, p.Shutdown(context.Background())) })
+	return p, sink
+}
+
+const warmSteps = 60
+
+// warm feeds the steady batches that come before the golden input.
+func warm(t *testing.T, p processor.Metrics) {
+	for step := 0; step < warmSteps; step++ {
+		require.NoError(t, p.ConsumeMetrics(context.Background(), makeBatch(step, false)))
+	}
+}
+
+// numberDP finds the datapoint of metric name whose
+// attribute key=val (or the first datapoint when key is empty).
+func numberDP(t *testing.T, md pmetric.Metrics, name, key, val string) pmetric.NumberDataPoint {
+	t.Helper()
+	sm := md.ResourceMetrics().At(0).ScopeMetrics().At(0)
+	for i := 0; i < sm.Metrics().Len(); i++ {
+		m := sm.Metrics().At(i)
+		if m.Name() != name {
+			continue
+		}
+		var dps pmetric.NumberDataPointSlice
+		if m.Type() == pmetric.MetricTypeGauge {
+			dps = m.Gauge().DataPoints()
+		} else {
+			dps = m.Sum().DataPoints()
+		}
+		for j := 0; j < dps.Len(); j++ {
+			if v, ok := dps.At(j).Attributes().Get(key); key == "" || ok && v.Str() == val {
+				return dps.At(j)
+			}
+		}
+	}
+	t.Fatalf("no datapoint %s{%s=%s}", name, key, val)
+	return pmetric.NumberDataPoint{}
+}
+
+// forEachAttrs calls f with the attributes of every datapoint in md.
+func forEachAttrs(md pmetric.Metrics, f func(pcommon.Map)) {
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				switch m := ms.At(k); m.Type() {
+				case pmetric.MetricTypeGauge:
+					for _, dp := range m.Gauge().DataPoints().All() {
+						f(dp.Attributes())
+					}
+				case pmetric.MetricTypeSum:
+					for _, dp := range m.Sum().DataPoints().All() {
+						f(dp.Attributes())
+					}
+				case pmetric.MetricTypeHistogram:
+					for _, dp := range m.Histogram().DataPoints().All() {
+						f(dp.Attributes())
+					}
+				case pmetric.MetricTypeExponentialHistogram:
+					for _, dp := range m.ExponentialHistogram().DataPoints().All() {
+						f(dp.Attributes())
+					}
+				case pmetric.MetricTypeSummary:
+					for _, dp := range m.Summary().DataPoints().All() {
+						f(dp.Attributes())
+					}
+				}
+			}
+		}
+	}
 }

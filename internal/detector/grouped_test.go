@@ -12,9 +12,9 @@ import (
 // Series of very different levels and spreads share one model: each is
 // judged by its own standardised deviation, so a spike is flagged in any of
 // them and ordinary noise in none.
-func TestSharedFlagsSpikesAcrossScales(t *testing.T) {
+func TestGroupedFlagsSpikesAcrossScales(t *testing.T) {
 	cfg := DefaultConfig()
-	s := NewShared(cfg, 8, 0, 0)
+	s := NewGrouped(cfg, 8, 0, 0)
 	rng := rand.New(rand.NewPCG(1, 1))
 	const series, steps, spikeAt = 300, 80, 60
 	level := make([]float64, series)
@@ -60,9 +60,9 @@ func TestSharedFlagsSpikesAcrossScales(t *testing.T) {
 }
 
 // A series' verdicts depend on its group's data only, so they repeat.
-func TestSharedDeterministic(t *testing.T) {
+func TestGroupedDeterministic(t *testing.T) {
 	run := func() []float64 {
-		s := NewShared(DefaultConfig(), 8, 0, 0)
+		s := NewGrouped(DefaultConfig(), 8, 0, 0)
 		var out []float64
 		for i := range 100 {
 			for k := range 20 {
@@ -75,9 +75,9 @@ func TestSharedDeterministic(t *testing.T) {
 	assert.Equal(t, run(), run())
 }
 
-func TestSharedWarmupAndKinds(t *testing.T) {
+func TestGroupedWarmupAndKinds(t *testing.T) {
 	cfg := DefaultConfig()
-	s := NewShared(cfg, 8, 0, 0)
+	s := NewGrouped(cfg, 8, 0, 0)
 	for i := range 8 {
 		assert.Equal(t, Warmup, s.Observe(gaugeAt(1, i, float64(i%3)), 1, 0).Status, "baseline warm-up, point %d", i)
 	}
@@ -93,9 +93,9 @@ func TestSharedWarmupAndKinds(t *testing.T) {
 	assert.Equal(t, int64(2), st2.Created)
 }
 
-func TestSharedLimitAndMemory(t *testing.T) {
+func TestGroupedLimitAndMemory(t *testing.T) {
 	cfg := DefaultConfig()
-	s := NewShared(cfg, 8, 256, 0)
+	s := NewGrouped(cfg, 8, 256, 0)
 	for k := uint64(0); k < 256; k++ {
 		require.Equal(t, Warmup, s.Observe(gaugeAt(k, 0, 1), 1, 10).Status)
 	}
@@ -120,8 +120,8 @@ func TestSharedLimitAndMemory(t *testing.T) {
 }
 
 // Idle eviction drops group models too, with their memory.
-func TestSharedEvictsIdleGroups(t *testing.T) {
-	s := NewShared(DefaultConfig(), 8, 0, 0)
+func TestGroupedEvictsIdleGroups(t *testing.T) {
+	s := NewGrouped(DefaultConfig(), 8, 0, 0)
 	for i := range 60 {
 		for g := uint64(0); g < 5; g++ {
 			s.Observe(gaugeAt(g*100, i, float64(i%7)), g, int64(i))
@@ -146,13 +146,13 @@ func TestSharedEvictsIdleGroups(t *testing.T) {
 	}
 	assert.Positive(t, scratch)
 	assert.Equal(t, int64(scratch)+s.fixed, s.MemoryBytes(), "what is left is the groups' shared build scratch")
-	assert.Equal(t, s.det.fixed, s.det.MemoryBytes(), "group scratch is counted by the Shared, not again")
+	assert.Equal(t, s.det.fixed, s.det.MemoryBytes(), "group scratch is counted by the Grouped, not again")
 }
 
 // Group models have a limit too: a new group takes the place of an idle
 // one, or its points pass unscored.
-func TestSharedGroupLimit(t *testing.T) {
-	s := NewShared(DefaultConfig(), 2, 0, 3)
+func TestGroupedGroupLimit(t *testing.T) {
+	s := NewGrouped(DefaultConfig(), 2, 0, 3)
 	obs := func(series, group uint64, now int64) Status {
 		return s.Observe(Point{Key: series, Kind: Gauge, Time: now, V0: float64(now % 7)}, group, now).Status
 	}

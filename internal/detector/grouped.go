@@ -9,7 +9,7 @@ import (
 	"github.com/otel-iforest/iforest/internal/heapsize"
 )
 
-// Shared is high-cardinality detection: one isolation forest per group of
+// Grouped is high-cardinality detection: one isolation forest per group of
 // series (e.g. per metric) instead of one per series. Each series keeps only
 // a baseline of its own, an exponentially weighted mean and spread of its
 // inputs, and is scored by how unusual its standardised deviation
@@ -20,11 +20,11 @@ import (
 //
 // The group models learn and refit exactly like per-series models (see
 // Detector), from the deviations of series whose baseline is ready.
-type Shared struct {
+type Grouped struct {
 	det    *Detector // the group models' settings and learning
 	warmup int       // points a series needs before its baseline is used
 	alpha  float64   // the baseline's weight of a new point once it is long
-	shards []sharedShard
+	shards []groupedShard
 	limit  seriesLimit      // of baselines, as for per-series models (recency.go)
 	typ    typicalIntervals // see limit.go
 	groups groupSet
@@ -38,8 +38,8 @@ type Shared struct {
 	fixed                              int64 // shards, scratch slots, the group models' detector
 }
 
-// sharedShard holds the baselines of a slice of the series (see table).
-type sharedShard struct {
+// groupedShard holds the baselines of a slice of the series (see table).
+type groupedShard struct {
 	mu        sync.Mutex
 	series    table
 	intervals intervals  // of the baselines with a known interval
@@ -95,11 +95,11 @@ type groupSet struct {
 // struct, its sync.Map entry (measured: about 100 bytes) and its list slot.
 var groupOverhead = heapsize.Of(int(unsafe.Sizeof(group{})), true) + 112 + 8
 
-// NewShared returns a high-cardinality detector: cfg sets the group models
+// NewGrouped returns a high-cardinality detector: cfg sets the group models
 // (trees, window, warm-up, refits, threshold, incidents), warmup the points
 // a series needs before its baseline is trusted (>= 2), maxSeries the most
 // baselines held and maxGroups the most group models (0 = no limit).
-func NewShared(cfg Config, warmup, maxSeries, maxGroups int) *Shared {
+func NewGrouped(cfg Config, warmup, maxSeries, maxGroups int) *Grouped {
 	// A group model sees the points of many series: it keeps 8 times a
 	// series model's window and refits 8 times less often, so that it
 	// remembers a longer stretch of its group for the same refit cost.
@@ -111,15 +111,15 @@ func NewShared(cfg Config, warmup, maxSeries, maxGroups int) *Shared {
 	// unrelated series.
 	gcfg.Lookback = 0
 	gcfg.plain = true
-	s := &Shared{
+	s := &Grouped{
 		det:     New(gcfg, 0),
 		warmup:  max(warmup, 2),
 		alpha:   1 / float64(cfg.WindowSize),
-		shards:  make([]sharedShard, max(cfg.Shards, 1)),
+		shards:  make([]groupedShard, max(cfg.Shards, 1)),
 		scratch: make([]groupScratch, max(cfg.Shards, 1)),
 	}
 	s.limit.max = int64(max(maxSeries, 0))
-	s.fixed = int64(heapsize.Of(len(s.shards)*int(unsafe.Sizeof(sharedShard{})), true)+
+	s.fixed = int64(heapsize.Of(len(s.shards)*int(unsafe.Sizeof(groupedShard{})), true)+
 		heapsize.Of(len(s.scratch)*int(unsafe.Sizeof(groupScratch{})), true)) + s.det.fixed
 	s.groups.max = max(maxGroups, 0)
 	s.groups.rng = 0x9e3779b97f4a7c15
@@ -132,7 +132,7 @@ func NewShared(cfg Config, warmup, maxSeries, maxGroups int) *Shared {
 // Observe scores p, a point of the series p.Key in the group groupKey, then
 // learns it. now is the caller's clock (unix nanoseconds), used for
 // eviction only.
-func (s *Shared) Observe(p Point, groupKey uint64, now int64) Verdict {
+func (s *Grouped) Observe(p Point, groupKey uint64, now int64) Verdict {
 	if s.det.future(p.Time, now) {
 		return Verdict{Status: FutureTime}
 	}
@@ -170,7 +170,7 @@ func (s *Shared) Observe(p Point, groupKey uint64, now int64) Verdict {
 
 // sighting records that the series of b was seen at now and updates its
 // usual interval between sightings (see Detector.touch).
-func (s *Shared) sighting(sh *sharedShard, b *baseline, now int64) {
+func (s *Grouped) sighting(sh *groupedShard, b *baseline, now int64) {
 	old := b.interval
 	if iv := now - b.lastSeen; iv > 0 {
 		if old == 0 {
@@ -184,7 +184,7 @@ func (s *Shared) sighting(sh *sharedShard, b *baseline, now int64) {
 	b.lastSeen = now
 }
 
-func (s *Shared) judge(b *baseline, p *Point, groupKey uint64, now int64) Verdict {
+func (s *Grouped) judge(b *baseline, p *Point, groupKey uint64, now int64) Verdict {
 	dims := p.Kind.dims()
 	var x, z [maxDims]float64
 	if st := b.rate.toInputs(p, x[:dims]); st != Scored {
@@ -284,7 +284,7 @@ func spreadOf(mean, variance float64) float64 {
 
 // lockGroup returns the model of groupKey for inputs of dims features,
 // locked and marked as seen at now; nil if there is no room for it.
-func (s *Shared) lockGroup(key uint64, dims int, now int64) *group {
+func (s *Grouped) lockGroup(key uint64, dims int, now int64) *group {
 	for {
 		g := s.group(key, dims, now)
 		if g == nil {
@@ -301,7 +301,7 @@ func (s *Shared) lockGroup(key uint64, dims int, now int64) *group {
 
 // group returns the model of groupKey for inputs of dims features, making
 // it if there is room (see groupSet): nil if there is not.
-func (s *Shared) group(key uint64, dims int, now int64) *group {
+func (s *Grouped) group(key uint64, dims int, now int64) *group {
 	key ^= uint64(dims) * 0x9e3779b97f4a7c15 // histograms (2 inputs) have a model of their own
 	gs := &s.groups
 	if g, ok := gs.m.Load(key); ok {
@@ -334,7 +334,7 @@ func (s *Shared) group(key uint64, dims int, now int64) *group {
 // own interval between points says little: it is idle when none of its
 // series was seen for twice the typical interval of the series (a metric,
 // or a group_by value, that stopped). Sampled, like baselines.
-func (s *Shared) groupVictim(now int64) *group {
+func (s *Grouped) groupVictim(now int64) *group {
 	gs := &s.groups
 	typical := s.typ.seen.get()
 	if typical == 0 {
@@ -353,7 +353,7 @@ func (s *Shared) groupVictim(now int64) *group {
 }
 
 // dropGroup removes g (locked, and groups.mu held).
-func (s *Shared) dropGroup(g *group) {
+func (s *Grouped) dropGroup(g *group) {
 	gs := &s.groups
 	g.dead = true
 	gs.m.Delete(g.key)
@@ -393,7 +393,7 @@ func xorshift(x uint64) uint64 {
 // admit makes room for a new baseline in sh (locked) at now, as
 // Detector.admit does for models: below the limit it counts one more; at
 // it, it replaces a really idle baseline of sh or of another shard.
-func (s *Shared) admit(sh *sharedShard, now int64) bool {
+func (s *Grouped) admit(sh *groupedShard, now int64) bool {
 	if s.limit.take() {
 		return true
 	}
@@ -424,7 +424,7 @@ func (s *Shared) admit(sh *sharedShard, now int64) bool {
 
 // evictIdle drops the least recently seen really idle baseline among a few
 // sampled ones of sh, if any (see idle), and reports whether it did.
-func (s *Shared) evictIdle(sh *sharedShard, now int64) bool {
+func (s *Grouped) evictIdle(sh *groupedShard, now int64) bool {
 	slots := sh.series.slots
 	if len(slots) == 0 {
 		return false
@@ -448,7 +448,7 @@ func (s *Shared) evictIdle(sh *sharedShard, now int64) bool {
 }
 
 // remove drops the baseline at position j of sh.
-func (s *Shared) remove(sh *sharedShard, j int) {
+func (s *Grouped) remove(sh *groupedShard, j int) {
 	before := sh.series.bytes()
 	sh.intervals.change(sh.series.slots[j].b.interval, 0)
 	sh.series.removeAt(j)
@@ -458,7 +458,7 @@ func (s *Shared) remove(sh *sharedShard, j int) {
 
 // Evict drops the baselines of series not seen since before cutoff and
 // returns how many it dropped.
-func (s *Shared) Evict(cutoff int64) int {
+func (s *Grouped) Evict(cutoff int64) int {
 	total := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -490,10 +490,10 @@ func (s *Shared) Evict(cutoff int64) int {
 }
 
 // Len returns the number of series baselines held.
-func (s *Shared) Len() int { return int(s.active.Load()) }
+func (s *Grouped) Len() int { return int(s.active.Load()) }
 
 // Groups returns the number of group models.
-func (s *Shared) Groups() int {
+func (s *Grouped) Groups() int {
 	s.groups.mu.Lock()
 	defer s.groups.mu.Unlock()
 	return len(s.groups.all)
@@ -501,12 +501,12 @@ func (s *Shared) Groups() int {
 
 // MemoryBytes returns the estimated memory held: the baselines' tables and
 // the group models.
-func (s *Shared) MemoryBytes() int64 {
+func (s *Grouped) MemoryBytes() int64 {
 	return s.tableBytes.Load() + s.groupBytes.Load() + s.fixed
 }
 
 // TakeStats returns the counters accumulated since the previous call.
-func (s *Shared) TakeStats() Stats {
+func (s *Grouped) TakeStats() Stats {
 	var st Stats
 	for i := range s.scratch {
 		st.TreesBuilt += s.scratch[i].sc.built.Swap(0)
