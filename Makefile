@@ -93,6 +93,7 @@ check-generated: generate ## fail if the committed generated code (processor and
 # machine downloads and compiles the whole collector (minutes).
 .PHONY: dist
 dist: $(OCB) ## build the collector distribution into _build/otelcol-iforest
+	@[ -x $(DIST) ] || echo "building the otelcol-iforest collector with ocb: the first build downloads and compiles the whole collector and takes several minutes (7-8 on 2 cores), printing little; later builds take seconds"
 	$(OCB) --config builder-config.yaml
 
 .PHONY: run
@@ -103,7 +104,7 @@ run: dist ## build, then run the collector with examples/laptop.yaml (CONFIG=...
 # settings (e.g. examples/seed-cpu-memory.yaml, for `iforest-eval replay`):
 # it is checked under processors: iforest: of a minimal otlp -> nop pipeline.
 .PHONY: validate
-validate: dist ## check examples/*.yaml, the scale-out's second tier and the benchmark configs with the distribution's validate command
+validate: dist ## check examples/*.yaml, the scale-out's second tier, the benchmark configs and the READMEs' configurations with the distribution's validate command
 	@for f in examples/*.yaml; do \
 	  if grep -q '^service:' $$f; then \
 	    echo "validate $$f"; $(DIST) validate --config $$f; \
@@ -127,6 +128,8 @@ validate: dist ## check examples/*.yaml, the scale-out's second tier and the ben
 	  esac; \
 	done
 	@for f in testdata/bench/*.yaml; do echo "validate $$f"; $(DIST) validate --config $$f; done
+	@rm -rf $(BUILD_DIR)/readme-configs
+	@for f in $$(scripts/readme-configs.sh $(BUILD_DIR)/readme-configs); do echo "validate $$f (from a README)"; $(DIST) validate --config $$f; done
 
 # ---------------------------------------------------------------- checks
 

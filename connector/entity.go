@@ -28,10 +28,9 @@ func newEntityHasher(keys []string) entityHasher {
 
 func (e *entityHasher) of(res pcommon.Map) entity {
 	if len(e.keys) == 0 {
-		if res.Len() == 0 {
-			return entity{}
-		}
-		// Order-independent: a sum of the pairs' hashes.
+		// The whole resource, an empty one included (a host metrics
+		// receiver's without resource detection). Order-independent: a
+		// sum of the pairs' hashes.
 		var h uint64
 		for k, v := range res.All() {
 			h += e.pair(k, v)

@@ -207,7 +207,7 @@ func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pme
 	})
 	out := pmetric.NewMetrics()
 	var drops [numDrops]int64
-	var dps pmetric.NumberDataPointSlice // the current entity's, in out
+	var dps rateSlices // the current entity's, in out
 	var dpsOf uint64
 	haveDps := false
 
@@ -235,10 +235,20 @@ func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pme
 				if !haveDps || dpsOf != k.entity {
 					dps, dpsOf, haveDps = c.rateMetric(out, ent), k.entity, true
 				}
-				dp := dps.AppendEmpty()
-				dp.SetStartTimestamp(pcommon.Timestamp(ent.start))
-				dp.SetTimestamp(pcommon.Timestamp(ent.start + c.interval))
-				dp.SetDoubleValue(float64(ent.flagged) / float64(ent.scored))
+				start, end := pcommon.Timestamp(ent.start), pcommon.Timestamp(ent.start+c.interval)
+				for _, p := range []struct {
+					dps pmetric.NumberDataPointSlice
+					set func(pmetric.NumberDataPoint)
+				}{
+					{dps.rate, func(dp pmetric.NumberDataPoint) { dp.SetDoubleValue(float64(ent.flagged) / float64(ent.scored)) }},
+					{dps.scored, func(dp pmetric.NumberDataPoint) { dp.SetIntValue(ent.scored) }},
+					{dps.flagged, func(dp pmetric.NumberDataPoint) { dp.SetIntValue(ent.flagged) }},
+				} {
+					dp := p.dps.AppendEmpty()
+					dp.SetStartTimestamp(start)
+					dp.SetTimestamp(end)
+					p.set(dp)
+				}
 			}
 			ent.start, ent.scored, ent.flagged = k.start, 0, 0
 		}
@@ -264,7 +274,11 @@ func (c *anomalyRate) sweep() bool {
 }
 
 // rateMetric adds the entity's resource with an anomaly.rate gauge to out.
-func (c *anomalyRate) rateMetric(out pmetric.Metrics, ent *rateEntity) pmetric.NumberDataPointSlice {
+// rateSlices are the datapoints of an entity's metrics: the rate, and the
+// counts it is made of (a summary a person can read at a glance).
+type rateSlices struct{ rate, scored, flagged pmetric.NumberDataPointSlice }
+
+func (c *anomalyRate) rateMetric(out pmetric.Metrics, ent *rateEntity) rateSlices {
 	rm := out.ResourceMetrics().AppendEmpty()
 	ent.attrs.CopyTo(rm.Resource().Attributes())
 	sm := rm.ScopeMetrics().AppendEmpty()
@@ -273,7 +287,21 @@ func (c *anomalyRate) rateMetric(out pmetric.Metrics, ent *rateEntity) pmetric.N
 	m.SetName(c.keys.rate)
 	m.SetUnit("1")
 	m.SetDescription("Fraction of the entity's scored datapoints flagged as anomalous in the interval.")
-	return m.SetEmptyGauge().DataPoints()
+	var s rateSlices
+	s.rate = m.SetEmptyGauge().DataPoints()
+	count := func(name, desc string) pmetric.NumberDataPointSlice {
+		m := sm.Metrics().AppendEmpty()
+		m.SetName(name)
+		m.SetUnit("{datapoint}")
+		m.SetDescription(desc)
+		sum := m.SetEmptySum()
+		sum.SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
+		sum.SetIsMonotonic(true)
+		return sum.DataPoints()
+	}
+	s.scored = count(c.keys.Prefix+"scored", "Datapoints of the entity scored by the iforest processor in the interval.")
+	s.flagged = count(c.keys.Prefix+"flagged", "Datapoints of the entity flagged as anomalous in the interval.")
+	return s
 }
 
 // forEachPoint calls fn with the attributes and time of every datapoint of

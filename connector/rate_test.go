@@ -2,6 +2,7 @@ package anomalyeventsconnector
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/connector/connectortest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
@@ -48,12 +50,42 @@ func rates(sink *consumertest.MetricsSink) []rate {
 		for _, rm := range md.ResourceMetrics().All() {
 			for _, sm := range rm.ScopeMetrics().All() {
 				for _, m := range sm.Metrics().All() {
+					if m.Type() != pmetric.MetricTypeGauge {
+						continue // the counts, see rateCounts
+					}
 					for _, dp := range m.Gauge().DataPoints().All() {
 						out = append(out, rate{
 							resource: rm.Resource().Attributes().AsRaw(),
 							start:    dp.StartTimestamp().AsTime(), end: dp.Timestamp().AsTime(),
 							value: dp.DoubleValue(), name: m.Name(), scope: sm.Scope().Name(),
 						})
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// rateCounts are the scored and flagged counts sent with the rates, by
+// resource and interval start.
+func rateCounts(t *testing.T, sink *consumertest.MetricsSink) map[string][2]int64 {
+	out := map[string][2]int64{}
+	for _, md := range sink.AllMetrics() {
+		for _, rm := range md.ResourceMetrics().All() {
+			for _, sm := range rm.ScopeMetrics().All() {
+				for _, m := range sm.Metrics().All() {
+					i := map[string]int{"anomaly.scored": 0, "anomaly.flagged": 1}
+					k, ok := i[m.Name()]
+					if !ok {
+						continue
+					}
+					require.Equal(t, pmetric.AggregationTemporalityDelta, m.Sum().AggregationTemporality())
+					for _, dp := range m.Sum().DataPoints().All() {
+						key := fmt.Sprint(rm.Resource().Attributes().AsRaw(), dp.StartTimestamp().AsTime())
+						c := out[key]
+						c[k] = dp.IntValue()
+						out[key] = c
 					}
 				}
 			}
@@ -91,6 +123,14 @@ func TestRatePerEntity(t *testing.T) {
 	require.Len(t, sink.AllMetrics(), 1, "one call per batch")
 	m := sink.AllMetrics()[0].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
 	assert.Equal(t, "1", m.Unit())
+	// Each rate comes with the counts it is made of.
+	counts := rateCounts(t, sink)
+	for _, r := range got {
+		c, ok := counts[fmt.Sprint(r.resource, r.start)]
+		require.True(t, ok, "counts for %v", r.resource)
+		require.Positive(t, c[0])
+		assert.InDelta(t, r.value, float64(c[1])/float64(c[0]), 1e-12, "flagged / scored for %v", r.resource)
+	}
 }
 
 // Without group_by the entity is the whole resource; points without a
@@ -169,4 +209,22 @@ func TestRateNeedsEntity(t *testing.T) {
 	require.NoError(t, c.ConsumeMetrics(context.Background(), merge(host("", minute(0), quiet("m")), host("", minute(1), quiet("m")))))
 	assert.Empty(t, rates(sink))
 	assert.Zero(t, len(c.(*anomalyRate).entities))
+}
+
+// A resource without attributes (a host metrics receiver's, without
+// resource detection) is an entity too: the rate of everything it sends.
+func TestRateEmptyResource(t *testing.T) {
+	c, sink := newRate(t, defaultConfig(), connectortest.NewNopSettings(metadata.Type), issued([]uint64{1}, nil))
+	md := merge(
+		host("web-1", minute(0), dp{metric: "a", score: 0.9, in: 1}, quiet("b")),
+		host("web-1", minute(1), quiet("a"), quiet("b")),
+	)
+	for _, rm := range md.ResourceMetrics().All() {
+		rm.Resource().Attributes().Clear()
+	}
+	require.NoError(t, c.ConsumeMetrics(context.Background(), md))
+	got := rates(sink)
+	require.Len(t, got, 1)
+	assert.Empty(t, got[0].resource)
+	assert.Equal(t, 0.5, got[0].value)
 }
