@@ -61,54 +61,6 @@ func hostScenarioCSV(t *testing.T) string {
 	return file
 }
 
-// entityConfig is the events pipeline with the connector's settings
-// connectorYAML and, with rateFile set, the anomaly rate pipeline.
-func entityConfig(c *collector, connectorYAML, eventsFile, rateFile string) string {
-	cfg := fmt.Sprintf(`receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: %s
-processors:
-  iforest: {}
-connectors:
-  anomalyevents:%s
-exporters:
-  file/metrics:
-    path: %s
-    flush_interval: 100ms
-  file/events:
-    path: %s
-    flush_interval: 100ms
-`, c.endpoint, connectorYAML, c.outFile, eventsFile)
-	if rateFile != "" {
-		cfg += fmt.Sprintf(`  file/rate:
-    path: %s
-    flush_interval: 100ms
-`, rateFile)
-	}
-	cfg += `service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      processors: [iforest]
-      exporters: [anomalyevents, file/metrics]
-    logs:
-      receivers: [anomalyevents]
-      exporters: [file/events]
-`
-	if rateFile != "" {
-		cfg += `    metrics/rate:
-      receivers: [anomalyevents]
-      exporters: [file/rate]
-`
-	}
-	return cfg
-}
-
 // runHost replays the host scenario through a collector whose connector
 // has connectorYAML, and returns its events (and the rate file's path,
 // with rate).
@@ -119,7 +71,7 @@ func runHost(t *testing.T, csvFile, connectorYAML string, rate bool) ([]event, s
 		if rate {
 			rateFile = filepath.Join(c.dir, "rate.jsonl")
 		}
-		return entityConfig(c, connectorYAML, eventsFile, rateFile)
+		return eventsPipeline{connector: connectorYAML, rateFile: rateFile}.config(c, eventsFile)
 	})
 	cols := make([]string, hostMetrics)
 	for m := range cols {
@@ -153,7 +105,7 @@ func byName(events []event) map[string][]event {
 func TestEntityIncidents(t *testing.T) {
 	csvFile := hostScenarioCSV(t)
 
-	events, rateFile := runHost(t, csvFile, "\n    group_by: [host.name]", true)
+	events, rateFile := runHost(t, csvFile, "    group_by: [host.name]", true)
 	got := byName(events)
 	for _, e := range events {
 		t.Logf("%s at %s: %s", e.name, time.Unix(0, e.ts).UTC().Format(time.TimeOnly), e.body)
@@ -186,7 +138,7 @@ func TestEntityIncidents(t *testing.T) {
 	assert.InDelta(t, 1.0/9, rates[loneSpike], 1e-9, "the lone spike: 1 of 9")
 	assert.Zero(t, rates[hostSpike-10], "a quiet minute")
 
-	events, _ = runHost(t, csvFile, " {}", false)
+	events, _ = runHost(t, csvFile, "", false)
 	got = byName(events)
 	assert.Len(t, got["anomaly.started"], 9, "anomaly.started events without group_by")
 	assert.Len(t, got["anomaly.ended"], 9, "anomaly.ended events without group_by")

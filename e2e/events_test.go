@@ -19,20 +19,36 @@ import (
 	"github.com/otel-iforest/iforest/internal/scenario"
 )
 
-// The events pipeline: the shape of examples/events.yaml with the OTLP
-// receiver instead of host_metrics. The scored metrics go to a file exporter
-// (to know when every datapoint has passed) and to the anomalyevents
-// connector, whose logs go to a second file exporter. Processor and
-// connector run with their defaults (no emit_datapoints).
-const eventsConfig = `receivers:
+// eventsPipeline is the events pipeline: the shape of examples/events.yaml
+// with the OTLP receiver instead of host_metrics. The scored metrics go to a
+// file exporter (to know when every datapoint has passed) and to the
+// anomalyevents connector, whose logs go to a second file exporter.
+// Processor and connector run with their defaults (no emit_datapoints)
+// unless settings are given (YAML under their ids, each line indented by 4),
+// the collector's log goes to logFile too if set, and the anomaly rate to
+// rateFile if set.
+type eventsPipeline struct {
+	processor, connector string
+	logFile, rateFile    string
+}
+
+func (e eventsPipeline) config(c *collector, eventsFile string) string {
+	settings := func(s string) string {
+		if s == "" {
+			return " {}"
+		}
+		return "\n" + s
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `receivers:
   otlp:
     protocols:
       grpc:
         endpoint: %s
 processors:
-  iforest: {}
+  iforest:%s
 connectors:
-  anomalyevents: {}
+  anomalyevents:%s
 exporters:
   file/metrics:
     path: %s
@@ -40,11 +56,15 @@ exporters:
   file/events:
     path: %s
     flush_interval: 100ms
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
+`, c.endpoint, settings(e.processor), settings(e.connector), c.outFile, eventsFile)
+	if e.rateFile != "" {
+		fmt.Fprintf(&b, "  file/rate:\n    path: %s\n    flush_interval: 100ms\n", e.rateFile)
+	}
+	b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
+	if e.logFile != "" {
+		fmt.Fprintf(&b, "    logs:\n      output_paths: [stderr, %s]\n", e.logFile)
+	}
+	b.WriteString(`  pipelines:
     metrics:
       receivers: [otlp]
       processors: [iforest]
@@ -52,7 +72,12 @@ service:
     logs:
       receivers: [anomalyevents]
       exporters: [file/events]
-`
+`)
+	if e.rateFile != "" {
+		b.WriteString("    metrics/rate:\n      receivers: [anomalyevents]\n      exporters: [file/rate]\n")
+	}
+	return b.String()
+}
 
 const replayedMetric = "system.cpu.utilization"
 
@@ -117,7 +142,7 @@ func checkEvents(t *testing.T, rows []scenario.Row, csvFile string) {
 	var eventsFile string
 	c := startCollectorWith(t, func(c *collector) string {
 		eventsFile = filepath.Join(c.dir, "events.jsonl")
-		return fmt.Sprintf(eventsConfig, c.endpoint, c.outFile, eventsFile)
+		return eventsPipeline{}.config(c, eventsFile)
 	})
 	replay(t, c.endpoint, csvFile)
 	readExported(t, c.outFile, len(rows))

@@ -16,41 +16,6 @@ import (
 	"github.com/otel-iforest/iforest/internal/scenario"
 )
 
-// The feedback pipeline: iforest with a rules file, the anomalyevents
-// connector, and the collector's log in a file too (to see the reload).
-const feedbackConfig = `receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: %s
-processors:
-  iforest:
-    rules_file: %s
-connectors:
-  anomalyevents: {}
-exporters:
-  file/metrics:
-    path: %s
-    flush_interval: 100ms
-  file/events:
-    path: %s
-    flush_interval: 100ms
-service:
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      output_paths: [stderr, %s]
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      processors: [iforest]
-      exporters: [anomalyevents, file/metrics]
-    logs:
-      receivers: [anomalyevents]
-      exporters: [file/events]
-`
-
 // waitForLog waits until the collector's log file holds text.
 func waitForLog(t *testing.T, file, text string, limit time.Duration) {
 	t.Helper()
@@ -81,7 +46,9 @@ func TestFeedbackThroughDistribution(t *testing.T) {
 		logFile = filepath.Join(c.dir, "collector.log")
 		rulesFile = filepath.Join(c.dir, "rules.yaml")
 		require.NoError(t, os.WriteFile(rulesFile, nil, 0o600))
-		return fmt.Sprintf(feedbackConfig, c.endpoint, rulesFile, c.outFile, eventsFile, logFile)
+		// The events pipeline with a rules file, and the collector's log in a
+		// file too (to see the reload).
+		return eventsPipeline{processor: "    rules_file: " + rulesFile, logFile: logFile}.config(c, eventsFile)
 	})
 
 	replay(t, c.endpoint, first)

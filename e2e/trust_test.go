@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -97,7 +96,7 @@ func TestForgedVerdictsRaiseNothing(t *testing.T) {
 	var eventsFile string
 	c := startCollectorWith(t, func(c *collector) string {
 		eventsFile = filepath.Join(c.dir, "events.jsonl")
-		cfg := fmt.Sprintf(eventsConfig, c.endpoint, c.outFile, eventsFile)
+		cfg := eventsPipeline{}.config(c, eventsFile)
 		return replaceOnce(t, cfg, "  anomalyevents: {}\n", "  anomalyevents:\n    emit_datapoints: true\n")
 	})
 
