@@ -86,21 +86,14 @@ func check(attrs pcommon.Map, k *keys) checked {
 func validScore(s float64) bool { return s >= 0 && s <= 1 } // false for NaN
 
 // start decides on an incident start; ok false says why not.
-func (t *trust) start(c checked) (reason, bool) {
-	if c.malformed {
-		return reasonMalformed, false
-	}
-	if t.remote {
-		return 0, true
-	}
-	if !c.idOK {
-		return reasonMalformed, false
-	}
-	return fromCheck(t.reader.ClaimStart(c.id))
-}
+func (t *trust) start(c checked) (reason, bool) { return t.claim(c, t.reader.ClaimStart) }
 
 // end decides on an incident end.
-func (t *trust) end(c checked) (reason, bool) {
+func (t *trust) end(c checked) (reason, bool) { return t.claim(c, t.reader.ClaimEnd) }
+
+// claim asks the ledger to vouch for a start or an end, unless verdicts
+// from elsewhere are trusted as they are.
+func (t *trust) claim(c checked, ask func(uint64) verdict.Check) (reason, bool) {
 	if c.malformed {
 		return reasonMalformed, false
 	}
@@ -110,7 +103,7 @@ func (t *trust) end(c checked) (reason, bool) {
 	if !c.idOK {
 		return reasonMalformed, false
 	}
-	return fromCheck(t.reader.ClaimEnd(c.id))
+	return fromCheck(ask(c.id))
 }
 
 // flagged decides on a flagged datapoint.

@@ -224,13 +224,8 @@ func (p *iforestProcessor) claim(refs []featureRef, res pcommon.Map, dp pmetric.
 	if kind == detector.CumulativeSum {
 		return false
 	}
-	var v float64
-	switch dp.ValueType() {
-	case pmetric.NumberDataPointValueTypeInt:
-		v = float64(dp.IntValue())
-	case pmetric.NumberDataPointValueTypeDouble:
-		v = dp.DoubleValue()
-	default:
+	v, ok := numberValue(dp)
+	if !ok {
 		return false
 	}
 	start, t := int64(dp.StartTimestamp()), int64(dp.Timestamp())

@@ -147,6 +147,18 @@ func quantileValue(qs pmetric.SummaryDataPointValueAtQuantileSlice, q float64) (
 	return 0, false
 }
 
+// numberValue is a number datapoint's value as a float64; false if it has
+// none.
+func numberValue(dp pmetric.NumberDataPoint) (float64, bool) {
+	switch dp.ValueType() {
+	case pmetric.NumberDataPointValueTypeInt:
+		return float64(dp.IntValue()), true
+	case pmetric.NumberDataPointValueTypeDouble:
+		return dp.DoubleValue(), true
+	}
+	return 0, false
+}
+
 func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPointSlice, kind detector.Kind, mh uint64, b *batch) {
 	for i := 0; i < dps.Len(); i++ {
 		dp := dps.At(i)
@@ -160,17 +172,8 @@ func (p *iforestProcessor) numbers(m pmetric.Metric, dps pmetric.NumberDataPoint
 		if own {
 			p.attr.strip(dp.Attributes())
 		}
-		var v float64
-		switch dp.ValueType() {
-		case pmetric.NumberDataPointValueTypeInt:
-			v = float64(dp.IntValue())
-		case pmetric.NumberDataPointValueTypeDouble:
-			v = dp.DoubleValue()
-		default:
-			b.skipped[skipNoValue]++
-			continue
-		}
-		if dp.Flags().NoRecordedValue() {
+		v, ok := numberValue(dp)
+		if !ok || dp.Flags().NoRecordedValue() {
 			b.skipped[skipNoValue]++
 			continue
 		}
