@@ -48,6 +48,7 @@ type memStorage struct {
 	mu       sync.Mutex
 	data     map[string][]byte
 	sets     int
+	saves    int // manifests set: completed snapshots
 	maxValue int // the largest value set
 	open     int
 	openErr  error
@@ -129,6 +130,12 @@ func (s *memStorage) setCount() int {
 	return s.sets
 }
 
+func (s *memStorage) saveCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saves
+}
+
 type memClient struct {
 	s      *memStorage
 	prefix string
@@ -169,6 +176,9 @@ func (c *memClient) Set(_ context.Context, key string, value []byte) error {
 		return c.s.setErr
 	}
 	c.s.sets++
+	if key == manifestKey {
+		c.s.saves++
+	}
 	c.s.maxValue = max(c.s.maxValue, len(value))
 	c.s.data[c.prefix+key] = bytes.Clone(value)
 	return nil
@@ -381,11 +391,16 @@ func TestPeriodicCheckpoint(t *testing.T) {
 	r, err := startPersisting(t, cfg, extHost{storageID: st})
 	require.NoError(t, err)
 	r.feed(t, 0, 40)
-	require.Eventually(t, func() bool { return st.setCount() >= 1 }, 5*time.Second, 5*time.Millisecond)
-	// Idle: no more saves.
-	time.Sleep(60 * time.Millisecond)
+	require.Eventually(t, func() bool { return st.saveCount() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	// Idle: once the save of the last data is complete (a slow machine may
+	// still be writing it), no more saves.
+	require.Eventually(t, func() bool {
+		n := st.setCount()
+		time.Sleep(3 * cfg.CheckpointInterval)
+		return st.setCount() == n
+	}, 5*time.Second, time.Millisecond)
 	n := st.setCount()
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(10 * cfg.CheckpointInterval)
 	assert.Equal(t, n, st.setCount(), "no save without new data")
 
 	// A crash now (no shutdown save) resumes from the checkpoint.
