@@ -382,7 +382,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 				// raw scores is the calibration.
 				v.Score = lr.calibrate(v.Score, s.learned)
 			}
-			if math.Abs(x[0]) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs) {
+			if math.Abs(x[0]) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs, ratio) {
 				v.Score = min(v.Score, trivialScore)
 			}
 		}
@@ -470,7 +470,7 @@ func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
 	}
 	lo, hi, ok := expectedRange(s.win, rawThr, score)
 	if lr != nil {
-		floor := lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs)
+		floor := lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs, ratio)
 		if !ok {
 			// No band from the forest (the centre itself scores high, or
 			// no side reaches the threshold): the prediction, give or take

@@ -131,9 +131,21 @@ func (lr *longRun) count(u float64) {
 	}
 }
 
-// trivialFloor is the smallest residual that may flag.
-func (lr *longRun) trivialFloor(rel, abs float64) float64 {
-	return max(rel*math.Abs(lr.season.level), 2*lr.quantum, abs)
+// ratioFloorScale is the least level a utilisation's relative floor is
+// taken of.
+const ratioFloorScale = 0.5
+
+// trivialFloor is the smallest residual that may flag. For a utilisation
+// (ratio: values in [0, 1] that never exceeded 1) the relative part is of
+// at least half its full scale, 1 percentage point by default: a CPU state
+// at 0.4% moving to 0.5% is a large change of its level, and nothing anyone
+// would be woken for.
+func (lr *longRun) trivialFloor(rel, abs float64, ratio bool) float64 {
+	scale := math.Abs(lr.season.level)
+	if ratio && !lr.aboveOne {
+		scale = max(scale, ratioFloorScale)
+	}
+	return max(rel*scale, 2*lr.quantum, abs)
 }
 
 // observed updates what the series knows of its values and times, after

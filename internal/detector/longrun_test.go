@@ -103,6 +103,33 @@ func TestTrivialMovesDoNotFlag(t *testing.T) {
 	assert.True(t, spike[0].Anomaly, "but a 10%% jump is not trivial (score %.3f)", spike[0].Score)
 }
 
+// A utilisation's move under a percentage point never flags, however
+// large against its level: CPU wait at 0.4% reaching 0.9%. The same values
+// of a metric that is not a utilisation do flag, and so does a utilisation's
+// move of five points.
+func TestTinyUtilisationMovesDoNotFlag(t *testing.T) {
+	run := func(ratio bool, to float64) Verdict {
+		rng := rand.New(rand.NewPCG(7, 8))
+		d := New(DefaultConfig(), 0)
+		var v Verdict
+		for i := range 2001 {
+			ts := monday.Add(time.Duration(i) * 10 * time.Second).UnixNano()
+			x := 0.004 + 0.0003*rng.NormFloat64()
+			if i == 2000 {
+				x = to
+			}
+			v = d.Observe(Point{Key: 1, Kind: Gauge, Time: ts, V0: x, Ratio: ratio}, ts)
+		}
+		return v
+	}
+	v := run(true, 0.009)
+	assert.False(t, v.Anomaly, "utilisation 0.4%% -> 0.9%% (score %.3f)", v.Score)
+	v = run(false, 0.009)
+	assert.True(t, v.Anomaly, "the same move of a metric that is not a utilisation (score %.3f)", v.Score)
+	v = run(true, 0.054)
+	assert.True(t, v.Anomaly, "utilisation 0.4%% -> 5.4%% (score %.3f)", v.Score)
+}
+
 // Every flagged point of a one-input series has an expected band; a series
 // that was never negative gets none below 0, a utilisation none above 1.
 func TestExpectedBandIsAlwaysThereAndBounded(t *testing.T) {
