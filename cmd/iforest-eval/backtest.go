@@ -206,6 +206,21 @@ func backtestConfig(path string) (*iforestprocessor.Config, error) {
 	return cfg, nil
 }
 
+// configNotes says what of a config's run the numbers do not show: series
+// left unscored at max_series look clean otherwise.
+func configNotes(name string, cfg *iforestprocessor.Config, r *btRun) []string {
+	var notes []string
+	for _, c := range r.telemetry {
+		if c.Metric == "otelcol_processor_iforest_datapoints_skipped" && c.Attributes["reason"] == "over_limit" && c.Value > 0 {
+			notes = append(notes, fmt.Sprintf("%s: %.0f datapoints were not scored: their series found no model at max_series (%d); raise max_series to score them all", name, c.Value, cfg.MaxSeries))
+		}
+	}
+	if cfg.Storage != nil {
+		notes = append(notes, fmt.Sprintf("%s: storage (%s) is not used: the backtest starts from empty models", name, cfg.Storage))
+	}
+	return notes
+}
+
 // backtest is one invocation: inputs, one or two configs.
 type backtest struct {
 	Inputs                  []string
@@ -308,6 +323,10 @@ func (bt *backtest) run(ctx context.Context) (*btResult, error) {
 		sum.From, sum.To = fmtNanos(from), fmtNanos(to)
 	}
 	sum.InputProblems, sum.Problems, sum.Notes = a.problems.count, a.problems.list, a.notes
+	sum.Notes = append(sum.Notes, configNotes(bt.ConfigName, bt.Config, a)...)
+	if res.B != nil {
+		sum.Notes = append(sum.Notes, configNotes(bt.CompareName, bt.Compare, res.B)...)
+	}
 	res.Summary = sum
 	return res, nil
 }

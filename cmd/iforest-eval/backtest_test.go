@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/otel-iforest/iforest/internal/csvrow"
@@ -721,4 +722,26 @@ func TestBacktestNumberFormats(t *testing.T) {
 	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 14400000: "14,400,000", -1234: "-1,234"} {
 		assert.Equal(t, want, fmtCount(n))
 	}
+}
+
+// What the numbers do not show is said: series left unscored at
+// max_series (they would look clean), and a storage setting that an
+// offline run does without.
+func TestBacktestNotesUnscoredSeriesAndStorage(t *testing.T) {
+	cfg, err := backtestConfig("")
+	require.NoError(t, err)
+	cfg.MaxSeries = 1
+	st := component.MustNewID("file_storage")
+	cfg.Storage = &st
+	dir := t.TempDir()
+	// Two series: value and injected_label.
+	res, _ := runBT(t, cfg, btOptions{}, writeTemp(t, dir, "seed.csv", seedCPUCSV(3)))
+	require.Len(t, res.Summary.Notes, 2, "%q", res.Summary.Notes)
+	assert.Regexp(t, `^test: [1-9]\d* datapoints were not scored: their series found no model at max_series \(1\)`, res.Summary.Notes[0])
+	assert.Equal(t, "test: storage (file_storage) is not used: the backtest starts from empty models", res.Summary.Notes[1])
+	assert.Positive(t, res.Summary.Scored, "the other series is scored")
+
+	cfg.MaxSeries, cfg.Storage = 0, nil
+	res, _ = runBT(t, cfg, btOptions{}, writeTemp(t, dir, "seed.csv", seedCPUCSV(3)))
+	assert.Empty(t, res.Summary.Notes)
 }

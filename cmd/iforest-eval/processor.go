@@ -27,8 +27,14 @@ type runningProcessor struct {
 }
 
 // startProcessor builds the processor with cfg, forwarding to next, and
-// starts it.
+// starts it. Offline runs start from empty models: cfg's storage (an
+// extension that does not exist here) is left out.
 func startProcessor(ctx context.Context, cfg *iforestprocessor.Config, next consumer.Metrics) (*runningProcessor, error) {
+	if cfg.Storage != nil {
+		c := *cfg
+		c.Storage = nil
+		cfg = &c
+	}
 	rp := &runningProcessor{reader: sdkmetric.NewManualReader()}
 	rp.meters = sdkmetric.NewMeterProvider(sdkmetric.WithReader(rp.reader))
 	set := processortest.NewNopSettings(metadata.Type)
