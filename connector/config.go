@@ -3,11 +3,14 @@ package anomalyeventsconnector
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
 
+	"github.com/otel-iforest/iforest/internal/confcheck"
 	"github.com/otel-iforest/iforest/internal/verdict"
 )
 
@@ -73,6 +76,19 @@ func createDefaultConfig() component.Config {
 			MaxEntities: 10000,
 		},
 	}
+}
+
+// Unmarshal decodes the connector's section after checking its raw values
+// for what confmap would silently change (`max_open_groups: 1.5` read as 1,
+// `group_window: 60` as 60ns), naming each key.
+func (c *Config) Unmarshal(conf *confmap.Conf) error {
+	if conf == nil {
+		return nil
+	}
+	if errs := confcheck.Values(conf.ToStringMap(), reflect.TypeFor[Config]()); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return conf.Unmarshal(c)
 }
 
 // Validate checks every key and names the offending ones.

@@ -43,7 +43,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "bad_group"), wantErr: strings.Join([]string{
 			`group_by[1]: must be a resource attribute key, got ""`,
 			`group_by[2]: "host.name" is listed twice`,
-			"group_window: must be a duration of at least 1s, with a unit (e.g. 1m), got 5ns",
+			"group_window: must be a duration of at least 1s, with a unit (e.g. 1m), got 900ms",
 			"rate.interval: must be a duration of at least 1s, with a unit (e.g. 1m), got 500ms",
 			"max_open_groups: must be at least 1, got 0",
 			"rate.max_entities: must be at least 1, got -1",
@@ -86,4 +86,26 @@ func TestUnknownKeyIsRejected(t *testing.T) {
 	err := cm.Unmarshal(NewFactory().CreateDefaultConfig())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "emit_datapoint")
+}
+
+// What confmap would silently change is refused, naming the key.
+func TestValuesConfmapWouldChangeAreRejected(t *testing.T) {
+	for _, c := range []struct {
+		raw  map[string]any
+		want string
+	}{
+		{map[string]any{"max_open_groups": 1.5}, "max_open_groups: must be a whole number, got 1.5"},
+		{map[string]any{"group_window": 60}, "group_window: 60 has no unit"},
+		{map[string]any{"rate": map[string]any{"max_entities": 2.5}}, "rate.max_entities: must be a whole number, got 2.5"},
+		{map[string]any{"rate": map[string]any{"interval": nil}}, "rate.interval: must be a duration, got null"},
+	} {
+		err := confmap.NewFromStringMap(c.raw).Unmarshal(NewFactory().CreateDefaultConfig())
+		require.Error(t, err, c.raw)
+		assert.Contains(t, err.Error(), c.want, c.raw)
+	}
+	// Whole-number floats (YAML reads 1e3 as one) and durations with units pass.
+	cfg := NewFactory().CreateDefaultConfig().(*Config)
+	require.NoError(t, confmap.NewFromStringMap(map[string]any{"max_open_groups": 1e3, "group_window": "30s"}).Unmarshal(cfg))
+	assert.Equal(t, 1000, cfg.MaxOpenGroups)
+	assert.Equal(t, 30*time.Second, cfg.GroupWindow)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
@@ -92,6 +93,9 @@ func TestUnknownKeyIsRejected(t *testing.T) {
 
 func TestDefaultConfigIsValid(t *testing.T) {
 	require.NoError(t, confmap.Validate(createDefaultConfig()))
+	// The collector's own check of a config struct: exported fields,
+	// snake_case mapstructure tags.
+	require.NoError(t, componenttest.CheckConfigStruct(createDefaultConfig()))
 }
 
 // unmarshalYAML decodes a processor section as the collector does: YAML

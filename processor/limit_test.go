@@ -153,16 +153,18 @@ func TestMillionSeriesUnderLimit(t *testing.T) {
 		require.NoError(t, p.ConsumeMetrics(ctx, md))
 	}
 	held := int64(heapInUse() - before)
-	require.NoError(t, p.Shutdown(context.Background()))
-	runtime.KeepAlive(p)
-
-	assert.Equal(t, sent, sink.n, "no datapoint lost")
+	// Before the shutdown: series_active and series_memory are read from
+	// the running processor when collected.
 	limit := attribute.NewSet(attribute.String("reason", "limit"))
 	evicted := telemetrySum(t, tt, "otelcol_processor_iforest_series_evicted", &limit)
 	active := telemetrySum(t, tt, "otelcol_processor_iforest_series_active", nil)
 	over := attribute.NewSet(attribute.String("reason", "over_limit"))
 	overLimit := telemetrySum(t, tt, "otelcol_processor_iforest_datapoints_skipped", &over)
 	mem := telemetrySum(t, tt, "otelcol_processor_iforest_series_memory", nil)
+	require.NoError(t, p.Shutdown(context.Background()))
+	runtime.KeepAlive(p)
+
+	assert.Equal(t, sent, sink.n, "no datapoint lost")
 	t.Logf("active %d, evicted %d, over the limit %d, estimated %d B (%.0f B/series), heap held %d B", active, evicted, overLimit, mem, float64(mem)/float64(active), held)
 	assert.Equal(t, int64(cfg.MaxSeries), active)
 	// Seen once within seconds, none is idle yet: the newcomers beyond the

@@ -171,7 +171,7 @@ func (p *iforestProcessor) processMetrics(ctx context.Context, md pmetric.Metric
 		defer func() {
 			if r := recover(); r != nil {
 				failed = true
-				p.logger.Error("failed on a batch; forwarding it unscored", zap.Any("panic", r))
+				p.logger.Error("failed on a batch; forwarding it as it is (datapoints before the failure carry their verdicts, the rest none)", zap.Any("panic", r))
 			}
 		}()
 		p.walk(md, &b)
