@@ -175,7 +175,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestSeriesMemory, err = builder.meter.Int64ObservableUpDownCounter(
 		"otelcol_processor_iforest_series_memory",
-		metric.WithDescription("Estimated memory held by the series models (windows, forests and state), the high-cardinality group models and the cache of metric-name selections. [Alpha]"),
+		metric.WithDescription("Estimated memory held by the series models (windows, forests and state), the high-cardinality group models, the cache of metric-name selections and the rules and feedback (not the process-wide incident ledger the anomalyevents connector checks verdicts against, at most 65,536 incidents, about 8 MB). [Alpha]"),
 		metric.WithUnit("By"),
 	)
 	errs = errors.Join(errs, err)

@@ -183,7 +183,7 @@ func AssertEqualProcessorIforestSeriesEvicted(t *testing.T, tt *componenttest.Te
 func AssertEqualProcessorIforestSeriesMemory(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_iforest_series_memory",
-		Description: "Estimated memory held by the series models (windows, forests and state), the high-cardinality group models and the cache of metric-name selections. [Alpha]",
+		Description: "Estimated memory held by the series models (windows, forests and state), the high-cardinality group models, the cache of metric-name selections and the rules and feedback (not the process-wide incident ledger the anomalyevents connector checks verdicts against, at most 65,536 incidents, about 8 MB). [Alpha]",
 		Unit:        "By",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
