@@ -180,6 +180,19 @@ BENCH_CPU ?= 1
 bench: ## benchmarks at GOMAXPROCS=1 (BENCH=regexp to select, BENCH_CPU=1,2)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu $(BENCH_CPU) ./...
 
+# Each fuzz target in turn (go test fuzzes one target a run). An input that
+# fails is written to testdata/fuzz/ of its package: commit it, and it is a
+# regression case of every later `go test`.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./processor:FuzzConsumeMetrics ./processor:FuzzConfig \
+	./internal/detector:FuzzRestore ./internal/forest:FuzzDecodeTree
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
+
 # ---------------------------------------------------------------- pipeline load
 
 # The built distribution on loopback, fed by `iforest-replay --load`; see
