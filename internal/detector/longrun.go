@@ -249,7 +249,7 @@ func (lr *longRun) rawThreshold(thr float64) float64 {
 // residual: a few past outliers in the window must not make the next one
 // look ordinary (the window's range, see beyond.go, takes them in).
 func (lr *longRun) far(r, score float64) float64 {
-	if lr.spread <= 0 || lr.spreadN < farMinPoints {
+	if lr.spread <= 0 || lr.spreadN < farLiftPoints {
 		return score
 	}
 	z := math.Abs(r) / (1.25 * lr.spread) // 1.25 mean absolute deviations: about one sd
@@ -270,6 +270,13 @@ const (
 	farScale     = 2.0
 	farMinPoints = 64
 )
+
+// farLiftPoints is how many residuals the lift needs. Fewer than
+// farMinPoints: a young series' forest cannot score a value far outside
+// its few points much above the threshold (its trees are shallow), so
+// without the lift a jump of a hundred usual residuals in its first
+// minutes would barely flag.
+const farLiftPoints = 32
 
 // learnSpread folds a learned residual into the usual residual.
 func (lr *longRun) learnSpread(r float64) {

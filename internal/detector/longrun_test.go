@@ -130,6 +130,30 @@ func TestTinyUtilisationMovesDoNotFlag(t *testing.T) {
 	assert.True(t, v.Anomaly, "utilisation 0.4%% -> 5.4%% (score %.3f)", v.Score)
 }
 
+// A series just past its warm-up (a collector started minutes ago) that
+// jumps tenfold flags at once: memory utilisation 2% -> 25% at the 34th
+// scrape. Its forest alone, built on a few points, scores that jump under the
+// threshold; the lift for values far outside the usual residual carries it.
+func TestJumpRightAfterWarmupFlags(t *testing.T) {
+	for _, at := range []int{34, 40, 60} {
+		rng := rand.New(rand.NewPCG(1, uint64(at)))
+		d := New(DefaultConfig(), 0)
+		for i := range at + 1 {
+			ts := monday.Add(time.Duration(i) * 5 * time.Second).UnixNano()
+			x := 0.02 + 0.0006*rng.Float64()
+			if i == at {
+				x = 0.25
+			}
+			v := d.Observe(Point{Key: 1, Kind: Gauge, Time: ts, V0: x, Ratio: true}, ts)
+			if i < at {
+				require.False(t, v.Anomaly, "point %d of the steady start flagged (score %.3f)", i, v.Score)
+			} else {
+				assert.True(t, v.Anomaly, "jump at point %d: score %.3f", at, v.Score)
+			}
+		}
+	}
+}
+
 // Every flagged point of a one-input series has an expected band; a series
 // that was never negative gets none below 0, a utilisation none above 1.
 func TestExpectedBandIsAlwaysThereAndBounded(t *testing.T) {
