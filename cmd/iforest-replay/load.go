@@ -8,7 +8,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +32,12 @@ type loadOptions struct {
 	seed        uint64
 	reportEvery time.Duration
 	json        bool
+	shapes      []shape // series i has shapes[i % len(shapes)]
 }
 
 // loadOnlyFlags mean nothing without --load; a replay that sets one is
 // refused rather than silently ignoring it.
-var loadOnlyFlags = []string{"series", "metrics", "series-per-resource", "duration", "workers", "points", "seed", "report-interval", "json"}
+var loadOnlyFlags = []string{"series", "metrics", "series-per-resource", "duration", "workers", "points", "seed", "report-interval", "json", "shapes"}
 
 // loadBatch is the default request size of --load: large enough that gRPC
 // overhead per point is small, like a batch processor's output.
@@ -85,12 +88,57 @@ func (o *options) checkLoad(set map[string]bool, resource string) error {
 	return nil
 }
 
-// loadSeries is one synthetic series: a level with a slow swing, noise, and
-// a rare spike, like a utilisation or latency gauge.
+// shape is how a synthetic series moves (--shapes).
+type shape uint8
+
+const (
+	// noisy: a level with a slow swing, noise and a rare spike, like a
+	// utilisation or latency gauge (the default).
+	shapeNoisy shape = iota
+	// constant: the level, always (a setting, a capacity).
+	shapeConstant
+	// quantised: the noisy shape without spikes, in steps of twice the
+	// noise (a count of connections, of pods).
+	shapeQuantised
+	// daily: a cycle over the UTC day of half the level, with noise (the
+	// traffic of a service).
+	shapeDaily
+	// spikes: a quiet level, a spike about every 500 points (errors).
+	shapeSpikes
+	numShapes
+)
+
+var shapeNames = [numShapes]string{"noisy", "constant", "quantised", "daily", "spikes"}
+
+func (s shape) String() string { return shapeNames[s] }
+
+// parseShapes reads --shapes: shape names separated by commas, or mix for
+// all of them.
+func parseShapes(v string) ([]shape, error) {
+	if strings.TrimSpace(v) == "mix" {
+		out := make([]shape, numShapes)
+		for i := range out {
+			out[i] = shape(i)
+		}
+		return out, nil
+	}
+	var out []shape
+	for part := range strings.SplitSeq(v, ",") {
+		i := slices.Index(shapeNames[:], strings.TrimSpace(part))
+		if i < 0 {
+			return nil, fmt.Errorf("--shapes: unknown shape %q (want mix, or a list of %s)", strings.TrimSpace(part), strings.Join(shapeNames[:], ", "))
+		}
+		out = append(out, shape(i))
+	}
+	return out, nil
+}
+
+// loadSeries is one synthetic series of a given shape around its level.
 type loadSeries struct {
 	resource int    // index into the resources' host names
 	metric   int    // index into the metric names
 	id       string // value of the `series` datapoint attribute
+	shape    shape
 	level    float64
 	noise    float64 // standard deviation of the noise
 	// sin and cos of the series' phase of the slow swing (so series do not
@@ -100,9 +148,14 @@ type loadSeries struct {
 	last               pcommon.Timestamp
 }
 
-// spikeChance is the probability that a point is a spike: about one per
-// series every half hour at one point per second.
-const spikeChance = 1.0 / 2000
+// spikeChance is the probability that a point of a noisy series is a
+// spike: about one per series every half hour at one point per second.
+// Series of the spikes shape have one about every 500 points.
+const (
+	spikeChance      = 1.0 / 2000
+	spikyChance      = 1.0 / 500
+	spikyNoiseFactor = 0.2 // their noise, of a noisy series'
+)
 
 // swingPeriod is the period of the slow swing around each series' level.
 const swingPeriod = 10 * time.Minute
@@ -113,13 +166,46 @@ func swingAt(since time.Duration) (sin, cos float64) {
 	return math.Sincos(2 * math.Pi * since.Seconds() / swingPeriod.Seconds())
 }
 
-func (s *loadSeries) value(rng *rand.Rand, sinA, cosA float64) float64 {
-	swing := 0.1 * s.level * (sinA*s.cosPhase + cosA*s.sinPhase)
-	v := s.level + swing + rng.NormFloat64()*s.noise
-	if rng.Float64() < spikeChance {
-		v += s.level * (1 + 2*rng.Float64())
+// dayAt is sin and cos of the UTC day's angle at t, shared by all series
+// of a request.
+func dayAt(t time.Time) (sin, cos float64) {
+	sec := t.Unix() % 86400
+	return math.Sincos(2 * math.Pi * float64(sec) / 86400)
+}
+
+// angles are the cycles' angles at the time of a request (see swingAt,
+// dayAt).
+type angles struct{ sinSwing, cosSwing, sinDay, cosDay float64 }
+
+func (s *loadSeries) value(rng *rand.Rand, a angles) float64 {
+	var v float64
+	switch s.shape {
+	case shapeConstant:
+		return s.level
+	case shapeQuantised:
+		q := 2 * s.noise
+		v = q * math.Round(s.swing(a)/q+rng.NormFloat64()*s.noise/q)
+	case shapeDaily:
+		day := a.sinDay*s.cosPhase + a.cosDay*s.sinPhase
+		v = s.level*(1+0.5*day) + rng.NormFloat64()*s.noise
+	case shapeSpikes:
+		v = s.level + rng.NormFloat64()*s.noise*spikyNoiseFactor
+		if rng.Float64() < spikyChance {
+			v += s.level * (1 + 2*rng.Float64())
+		}
+	default:
+		v = s.swing(a) + rng.NormFloat64()*s.noise
+		if rng.Float64() < spikeChance {
+			v += s.level * (1 + 2*rng.Float64())
+		}
 	}
 	return math.Max(v, 0) // gauges like these are never negative
+}
+
+// swing is the level with the series' slow swing of 10% at the request's
+// time.
+func (s *loadSeries) swing(a angles) float64 {
+	return s.level + 0.1*s.level*(a.sinSwing*s.cosPhase+a.cosSwing*s.sinPhase)
 }
 
 // loadGen is the shared, read-only description of the generated traffic.
@@ -147,7 +233,9 @@ type loadWorker struct {
 func (w *loadWorker) build(n int, now time.Time) pmetric.Metrics {
 	md := pmetric.NewMetrics()
 	ts := pcommon.NewTimestampFromTime(now)
-	sinA, cosA := swingAt(now.Sub(w.gen.start))
+	var a angles
+	a.sinSwing, a.cosSwing = swingAt(now.Sub(w.gen.start))
+	a.sinDay, a.cosDay = dayAt(now)
 	curRes := -1
 	var ms pmetric.MetricSlice
 	gauges := make([]pmetric.NumberDataPointSlice, len(w.gen.metrics))
@@ -184,14 +272,15 @@ func (w *loadWorker) build(n int, now time.Time) pmetric.Metrics {
 		}
 		s.last = t
 		dp.SetTimestamp(t)
-		dp.SetDoubleValue(s.value(w.rng, sinA, cosA))
+		dp.SetDoubleValue(s.value(w.rng, a))
 	}
 	return md
 }
 
 // newLoadWorkers spreads the series over the workers: series i goes to
 // worker i mod workers. Series i is on host i / perResource and metric
-// i mod metrics, and has the attribute series=i.
+// i mod metrics, has the attribute series=i and the shape i mod the number
+// of shapes.
 func newLoadWorkers(lo loadOptions, resource []attribute, start time.Time) []*loadWorker {
 	gen := &loadGen{resource: resource, start: start}
 	for h := 0; h*lo.perResource < lo.series; h++ {
@@ -217,10 +306,14 @@ func newLoadWorkers(lo loadOptions, resource []attribute, start time.Time) []*lo
 			resource: i / lo.perResource,
 			metric:   i % lo.metrics,
 			id:       strconv.Itoa(i),
+			shape:    shapeNoisy,
 			level:    level,
 			noise:    level * (0.01 + 0.04*setup.Float64()),
 		}
 		s.sinPhase, s.cosPhase = math.Sincos(2 * math.Pi * setup.Float64())
+		if len(lo.shapes) > 0 {
+			s.shape = lo.shapes[i%len(lo.shapes)]
+		}
 		w := workers[i%lo.workers]
 		w.series = append(w.series, s)
 	}

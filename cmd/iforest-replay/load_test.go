@@ -169,13 +169,90 @@ func TestLoadSpikesAreRare(t *testing.T) {
 	const n = 200000
 	for range n {
 		// Noise alone stays far below +50% of the level (16 sigma).
-		if s.value(rng, 0, 1) > 150 {
+		if s.value(rng, angles{cosSwing: 1}) > 150 {
 			spikes++
 		}
 	}
 	// Expected n*spikeChance = 100.
 	if spikes < 50 || spikes > 200 {
 		t.Errorf("%d spikes in %d points, want about %v", spikes, n, n*spikeChance)
+	}
+}
+
+// Each shape moves as its name says, around the series' level.
+func TestLoadShapes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 100000
+	values := func(sh shape, at func(i int) angles) []float64 {
+		s := &loadSeries{shape: sh, level: 100, noise: 3, cosPhase: 1}
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = s.value(rng, at(i))
+		}
+		return out
+	}
+	still := func(int) angles { return angles{cosSwing: 1, cosDay: 1} }
+	for _, v := range values(shapeConstant, still) {
+		if v != 100 {
+			t.Fatalf("constant series at %v, want its level 100", v)
+		}
+	}
+	distinct := map[float64]bool{}
+	for _, v := range values(shapeQuantised, still) {
+		if q := v / 6; q != math.Round(q) {
+			t.Fatalf("quantised value %v is not a multiple of 6 (twice the noise)", v)
+		}
+		distinct[v] = true
+	}
+	if len(distinct) < 3 || len(distinct) > 12 {
+		t.Errorf("quantised series took %d distinct values, want a few", len(distinct))
+	}
+	// Over a day the daily series goes from about half its level to about
+	// one and a half times it.
+	day := values(shapeDaily, func(i int) angles {
+		s, c := math.Sincos(2 * math.Pi * float64(i) / n)
+		return angles{cosSwing: 1, sinDay: s, cosDay: c}
+	})
+	lo, hi := slices.Min(day), slices.Max(day)
+	if lo > 55 || lo < 35 || hi < 145 || hi > 165 {
+		t.Errorf("daily series spans [%v, %v], want about [50, 150]", lo, hi)
+	}
+	spikes := 0
+	for _, v := range values(shapeSpikes, still) {
+		if v > 150 {
+			spikes++
+		} else if math.Abs(v-100) > 6 { // 10 sigma of its quieter noise
+			t.Fatalf("spikes series between spikes at %v, want near 100", v)
+		}
+	}
+	if want := n * spikyChance; float64(spikes) < want/2 || float64(spikes) > 2*want {
+		t.Errorf("%d spikes in %d points, want about %v", spikes, n, want)
+	}
+}
+
+func TestLoadShapesFlag(t *testing.T) {
+	var sink strings.Builder
+	o, err := parseFlags([]string{"--load", "--shapes", "mix", "--series", "10", "--workers", "1"}, &sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newLoadWorkers(o.loadOpts, nil, time.Now())[0]
+	for i, s := range w.series {
+		if want := shape(i % int(numShapes)); s.shape != want {
+			t.Errorf("series %d has shape %v, want %v", i, s.shape, want)
+		}
+	}
+	o, err = parseFlags([]string{"--load", "--shapes", "constant, daily"}, &sink)
+	if err != nil || !slices.Equal(o.loadOpts.shapes, []shape{shapeConstant, shapeDaily}) {
+		t.Errorf("--shapes constant,daily: %v, %v", o.loadOpts.shapes, err)
+	}
+	if o, err = parseFlags([]string{"--load"}, &sink); err != nil || !slices.Equal(o.loadOpts.shapes, []shape{shapeNoisy}) {
+		t.Errorf("default shapes %v, %v; want noisy", o.loadOpts.shapes, err)
+	}
+	for _, args := range [][]string{{"--load", "--shapes", "wavy"}, {"--load", "--shapes", ""}, {"--file", "f.csv", "--metric", "m", "--shapes", "mix"}} {
+		if _, err := parseFlags(args, &sink); err == nil {
+			t.Errorf("parseFlags(%q): want error", args)
+		}
 	}
 }
 

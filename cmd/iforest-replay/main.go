@@ -12,7 +12,7 @@
 // With --load it generates synthetic gauge traffic instead, for throughput
 // and soak runs (see load.go):
 //
-//	iforest-replay --load --rate N --series K --duration D [--batch B] [--workers W] [--json]
+//	iforest-replay --load --rate N --series K --duration D [--batch B] [--workers W] [--shapes LIST] [--json]
 package main
 
 import (
@@ -84,7 +84,7 @@ the row's timestamp. With --load, sends synthetic gauges of K series
 `)
 		fs.PrintDefaults()
 	}
-	var metric, column, columns, resource string
+	var metric, column, columns, resource, shapes string
 	fs.StringVar(&o.endpoint, "endpoint", "127.0.0.1:4317", "OTLP gRPC endpoint `host:port` (plaintext)")
 	fs.StringVar(&o.file, "file", "", "CSV `file` to replay (required; - for stdin)")
 	fs.StringVar(&metric, "metric", "", "metric `name` for the value column (required unless --columns)")
@@ -110,6 +110,7 @@ the row's timestamp. With --load, sends synthetic gauges of K series
 	fs.Uint64Var(&lo.seed, "seed", 1, "--load: seed of the generated values")
 	fs.DurationVar(&lo.reportEvery, "report-interval", 10*time.Second, "--load: progress line interval on stderr (unless --quiet)")
 	fs.BoolVar(&lo.json, "json", false, "--load: print the final report as JSON on stdout")
+	fs.StringVar(&shapes, "shapes", "noisy", "--load: how the series move, `list` of noisy, constant, quantised, daily, spikes (series i takes the i-th modulo the list), or mix for all five")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -119,6 +120,10 @@ the row's timestamp. With --load, sends synthetic gauges of K series
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.load {
+		var err error
+		if lo.shapes, err = parseShapes(shapes); err != nil {
+			return o, err
+		}
 		return o, o.checkLoad(set, resource)
 	}
 	for _, name := range loadOnlyFlags {
