@@ -213,6 +213,18 @@ BENCH_ENV = SKIP_BUILD=1 SERIES=$(SERIES) BATCH=$(BATCH) WORKERS=$(WORKERS) EXPO
 loadtest: dist ## pipeline dp/s with and without iforest, and their ratio (SERIES, BATCH, WORKERS, DURATION, ROUNDS, EXPORTER=nop|file, HIGHCARD=true)
 	$(BENCH_ENV) DURATION=$(DURATION) ROUNDS=$(ROUNDS) scripts/pipeline-bench.sh throughput
 
+# The realistic pipeline: OTLP -> [iforest] -> batch -> otlp_grpc (gzip) ->
+# a second collector that drops the data, at a fixed rate, alternating with
+# and without iforest; CPU time per datapoint and RSS (minutes per round).
+RATE              ?= 10000
+SHAPES            ?= mix
+PIPELINE_DURATION ?= 60s
+PIPELINE_ROUNDS   ?= 3
+
+.PHONY: loadtest-pipeline
+loadtest-pipeline: dist ## collector CPU per datapoint with and without iforest in a gateway pipeline (SERIES, RATE, SHAPES, PIPELINE_DURATION, PIPELINE_ROUNDS)
+	$(BENCH_ENV) RATE=$(RATE) SHAPES=$(SHAPES) DURATION=$(PIPELINE_DURATION) ROUNDS=$(PIPELINE_ROUNDS) scripts/pipeline-bench.sh pipeline
+
 .PHONY: soak
 soak: dist ## 10 minutes at a fixed rate through iforest, the collector's RSS sampled every 10 s (SOAK_DURATION, SOAK_RATE)
 	$(BENCH_ENV) SOAK_DURATION=$(SOAK_DURATION) SOAK_RATE=$(SOAK_RATE) scripts/pipeline-bench.sh soak

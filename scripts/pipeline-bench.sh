@@ -4,6 +4,8 @@
 #
 #   scripts/pipeline-bench.sh throughput   # OTLP -> nop vs. OTLP -> iforest -> nop, at full speed
 #   scripts/pipeline-bench.sh soak         # OTLP -> iforest -> nop at a fixed rate, RSS sampled
+#   scripts/pipeline-bench.sh pipeline     # a realistic gateway at a fixed rate, with and without
+#                                          # iforest: CPU time per datapoint and RSS (see below)
 #
 # Settings (environment):
 #   SERIES=1000 BATCH=500 WORKERS=4   the load (distinct series, datapoints per request, senders)
@@ -21,8 +23,16 @@
 #   STORAGE=1                         soak: iforest saves its models in file_storage every
 #                                     CHECKPOINT (default 1m) in $OUT/storage (emptied first);
 #                                     the file's size is reported at the end
+#   RATE=10000 SHAPES=mix DURATION=60s ROUNDS=3 WARMUP_POINTS=64
+#                                     pipeline: the load's datapoints/s, the series' shapes
+#                                     (iforest-replay --shapes), measured time per run and
+#                                     alternations, and the points per series sent at full speed
+#                                     before each measured run (every series past iforest's
+#                                     warm-up and through two refits)
 #   PIN=1                             collector on CPU 1, load tool on CPU 0 (taskset)
 #   SKIP_BUILD=1                      use the existing _build/otelcol-iforest
+#   COLLECTOR=path                    run this build of the distribution instead (with SKIP_BUILD=1),
+#                                     e.g. a copy of an older one to compare with
 #   IFOREST_BENCH_OTLP=127.0.0.1:14317 IFOREST_BENCH_METRICS_PORT=18888
 #
 # Throughput is what the collector accepted (otelcol_receiver_accepted_metric_points
@@ -32,11 +42,25 @@
 # is the pipeline's sustained rate. The load tool runs on the same machine and
 # competes for its CPUs: compare the two configurations, not the absolute
 # numbers with other machines. Needs bash, curl, go, make.
+#
+# The pipeline mode runs what a gateway runs: OTLP in, the batch processor,
+# an otlp_grpc exporter sending gzip-compressed batches to a second
+# collector on loopback that drops them (testdata/bench/realistic-*.yaml,
+# sink.yaml), fed at a fixed RATE by series of mixed shapes. Each round runs
+# the configuration without iforest and the one with it (in alternating
+# order from round to round), on the same load, and measures the first
+# collector's CPU time (user + system, from /proc) over the measured run per
+# million datapoints it accepted: CPU-s per million datapoints, which is
+# also microseconds per datapoint. It prints each round, then the medians
+# over the rounds of each configuration, of the per-round difference (what
+# iforest adds per datapoint) and of the per-round ratio, with their range
+# (min-max) as the measure of how noisy the machine was, and the
+# collector's RSS at the end of each measured run.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DIST=$ROOT/_build/otelcol-iforest
+DIST=${COLLECTOR:-$ROOT/_build/otelcol-iforest}
 LOAD=$ROOT/_build/iforest-replay
 OUT=${OUT:-$ROOT/_build/bench}
 
@@ -66,9 +90,9 @@ fi
 
 mode=${1:-}
 case $mode in
-  throughput | soak) ;;
+  throughput | soak | pipeline) ;;
   *)
-    echo "usage: $0 throughput|soak   (settings: see the header of $0)" >&2
+    echo "usage: $0 throughput|soak|pipeline   (settings: see the header of $0)" >&2
     exit 2
     ;;
 esac
@@ -131,6 +155,10 @@ rss_kib() {
   awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
+hwm_kib() {
+  awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
+}
+
 # rss_parts PID: the anonymous (heap) and file-backed (e.g. file_storage's
 # memory map) parts of the RSS, in KiB, tab-separated.
 rss_parts() {
@@ -147,6 +175,106 @@ load() { # load ARGS...: the load tool against the bench endpoint
 }
 
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
+
+if [[ $mode == pipeline ]]; then
+  RATE=${RATE:-10000}
+  SHAPES=${SHAPES:-mix}
+  DURATION=${DURATION:-60s}
+  ROUNDS=${ROUNDS:-3}
+  WARMUP_POINTS=${WARMUP_POINTS:-64}
+  export IFOREST_BENCH_SINK=${IFOREST_BENCH_SINK:-127.0.0.1:14327}
+  export IFOREST_BENCH_SINK_METRICS_PORT=${IFOREST_BENCH_SINK_METRICS_PORT:-18889}
+  SINK_URL=http://127.0.0.1:$IFOREST_BENCH_SINK_METRICS_PORT/metrics
+  SINK_PID=
+  stop_sink() {
+    if [[ -n $SINK_PID ]] && kill -0 "$SINK_PID" 2>/dev/null; then
+      kill "$SINK_PID"
+      wait "$SINK_PID" 2>/dev/null || true
+    fi
+    SINK_PID=
+  }
+  trap 'stop_collector; stop_sink' EXIT
+  results=$OUT/pipeline.tsv
+  printf 'round\tconfig\taccepted_dps\tcpu_s_per_mdp\trss_kib\thwm_kib\tsink_cpu_s_per_mdp\tload1\n' >"$results"
+  for round in $(seq "$ROUNDS"); do
+    order="baseline iforest"
+    if ((round % 2 == 0)); then
+      order="iforest baseline"
+    fi
+    for cfg in $order; do
+      log=$OUT/pipeline-$cfg-$round.log
+      if curl -sf -o /dev/null "$SINK_URL"; then
+        echo "something already serves $SINK_URL; set IFOREST_BENCH_SINK_METRICS_PORT" >&2
+        exit 1
+      fi
+      "$DIST" --config "$ROOT/testdata/bench/sink.yaml" >"$OUT/pipeline-sink-$round.log" 2>&1 &
+      SINK_PID=$!
+      for _ in $(seq 100); do
+        if curl -sf -o /dev/null "$SINK_URL"; then
+          break
+        fi
+        sleep 0.1
+      done
+      start_collector "$ROOT/testdata/bench/realistic-$cfg.yaml" "$log"
+      # Every series past iforest's warm-up, at full speed.
+      load --shapes "$SHAPES" --points $((SERIES * WARMUP_POINTS)) --duration 0 --quiet >/dev/null 2>>"$log"
+      sleep 1 # the batch processor's last batches leave
+      a0=$(accepted)
+      c0=$(cpu_seconds "$COLLECTOR_PID")
+      s0=$(cpu_seconds "$SINK_PID")
+      # The warm-up's seed: every series keeps its level (another seed
+      # would move every series at once, an anomaly on each).
+      load --shapes "$SHAPES" --rate "$RATE" --duration "$DURATION" --quiet --json \
+        >"$OUT/pipeline-$cfg-$round.json" 2>>"$log"
+      a1=$(accepted)
+      c1=$(cpu_seconds "$COLLECTOR_PID")
+      s1=$(cpu_seconds "$SINK_PID")
+      rss=$(rss_kib "$COLLECTOR_PID")
+      hwm=$(hwm_kib "$COLLECTOR_PID")
+      secs=$(json_field elapsed_seconds "$OUT/pipeline-$cfg-$round.json")
+      failed=$(json_field failed_requests "$OUT/pipeline-$cfg-$round.json")
+      n=$((a1 - a0))
+      rate=$(awk -v a="$n" -v s="$secs" 'BEGIN { printf "%.0f", a / s }')
+      cpu=$(awk -v c0="$c0" -v c1="$c1" -v a="$n" 'BEGIN { printf "%.3f", (c1 - c0) / (a / 1e6) }')
+      sink=$(awk -v c0="$s0" -v c1="$s1" -v a="$n" 'BEGIN { printf "%.3f", (c1 - c0) / (a / 1e6) }')
+      load1=$(cut -d' ' -f1 /proc/loadavg)
+      printf 'round %d %-8s  %6d dp/s accepted (%d failed requests); collector %.3f CPU-s per million dp, RSS %.1f MiB (peak %.1f); sink %.3f CPU-s per million dp; load average %s\n' \
+        "$round" "$cfg" "$rate" "$failed" "$cpu" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" "$sink" "$load1"
+      printf '%d\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n' "$round" "$cfg" "$rate" "$cpu" "$rss" "$hwm" "$sink" "$load1" >>"$results"
+      stop_collector
+      stop_sink
+    done
+  done
+  echo "series $SERIES ($SHAPES), $RATE dp/s, batch $BATCH, workers $WORKERS, $ROUNDS x $DURATION per configuration (results in $results)"
+  # Medians over the rounds, and per round the difference and the ratio.
+  awk -F'\t' '
+    function median(a, n,   i, j, t) {
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function spread(a, n,   i, lo, hi) {
+      lo = a[1]; hi = a[1]
+      for (i = 2; i <= n; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
+      return sprintf("%.3f-%.3f", lo, hi)
+    }
+    NR > 1 { cpu[$2, $1] = $4; rss[$2, $1] = $5; load[NR] = $8; rounds = $1 > rounds ? $1 : rounds }
+    END {
+      for (r = 1; r <= rounds; r++) {
+        b[r] = cpu["baseline", r]; w[r] = cpu["iforest", r]
+        d[r] = w[r] - b[r]; q[r] = w[r] / b[r]
+        rb[r] = rss["baseline", r] / 1024; rw[r] = rss["iforest", r] / 1024
+      }
+      lmin = 1e9; lmax = 0
+      for (i in load) { if (load[i] < lmin) lmin = load[i]; if (load[i] > lmax) lmax = load[i] }
+      printf "without iforest: %.3f CPU-s per million dp (median; rounds %s)\n", median(b, rounds), spread(b, rounds)
+      printf "with iforest:    %.3f CPU-s per million dp (median; rounds %s)\n", median(w, rounds), spread(w, rounds)
+      printf "iforest adds:    %.3f us of collector CPU per datapoint (median of the rounds'"'"' differences; %s)\n", median(d, rounds), spread(d, rounds)
+      printf "ratio:           %.2f (with / without, median of the rounds; %s)\n", median(q, rounds), spread(q, rounds)
+      printf "RSS at the end:  %.1f MiB without, %.1f MiB with iforest (medians)\n", median(rb, rounds), median(rw, rounds)
+      printf "load average during the runs: %.2f-%.2f (the machine has other work: compare the configurations within a round)\n", lmin, lmax
+    }' "$results"
+  exit 0
+fi
 
 if [[ $mode == throughput ]]; then
   declare -A sum
