@@ -42,7 +42,14 @@ func anomalousBody(metricName string, p point, prefix string, v verdictView) str
 		details = append(details, s)
 	}
 	if v.expectedMin.ok && v.expectedMax.ok {
-		details = append(details, "normal "+formatRange(v.expectedMin.v, v.expectedMax.v))
+		r := formatRange(v.expectedMin.v, v.expectedMax.v)
+		if p.hasValue && !p.hasCount && p.value >= v.expectedMin.v && p.value <= v.expectedMax.v {
+			// Flagged for a run of unusual points, not for this value
+			// alone: say so, or the line reads as a contradiction.
+			details = append(details, "in a run of unusual values; normal "+r)
+		} else {
+			details = append(details, "normal "+r)
+		}
 	}
 	switch {
 	case v.contributions != "":
