@@ -168,7 +168,9 @@ func (lr *longRun) observed(v float64, t int64, learned int, frozen bool) {
 	}
 	lr.prev = v
 	lr.negative = lr.negative || v < 0
-	lr.aboveOne = lr.aboveOne || v > 1
+	// Above 1 by more than a counter's hiccup: Linux's iowait can step
+	// back, and a CPU state's utilisation then reads a little over 1.
+	lr.aboveOne = lr.aboveOne || v > aboveOneFrom
 	if t > lr.tlast && lr.tlast > 0 {
 		dt := float64(t-lr.tlast) / 1e9
 		if lr.step == 0 {
@@ -269,6 +271,9 @@ const (
 	farFrom      = 4.0
 	farScale     = 2.0
 	farMinPoints = 64
+
+	// aboveOneFrom is where a utilisation is taken to be in percent.
+	aboveOneFrom = 1.1
 )
 
 // farLiftPoints is how many residuals the lift needs. Fewer than

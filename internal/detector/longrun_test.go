@@ -155,7 +155,8 @@ func TestJumpRightAfterWarmupFlags(t *testing.T) {
 }
 
 // Every flagged point of a one-input series has an expected band; a series
-// that was never negative gets none below 0, a utilisation none above 1.
+// that was never negative gets none below 0, a utilisation none above 1
+// (even when a counter's hiccup made it read 1.02 now and then).
 func TestExpectedBandIsAlwaysThereAndBounded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	d := New(DefaultConfig(), 0)
@@ -167,6 +168,9 @@ func TestExpectedBandIsAlwaysThereAndBounded(t *testing.T) {
 			v = 0.2 // a core goes idle-less, or a spike down
 		}
 		v = min(1, max(0, v))
+		if i%97 == 50 {
+			v = 1.02 // Linux's iowait stepped back: idle reads a little over 1
+		}
 		vd := d.Observe(Point{Key: 1, Kind: Gauge, Time: ts.UnixNano(), V0: v, Ratio: true}, ts.UnixNano())
 		if !vd.Anomaly {
 			continue
