@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/processor/processortest"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/otel-iforest/iforest/internal/metadata"
 	"github.com/otel-iforest/iforest/internal/metadatatest"
@@ -141,6 +142,7 @@ func TestHighCardinalityGroupsStayBounded(t *testing.T) {
 	mem := telemetrySum(t, tt, "otelcol_processor_iforest_series_memory", nil)
 	t.Logf("heap held %d B, estimate %d B, groups %d", held, mem, p.grouped.Groups())
 	assert.LessOrEqual(t, p.grouped.Groups(), cfg.HighCardinality.MaxGroups)
+	assert.Equal(t, int64(p.grouped.Groups()), telemetrySum(t, tt, "otelcol_processor_iforest_groups_active", nil), "groups_active reports the group models held")
 	// The documented budget: about 55 KiB per group model at the defaults
 	// (a full window), about 250 B per series, and the groups' shared build
 	// scratch (64 x 36 KiB).
@@ -148,4 +150,44 @@ func TestHighCardinalityGroupsStayBounded(t *testing.T) {
 	assert.LessOrEqual(t, mem, budget)
 	assert.LessOrEqual(t, held, budget)
 	assert.Greater(t, held, mem*8/10, "the estimate is not loose")
+}
+
+// A metric that stops gives its group model's place to a new one at
+// max_groups, and groups_evicted says so.
+func TestHighCardinalityGroupEvictionsAreCounted(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	cfg := createDefaultConfig().(*Config)
+	cfg.HighCardinality.Enabled = true
+	cfg.HighCardinality.MaxGroups = 2
+	p, err := newProcessor(metadatatest.NewSettings(tt), cfg)
+	require.NoError(t, err)
+	base := time.Unix(1700000000, 0)
+	send := func(round int, names ...string) {
+		now := base.Add(time.Duration(round) * 10 * time.Second)
+		p.clock = func() time.Time { return now }
+		md := pmetric.NewMetrics()
+		ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+		for _, n := range names {
+			m := ms.AppendEmpty()
+			m.SetName(n)
+			dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+			dp.SetTimestamp(pcommon.NewTimestampFromTime(now))
+			dp.SetDoubleValue(float64(10 + round%3))
+		}
+		_, err := p.processMetrics(context.Background(), md)
+		require.NoError(t, err)
+	}
+	round := 0
+	for ; round < 20; round++ {
+		send(round, "a", "b")
+	}
+	require.Equal(t, 2, p.grouped.Groups())
+	// a stops; c starts and, once its series is warm, takes a's place.
+	for ; round < 40; round++ {
+		send(round, "b", "c")
+	}
+	limit := attribute.NewSet(attribute.String("reason", "limit"))
+	assert.Equal(t, int64(1), telemetrySum(t, tt, "otelcol_processor_iforest_groups_evicted", &limit))
+	assert.Equal(t, int64(2), telemetrySum(t, tt, "otelcol_processor_iforest_groups_active", nil))
 }

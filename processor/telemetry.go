@@ -58,6 +58,12 @@ func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, to
 	if st.EvictedLimit > 0 {
 		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedLimit, p.evictAttrs[1])
 	}
+	if st.GroupsEvictedIdle > 0 {
+		t.ProcessorIforestGroupsEvicted.Add(ctx, st.GroupsEvictedIdle, p.evictAttrs[0])
+	}
+	if st.GroupsEvictedLimit > 0 {
+		t.ProcessorIforestGroupsEvicted.Add(ctx, st.GroupsEvictedLimit, p.evictAttrs[1])
+	}
 	p.ops.record(ctx, &b.ops)
 	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
 }
@@ -72,6 +78,12 @@ func (p *iforestProcessor) registerGauges() error {
 		}),
 		p.tel.RegisterProcessorIforestSeriesMemoryCallback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(p.memoryBytes())
+			return nil
+		}),
+		p.tel.RegisterProcessorIforestGroupsActiveCallback(func(_ context.Context, o metric.Int64Observer) error {
+			if p.grouped != nil {
+				o.Observe(int64(p.grouped.Groups()))
+			}
 			return nil
 		}),
 	)

@@ -48,6 +48,8 @@ type Stats struct {
 	EvictedIdle int64
 	// ...or to make room for a new series at the series limit.
 	EvictedLimit int64
+	// High-cardinality group models dropped, idle or at max_groups.
+	GroupsEvictedIdle, GroupsEvictedLimit int64
 }
 
 // Add adds o's counts to s.
@@ -56,6 +58,8 @@ func (s *Stats) Add(o Stats) {
 	s.Created += o.Created
 	s.EvictedIdle += o.EvictedIdle
 	s.EvictedLimit += o.EvictedLimit
+	s.GroupsEvictedIdle += o.GroupsEvictedIdle
+	s.GroupsEvictedLimit += o.GroupsEvictedLimit
 }
 
 type shard struct {

@@ -34,6 +34,7 @@ type Grouped struct {
 	scratch []groupScratch
 
 	created, evictedIdle, evictedLimit atomic.Int64
+	groupsEvictedIdle, groupsEvictedLimit atomic.Int64
 	active, tableBytes, groupBytes     atomic.Int64
 	fixed                              int64 // shards, scratch slots, the group models' detector
 }
@@ -320,6 +321,7 @@ func (s *Grouped) group(key uint64, dims int, now int64) *group {
 		v.mu.Lock()
 		s.dropGroup(v)
 		v.mu.Unlock()
+		s.groupsEvictedLimit.Add(1)
 	}
 	g := &group{key: key, pos: len(gs.all), s: s.det.newSeries(key, Gauge, dims), bandVer: -1}
 	g.lastSeen.Store(now)
@@ -483,6 +485,7 @@ func (s *Grouped) Evict(cutoff int64) int {
 			g.mu.Lock()
 			s.dropGroup(g)
 			g.mu.Unlock()
+			s.groupsEvictedIdle.Add(1)
 		}
 	}
 	gs.mu.Unlock()
@@ -514,5 +517,7 @@ func (s *Grouped) TakeStats() Stats {
 	st.Created = s.created.Swap(0)
 	st.EvictedIdle = s.evictedIdle.Swap(0)
 	st.EvictedLimit = s.evictedLimit.Swap(0)
+	st.GroupsEvictedIdle = s.groupsEvictedIdle.Swap(0)
+	st.GroupsEvictedLimit = s.groupsEvictedLimit.Swap(0)
 	return st
 }

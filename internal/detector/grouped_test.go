@@ -135,8 +135,10 @@ func TestGroupedEvictsIdleGroups(t *testing.T) {
 			s.Observe(gaugeAt(g*100, i, float64(i%7)), g, int64(i))
 		}
 	}
+	s.TakeStats()
 	assert.Equal(t, 3, s.Evict(60))
 	assert.Equal(t, 2, s.Groups())
+	assert.Equal(t, int64(3), s.TakeStats().GroupsEvictedIdle, "the idle groups are counted")
 	assert.Equal(t, 2, s.Len())
 	s.Evict(1 << 62)
 	assert.Zero(t, s.Groups())
@@ -173,8 +175,13 @@ func TestGroupedGroupLimit(t *testing.T) {
 		obs(0, 0, now*sec)
 		obs(1, 1, now*sec)
 	}
+	st := s.TakeStats()
+	assert.Zero(t, st.GroupsEvictedLimit, "no room, and no idle group to make it")
 	assert.Equal(t, Warmup, obs(3, 3, 72*sec), "group 2 idle for more than 2 x 10 s makes room")
 	assert.Equal(t, 3, s.Groups())
+	st = s.TakeStats()
+	assert.Equal(t, int64(1), st.GroupsEvictedLimit, "the group that made room is counted")
+	assert.Zero(t, st.GroupsEvictedIdle)
 	mem := s.MemoryBytes()
 	assert.Positive(t, mem)
 }

@@ -34,6 +34,8 @@ type TelemetryBuilder struct {
 	ProcessorIforestDatapointsScored    metric.Int64Counter
 	ProcessorIforestDatapointsSkipped   metric.Int64Counter
 	ProcessorIforestErrors              metric.Int64Counter
+	ProcessorIforestGroupsActive        metric.Int64ObservableUpDownCounter
+	ProcessorIforestGroupsEvicted       metric.Int64Counter
 	ProcessorIforestRuleDatapoints      metric.Int64Counter
 	ProcessorIforestRulesErrors         metric.Int64Counter
 	ProcessorIforestSeriesActive        metric.Int64ObservableUpDownCounter
@@ -52,6 +54,21 @@ type telemetryBuilderOptionFunc func(mb *TelemetryBuilder)
 
 func (tbof telemetryBuilderOptionFunc) apply(mb *TelemetryBuilder) {
 	tbof(mb)
+}
+
+// RegisterProcessorIforestGroupsActiveCallback sets callback for observable ProcessorIforestGroupsActive metric.
+func (builder *TelemetryBuilder) RegisterProcessorIforestGroupsActiveCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.ProcessorIforestGroupsActive, obs: o})
+		return nil
+	}, builder.ProcessorIforestGroupsActive)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
 }
 
 // RegisterProcessorIforestSeriesActiveCallback sets callback for observable ProcessorIforestSeriesActive metric.
@@ -147,6 +164,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_iforest_errors",
 		metric.WithDescription("Number of batches in which the processor hit an internal error and forwarded the data unscored (fail open). [Alpha]"),
 		metric.WithUnit("{batch}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorIforestGroupsActive, err = builder.meter.Int64ObservableUpDownCounter(
+		"otelcol_processor_iforest_groups_active",
+		metric.WithDescription("Number of high-cardinality group models currently held in memory (high_cardinality mode; at most high_cardinality.max_groups). [Alpha]"),
+		metric.WithUnit("{group}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorIforestGroupsEvicted, err = builder.meter.Int64Counter(
+		"otelcol_processor_iforest_groups_evicted",
+		metric.WithDescription("Number of high-cardinality group models dropped, by reason (idle - none of the group's series was seen for the idle TTL; limit - to make room for a new group at high_cardinality.max_groups). [Alpha]"),
+		metric.WithUnit("{group}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorIforestRuleDatapoints, err = builder.meter.Int64Counter(

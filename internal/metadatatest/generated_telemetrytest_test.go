@@ -20,6 +20,10 @@ func TestSetupTelemetry(t *testing.T) {
 	tb, err := metadata.NewTelemetryBuilder(testTel.NewTelemetrySettings())
 	require.NoError(t, err)
 	defer tb.Shutdown()
+	require.NoError(t, tb.RegisterProcessorIforestGroupsActiveCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
 	require.NoError(t, tb.RegisterProcessorIforestSeriesActiveCallback(func(_ context.Context, observer metric.Int64Observer) error {
 		observer.Observe(1)
 		return nil
@@ -34,6 +38,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorIforestDatapointsScored.Add(context.Background(), 1)
 	tb.ProcessorIforestDatapointsSkipped.Add(context.Background(), 1)
 	tb.ProcessorIforestErrors.Add(context.Background(), 1)
+	tb.ProcessorIforestGroupsEvicted.Add(context.Background(), 1)
 	tb.ProcessorIforestRuleDatapoints.Add(context.Background(), 1)
 	tb.ProcessorIforestRulesErrors.Add(context.Background(), 1)
 	tb.ProcessorIforestSeriesEvicted.Add(context.Background(), 1)
@@ -55,6 +60,12 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestErrors(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorIforestGroupsActive(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorIforestGroupsEvicted(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorIforestRuleDatapoints(t, testTel,
