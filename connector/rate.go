@@ -31,8 +31,9 @@ import (
 // An entity's interval is reported when a datapoint of a later interval
 // arrives for it: datapoint time, so that replayed and delayed data give
 // the rates it had. The last interval of an entity whose data stopped is
-// never reported, and a point of an interval already reported is counted
-// as late and left out. A flagged point counts as flagged only if the
+// reported once other entities' data is a whole interval past it, or at
+// shutdown; a point of an interval already reported is counted as late and
+// left out. A flagged point counts as flagged only if the
 // connector takes its verdict (trust.go); otherwise it counts as scored.
 
 type anomalyRate struct {
@@ -65,6 +66,7 @@ type rateEntity struct {
 	attrs           pcommon.Map
 	start           int64 // the open interval's start (unix ns)
 	scored, flagged int64
+	sent            bool // the interval at start was sent: its points are late
 }
 
 var _ consumer.Metrics = (*anomalyRate)(nil)
@@ -105,9 +107,12 @@ func newRateConnector(set component.TelemetrySettings, cfg *Config, next consume
 
 func (c *anomalyRate) Start(context.Context, component.Host) error { return nil }
 
-func (c *anomalyRate) Shutdown(context.Context) error {
+// Shutdown sends the open intervals: the collector shuts its pipelines
+// down from the receivers on, so the rate's consumers still run.
+func (c *anomalyRate) Shutdown(ctx context.Context) error {
+	err := c.flush(ctx)
 	c.telemetry.Shutdown()
-	return nil
+	return err
 }
 
 // Capabilities: the connector only reads the metrics it receives.
@@ -205,20 +210,18 @@ func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pme
 	slices.SortFunc(keys, func(a, b rateKey) int {
 		return cmp.Or(cmp.Compare(order[a.entity], order[b.entity]), cmp.Compare(a.start, b.start))
 	})
-	out := pmetric.NewMetrics()
+	o := rateOut{md: pmetric.NewMetrics()}
 	var drops [numDrops]int64
-	var dps rateSlices // the current entity's, in out
-	var dpsOf uint64
-	haveDps := false
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	newest := c.newest
 	for _, k := range keys {
 		n := counts[k]
 		c.newest = max(c.newest, k.start)
 		ent := c.entities[k.entity]
 		if ent == nil {
-			if len(c.entities) >= c.cfg.Rate.MaxEntities && !c.sweep() {
+			if len(c.entities) >= c.cfg.Rate.MaxEntities && !c.sweep(&o) {
 				drops[dropOverLimit] += n.scored
 				continue
 			}
@@ -227,50 +230,99 @@ func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pme
 			c.entities[k.entity] = ent
 		}
 		switch {
-		case k.start < ent.start:
+		case k.start < ent.start, k.start == ent.start && ent.sent:
 			drops[dropLate] += n.scored
 			continue
 		case k.start > ent.start:
-			if ent.scored > 0 {
-				if !haveDps || dpsOf != k.entity {
-					dps, dpsOf, haveDps = c.rateMetric(out, ent), k.entity, true
-				}
-				start, end := pcommon.Timestamp(ent.start), pcommon.Timestamp(ent.start+c.interval)
-				for _, p := range []struct {
-					dps pmetric.NumberDataPointSlice
-					set func(pmetric.NumberDataPoint)
-				}{
-					{dps.rate, func(dp pmetric.NumberDataPoint) { dp.SetDoubleValue(float64(ent.flagged) / float64(ent.scored)) }},
-					{dps.scored, func(dp pmetric.NumberDataPoint) { dp.SetIntValue(ent.scored) }},
-					{dps.flagged, func(dp pmetric.NumberDataPoint) { dp.SetIntValue(ent.flagged) }},
-				} {
-					dp := p.dps.AppendEmpty()
-					dp.SetStartTimestamp(start)
-					dp.SetTimestamp(end)
-					p.set(dp)
-				}
-			}
-			ent.start, ent.scored, ent.flagged = k.start, 0, 0
+			c.emit(&o, k.entity, ent)
+			ent.start, ent.sent = k.start, false
 		}
 		ent.scored += n.scored
 		ent.flagged += n.flagged
 	}
-	return out, drops
+	if c.newest > newest {
+		c.closeStopped(&o)
+	}
+	return o.md, drops
+}
+
+// rateOut is the rates being sent, and the datapoints of the entity last
+// added to them (an entity's intervals in one batch share its resource).
+type rateOut struct {
+	md   pmetric.Metrics
+	dps  rateSlices
+	of   uint64
+	have bool
+}
+
+// emit adds ent's open interval to o, if it counted anything, and empties
+// it (under mu).
+func (c *anomalyRate) emit(o *rateOut, key uint64, ent *rateEntity) {
+	if ent.scored > 0 {
+		if !o.have || o.of != key {
+			o.dps, o.of, o.have = c.rateMetric(o.md, ent), key, true
+		}
+		start, end := pcommon.Timestamp(ent.start), pcommon.Timestamp(ent.start+c.interval)
+		for _, p := range []struct {
+			dps pmetric.NumberDataPointSlice
+			set func(pmetric.NumberDataPoint)
+		}{
+			{o.dps.rate, func(dp pmetric.NumberDataPoint) { dp.SetDoubleValue(float64(ent.flagged) / float64(ent.scored)) }},
+			{o.dps.scored, func(dp pmetric.NumberDataPoint) { dp.SetIntValue(ent.scored) }},
+			{o.dps.flagged, func(dp pmetric.NumberDataPoint) { dp.SetIntValue(ent.flagged) }},
+		} {
+			dp := p.dps.AppendEmpty()
+			dp.SetStartTimestamp(start)
+			dp.SetTimestamp(end)
+			p.set(dp)
+		}
+	}
+	ent.scored, ent.flagged, ent.sent = 0, 0, true
+}
+
+// closeStopped sends the open interval of every entity that sent nothing
+// in the whole interval after it, now that another entity is past that
+// one too (under mu): a host that went down has its last interval
+// reported, the one most worth seeing. Points of that interval arriving
+// later count as late. Run when the newest interval moves on: once per
+// interval, not per batch.
+func (c *anomalyRate) closeStopped(o *rateOut) {
+	for k, ent := range c.entities {
+		if ent.scored > 0 && ent.start < c.newest-c.interval {
+			c.emit(o, k, ent)
+		}
+	}
 }
 
 // sweep drops the entities that reported nothing for two intervals before
 // the latest one seen, at most once per interval, and reports whether
-// there is room now.
-func (c *anomalyRate) sweep() bool {
+// there is room now. An entity's open interval is sent before it goes.
+func (c *anomalyRate) sweep(o *rateOut) bool {
 	if c.swept != c.newest {
 		c.swept = c.newest
 		for k, ent := range c.entities {
 			if ent.start < c.newest-2*c.interval {
+				c.emit(o, k, ent)
 				delete(c.entities, k)
 			}
 		}
 	}
 	return len(c.entities) < c.cfg.Rate.MaxEntities
+}
+
+// flush sends every entity's open interval (at shutdown: the intervals
+// would otherwise be lost).
+func (c *anomalyRate) flush(ctx context.Context) error {
+	o := rateOut{md: pmetric.NewMetrics()}
+	c.mu.Lock()
+	for k, ent := range c.entities {
+		c.emit(&o, k, ent)
+	}
+	c.mu.Unlock()
+	if o.md.ResourceMetrics().Len() == 0 {
+		return nil
+	}
+	return c.next.ConsumeMetrics(ctx, o.md)
 }
 
 // rateMetric adds the entity's resource with an anomaly.rate gauge to out.

@@ -228,3 +228,51 @@ func TestRateEmptyResource(t *testing.T) {
 	assert.Empty(t, got[0].resource)
 	assert.Equal(t, 0.5, got[0].value)
 }
+
+// An entity that stops has its last interval sent once the others are a
+// whole interval past it (a host that went down: the interval most worth
+// seeing), its late points are left out, and the open intervals are sent
+// at shutdown.
+func TestRateStoppedEntityAndShutdown(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	sink := new(consumertest.MetricsSink)
+	c, err := NewFactory().CreateMetricsToMetrics(context.Background(), metadatatest.NewSettings(tt), groupConfig(), sink)
+	require.NoError(t, err)
+	c.(*anomalyRate).trust.ledger = issued([]uint64{1}, nil)
+	ctx := context.Background()
+	require.NoError(t, c.Start(ctx, componenttest.NewNopHost()))
+	require.NoError(t, c.ConsumeMetrics(ctx, merge(
+		host("a", minute(0), quiet("m")),
+		host("b", minute(0), dp{metric: "m", score: 0.9, in: 1}, quiet("n")))))
+	require.NoError(t, c.ConsumeMetrics(ctx, host("a", minute(1), quiet("m"))))
+	for _, r := range rates(sink) {
+		assert.NotEqual(t, map[string]any{"host.name": "b"}, r.resource, "b may still send minute 0's stragglers")
+	}
+	require.NoError(t, c.ConsumeMetrics(ctx, host("a", minute(2), quiet("m"))))
+	var b []rate
+	for _, r := range rates(sink) {
+		if r.resource["host.name"] == "b" {
+			b = append(b, r)
+		}
+	}
+	require.Len(t, b, 1, "b's last minute is sent once a is a whole minute past it")
+	assert.Equal(t, minute(0), b[0].start)
+	assert.Equal(t, 0.5, b[0].value)
+	// A straggler of the minute sent is late; b coming back is counted again.
+	require.NoError(t, c.ConsumeMetrics(ctx, host("b", minute(0).Add(55*time.Second), quiet("m"))))
+	require.NoError(t, c.ConsumeMetrics(ctx, host("b", minute(2), quiet("m"))))
+	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, tt, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "late"))},
+	}, metricdatatest.IgnoreTimestamp())
+	sent := len(rates(sink))
+	require.NoError(t, c.Shutdown(ctx))
+	got := rates(sink)[sent:]
+	require.Len(t, got, 2, "minute 2 of a and b, sent at shutdown")
+	for _, r := range got {
+		assert.Equal(t, minute(2), r.start)
+		assert.Equal(t, 0.0, r.value)
+	}
+	counts := rateCounts(t, sink)
+	assert.Equal(t, [2]int64{2, 1}, counts[fmt.Sprint(map[string]any{"host.name": "b"}, minute(0))], "b's minute 0: 2 scored, 1 flagged, the straggler left out")
+}
