@@ -436,14 +436,21 @@ func TestRulesFileReloadUnderLoad(t *testing.T) {
 			}
 		}()
 	}
+	inForce := map[string]bool{} // the rule sets seen in force during the load
 	for i := range 60 {
 		writeRules(t, file, contents[i%len(contents)])
 		time.Sleep(2 * time.Millisecond)
+		name := "none"
+		if s := r.p.ops.set.Load(); s != nil && len(s.Rules) > 0 {
+			name = s.Rules[0].Name
+		}
+		inForce[name] = true
 	}
 	close(stop)
 	wg.Wait()
 	assert.Equal(t, in, out)
 	assert.Positive(t, in)
+	assert.GreaterOrEqual(t, len(inForce), 2, "the rules were reloaded while batches flowed: %v", inForce)
 
 	writeRules(t, file, "rules:\n  - {name: last, action: skip}\n")
 	require.Eventually(t, func() bool {

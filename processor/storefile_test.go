@@ -153,10 +153,12 @@ func TestFileStorageLockedByAnother(t *testing.T) {
 }
 
 // A storage directory the collector may not write: the warning says so.
-// (Root may write anything: then there is nothing to see.)
+// Root may write anything, so there is nothing to see as root; the
+// message for a permission error is checked without a file system by
+// TestStorageTroubleExplained.
 func TestFileStorageDirectoryNotWritable(t *testing.T) {
 	if os.Geteuid() == 0 {
-		t.Skip("running as root, which may write a read-only directory")
+		t.Skip("running as root, which may write a read-only directory (TestStorageTroubleExplained checks the message)")
 	}
 	dir := t.TempDir()
 	ext := newFileStorage(t, dir)
