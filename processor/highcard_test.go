@@ -107,46 +107,62 @@ func TestGroupKey(t *testing.T) {
 	assert.NotEqual(t, api, p.groupKey(m, attrs, res), "another metric has its own model")
 }
 
-// Group models are bounded in high-cardinality mode: a flood of metric
-// names (each its own group) holds at most max_groups models, and the heap
-// stays within the memory estimate, itself within the documented budget.
-func TestHighCardinalityGroupsStayBounded(t *testing.T) {
+// highcardWithGroups is a high-cardinality processor holding at most
+// maxGroups group models, recording its telemetry into tt.
+func highcardWithGroups(t *testing.T, maxGroups int) (*iforestProcessor, *componenttest.Telemetry) {
 	tt := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
 	cfg := createDefaultConfig().(*Config)
 	cfg.HighCardinality.Enabled = true
-	cfg.HighCardinality.MaxGroups = 200
+	cfg.HighCardinality.MaxGroups = maxGroups
 	p, err := newProcessor(metadatatest.NewSettings(tt), cfg)
 	require.NoError(t, err)
+	return p, tt
+}
+
+// sendNames has p process one gauge point for each of names at round
+// (every 10 s), of value v(i) for the i-th name.
+func sendNames(t *testing.T, p *iforestProcessor, round int, names []string, v func(i int) float64) {
+	now := time.Unix(1700000000, 0).Add(time.Duration(round) * 10 * time.Second)
+	p.clock = func() time.Time { return now }
+	md := pmetric.NewMetrics()
+	ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
+	for i, n := range names {
+		m := ms.AppendEmpty()
+		m.SetName(n)
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.NewTimestampFromTime(now))
+		dp.SetDoubleValue(v(i))
+	}
+	_, err := p.processMetrics(context.Background(), md)
+	require.NoError(t, err)
+}
+
+// Group models are bounded in high-cardinality mode: a flood of metric
+// names (each its own group) holds at most max_groups models, and the heap
+// stays within the memory estimate, itself within the documented budget.
+func TestHighCardinalityGroupsStayBounded(t *testing.T) {
+	const maxGroups = 200
+	p, tt := highcardWithGroups(t, maxGroups)
 	before := heapInUse()
 	rng := rand.New(rand.NewPCG(6, 6))
-	const names, rounds = 4000, 20
-	base := time.Unix(1700000000, 0)
-	for round := range rounds {
-		now := base.Add(time.Duration(round) * 10 * time.Second)
-		p.clock = func() time.Time { return now }
-		md := pmetric.NewMetrics()
-		ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
-		for i := range names {
-			m := ms.AppendEmpty()
-			m.SetName(fmt.Sprintf("flood.%d", i))
-			dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
-			dp.SetTimestamp(pcommon.NewTimestampFromTime(now))
-			dp.SetDoubleValue(10 + rng.NormFloat64())
-		}
-		_, err := p.processMetrics(context.Background(), md)
-		require.NoError(t, err)
+	names := make([]string, 4000)
+	for i := range names {
+		names[i] = fmt.Sprintf("flood.%d", i)
+	}
+	for round := range 20 {
+		sendNames(t, p, round, names, func(int) float64 { return 10 + rng.NormFloat64() })
 	}
 	held := int64(heapInUse() - before)
 	runtime.KeepAlive(p)
 	mem := telemetrySum(t, tt, "otelcol_processor_iforest_series_memory", nil)
 	t.Logf("heap held %d B, estimate %d B, groups %d", held, mem, p.grouped.Groups())
-	assert.LessOrEqual(t, p.grouped.Groups(), cfg.HighCardinality.MaxGroups)
+	assert.LessOrEqual(t, p.grouped.Groups(), maxGroups)
 	assert.Equal(t, int64(p.grouped.Groups()), telemetrySum(t, tt, "otelcol_processor_iforest_groups_active", nil), "groups_active reports the group models held")
 	// The documented budget: about 55 KiB per group model at the defaults
 	// (a full window), about 250 B per series, and the groups' shared build
 	// scratch (64 x 36 KiB).
-	budget := int64(cfg.HighCardinality.MaxGroups*55<<10 + names*250 + 64*36<<10)
+	budget := int64(maxGroups*55<<10 + len(names)*250 + 64*36<<10)
 	assert.LessOrEqual(t, mem, budget)
 	assert.LessOrEqual(t, held, budget)
 	assert.Greater(t, held, mem*8/10, "the estimate is not loose")
@@ -155,37 +171,15 @@ func TestHighCardinalityGroupsStayBounded(t *testing.T) {
 // A metric that stops gives its group model's place to a new one at
 // max_groups, and groups_evicted says so.
 func TestHighCardinalityGroupEvictionsAreCounted(t *testing.T) {
-	tt := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
-	cfg := createDefaultConfig().(*Config)
-	cfg.HighCardinality.Enabled = true
-	cfg.HighCardinality.MaxGroups = 2
-	p, err := newProcessor(metadatatest.NewSettings(tt), cfg)
-	require.NoError(t, err)
-	base := time.Unix(1700000000, 0)
-	send := func(round int, names ...string) {
-		now := base.Add(time.Duration(round) * 10 * time.Second)
-		p.clock = func() time.Time { return now }
-		md := pmetric.NewMetrics()
-		ms := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics()
-		for _, n := range names {
-			m := ms.AppendEmpty()
-			m.SetName(n)
-			dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
-			dp.SetTimestamp(pcommon.NewTimestampFromTime(now))
-			dp.SetDoubleValue(float64(10 + round%3))
-		}
-		_, err := p.processMetrics(context.Background(), md)
-		require.NoError(t, err)
-	}
+	p, tt := highcardWithGroups(t, 2)
 	round := 0
 	for ; round < 20; round++ {
-		send(round, "a", "b")
+		sendNames(t, p, round, []string{"a", "b"}, func(int) float64 { return float64(10 + round%3) })
 	}
 	require.Equal(t, 2, p.grouped.Groups())
 	// a stops; c starts and, once its series is warm, takes a's place.
 	for ; round < 40; round++ {
-		send(round, "b", "c")
+		sendNames(t, p, round, []string{"b", "c"}, func(int) float64 { return float64(10 + round%3) })
 	}
 	limit := attribute.NewSet(attribute.String("reason", "limit"))
 	assert.Equal(t, int64(1), telemetrySum(t, tt, "otelcol_processor_iforest_groups_evicted", &limit))
