@@ -103,12 +103,16 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 go build -o "$LOAD" ./cmd/iforest-replay
 
+# stop_pid stops a process this script started, if it still runs.
+stop_pid() {
+  if [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; then
+    kill "$1"
+    wait "$1" 2>/dev/null || true
+  fi
+}
 COLLECTOR_PID=
 stop_collector() {
-  if [[ -n $COLLECTOR_PID ]] && kill -0 "$COLLECTOR_PID" 2>/dev/null; then
-    kill "$COLLECTOR_PID"
-    wait "$COLLECTOR_PID" 2>/dev/null || true
-  fi
+  stop_pid "$COLLECTOR_PID"
   COLLECTOR_PID=
 }
 trap stop_collector EXIT
@@ -187,10 +191,7 @@ if [[ $mode == pipeline ]]; then
   SINK_URL=http://127.0.0.1:$IFOREST_BENCH_SINK_METRICS_PORT/metrics
   SINK_PID=
   stop_sink() {
-    if [[ -n $SINK_PID ]] && kill -0 "$SINK_PID" 2>/dev/null; then
-      kill "$SINK_PID"
-      wait "$SINK_PID" 2>/dev/null || true
-    fi
+    stop_pid "$SINK_PID"
     SINK_PID=
   }
   trap 'stop_collector; stop_sink' EXIT
