@@ -16,18 +16,20 @@ import (
 //
 // They read nodes through unsafe pointers to avoid a bounds check per step.
 // A lane is one byte offset into the forest's slab, and a step adds the
-// node's relative child link to it, so all eight lanes, the slab base and
-// the key fit in registers. This is sound because trees are only built by
-// Build/ImportTree/DecodeTree, which guarantee that every internal node's
-// children are inside its tree, and a forest's trees change only under its
-// owner's lock (never during a walk); the walks start at a root and only
-// ever follow child links or stay on a leaf.
+// split's size, or the words of its left subtree too, so all eight lanes,
+// the slab base and the key fit in registers. This is sound because trees
+// are only built by Build/ImportTree/DecodeTree, which guarantee that every
+// split's children are inside its tree, and a forest's trees change only
+// under its owner's lock (never during a walk); the walks start at a root
+// and only ever follow child links or stay on a leaf. A step reads a
+// split's first two words whatever the node is: after a tree's last leaf
+// come another tree's words or the slab's pad words.
 //
 // Results equal summing pathLen(t)*t.invC up to the order of the additions.
 
-// at returns the node at byte offset o of the slab that starts at base.
-func at(base unsafe.Pointer, o uintptr) *node {
-	return (*node)(unsafe.Add(base, o))
+// word returns the word at byte offset o of the slab that starts at base.
+func word(base unsafe.Pointer, o uintptr) uint32 {
+	return *(*uint32)(unsafe.Add(base, o))
 }
 
 // lanes8 holds the slab offsets of up to 8 trees walked together: their
@@ -43,7 +45,7 @@ func (o *lanes8) load(trees []treeMeta, pad uintptr) int {
 	steps := 0
 	if len(trees) == len(o) {
 		for j, m := range trees[:len(o)] {
-			o[j] = uintptr(m.off) * 16
+			o[j] = uintptr(m.off) * 4
 			steps = max(steps, int(m.depth))
 		}
 		return steps
@@ -52,15 +54,14 @@ func (o *lanes8) load(trees []treeMeta, pad uintptr) int {
 		o[j] = pad
 	}
 	for j, m := range trees {
-		o[j] = uintptr(m.off) * 16
+		o[j] = uintptr(m.off) * 4
 		steps = max(steps, int(m.depth))
 	}
 	return steps
 }
 
-// padLeaf returns the byte offset of a leaf for load: the slab's last node
-// is one (a node's children follow it).
-func (f *Forest) padLeaf() uintptr { return uintptr(len(f.nodes)-1) * 16 }
+// padLeaf returns the byte offset of the slab's pad leaf, for load.
+func (f *Forest) padLeaf() uintptr { return uintptr(len(f.words)-padWords) * 4 }
 
 // acc accumulates h_t/c(psi_t) in one lane per group slot: independent
 // additions instead of one long dependent chain of 100.
@@ -68,12 +69,7 @@ type acc [8]float64
 
 func (a *acc) add(base unsafe.Pointer, o *lanes8, trees []treeMeta) {
 	for j, m := range trees {
-		n := at(base, o[j])
-		h := n.storedLeafLen()
-		if m.depth == 0 { // a one-node tree: its leaf holds its range
-			h = leafLen(*n)
-		}
-		a[j] += h * m.invC
+		a[j] += leafLen(word(base, o[j])) * invCTable[m.psi]
 	}
 }
 
@@ -82,12 +78,19 @@ func (a *acc) total() float64 {
 }
 
 // sumPathsPlain is the reference: sum_t h_t(x)/c(psi_t) by plain walks.
-func sumPathsPlain(trees []*Tree, x []float64) float64 {
+func (f *Forest) sumPathsPlain(x []float64) float64 {
 	var s float64
-	for _, t := range trees {
-		s += pathLen(t.nodes, x) * t.invC
+	for i := range f.meta {
+		t := f.view(i)
+		s += t.PathLength(x) * t.invC
 	}
 	return s
+}
+
+// splitStep is the byte offset of the next node from a split at o with
+// first word w0: its left child, or its right child if right.
+func splitStep(o uintptr, w0 uint32, right bool) uintptr {
+	return o + splitSize*4 + uintptr(w0>>featBits<<2)&-uintptr(b2i(right))
 }
 
 // One-feature forests compare in the integer domain, which is cheaper than
@@ -123,18 +126,18 @@ func key1(x float64) (key uint32, signed bool) {
 // leaves that loop on themselves, made every step wait: 4-25% slower.
 
 func stepSigned(base unsafe.Pointer, o uintptr, c int32) uintptr {
-	n := at(base, o)
-	next := o + uintptr(int(n.a)+b2i(*(*int32)(unsafe.Pointer(&n.thr)) < c))*16
-	if n.feat == leafFeat {
+	w0 := word(base, o)
+	next := splitStep(o, w0, int32(word(base, o+4)) < c)
+	if isLeaf(w0) {
 		next = o
 	}
 	return next
 }
 
 func stepUnsigned(base unsafe.Pointer, o uintptr, c uint32) uintptr {
-	n := at(base, o)
-	next := o + uintptr(int(n.a)+b2i(*(*uint32)(unsafe.Pointer(&n.thr)) > c))*16
-	if n.feat == leafFeat {
+	w0 := word(base, o)
+	next := splitStep(o, w0, word(base, o+4) > c)
+	if isLeaf(w0) {
 		next = o
 	}
 	return next
@@ -179,7 +182,7 @@ func walk8Unsigned(base unsafe.Pointer, o *lanes8, steps int, c uint32) {
 // sumPaths1 returns sum_t h_t(x0)/c(psi_t) for a one-feature forest.
 func (f *Forest) sumPaths1(x0 float64) float64 {
 	key, signed := key1(x0)
-	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	base := unsafe.Pointer(unsafe.SliceData(f.words))
 	var o lanes8
 	var a acc
 	for trees := f.meta; len(trees) > 0; {
@@ -220,9 +223,11 @@ func prepX(x []float64, cx *[maxFastDims]float32) {
 }
 
 func stepN(base unsafe.Pointer, o uintptr, cx *[maxFastDims]float32) uintptr {
-	n := at(base, o)
-	next := o + uintptr(int(n.a)+b2i(cx[uint8(n.feat)] >= n.thr))*16
-	if n.feat == leafFeat {
+	w0 := word(base, o)
+	// uint8(w0) is the feature of a split (< dims <= maxFastDims); at a
+	// leaf it reads some cx, and the result is not used.
+	next := splitStep(o, w0, cx[uint8(w0)] >= math.Float32frombits(word(base, o+4)))
+	if isLeaf(w0) {
 		next = o
 	}
 	return next
@@ -247,11 +252,11 @@ func walk8N(base unsafe.Pointer, o *lanes8, steps int, cx *[maxFastDims]float32)
 // sumPathsN returns sum_t h_t(x)/c(psi_t); x has the forest's dims.
 func (f *Forest) sumPathsN(x []float64) float64 {
 	if len(x) > maxFastDims {
-		return sumPathsPlain(f.trees, x)
+		return f.sumPathsPlain(x)
 	}
 	var cx [maxFastDims]float32
 	prepX(x, &cx)
-	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	base := unsafe.Pointer(unsafe.SliceData(f.words))
 	var o lanes8
 	var a acc
 	for trees := f.meta; len(trees) > 0; {
