@@ -125,7 +125,7 @@ func (b *Builder) grow(lo, hi, depth int) {
 	b.words = append(b.words, 0, math.Float32bits(thr), encodeRange(thr, mn, mx))
 	b.box(lo, hi)
 	b.grow(lo, mid, depth+1)
-	b.words[at] = uint32(f) | uint32(len(b.words)-at-b.stride())<<featBits
+	b.words[at] = splitWord(f, len(b.words)-at-b.stride())
 	b.grow(mid, hi, depth+1)
 }
 

@@ -278,7 +278,7 @@ func (d *treeDecoder) decode(depth int) error {
 		return fmt.Errorf("%w: threshold -0", ErrCorruptTree)
 	}
 	at := len(d.words)
-	d.words = append(d.words, uint32(feat), math.Float32bits(thr), encodeRange(thr, lo, hi))
+	d.words = append(d.words, 0, math.Float32bits(thr), encodeRange(thr, lo, hi))
 	box, err := d.box(true)
 	if err != nil {
 		return err
@@ -293,6 +293,6 @@ func (d *treeDecoder) decode(depth int) error {
 	if err := d.decode(depth + 1); err != nil {
 		return err
 	}
-	d.words[at] |= uint32(len(d.words)-at-d.stride) << featBits
+	d.words[at] = splitWord(int(feat), len(d.words)-at-d.stride)
 	return d.decode(depth + 1)
 }

@@ -97,10 +97,10 @@ func (im *importer) node(o, depth int) error {
 	// The training data's ranges are not in scikit-learn's arrays; an
 	// unbounded range makes ScoreAsInserted equal Score for these trees.
 	at := len(im.words)
-	im.words = append(im.words, uint32(im.feature[o]), math.Float32bits(floorFloat32(t)), unboundedWord)
+	im.words = append(im.words, 0, math.Float32bits(floorFloat32(t)), unboundedWord)
 	if err := im.node(l, depth+1); err != nil {
 		return err
 	}
-	im.words[at] |= uint32(len(im.words)-at-splitSize) << featBits
+	im.words[at] = splitWord(im.feature[o], len(im.words)-at-splitSize)
 	return im.node(r, depth+1)
 }

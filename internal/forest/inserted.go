@@ -154,27 +154,19 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 	}
 }
 
-// laneCount is how many trees lanes walks at once: 32 covers the
-// detector's default forest in one pass.
-const laneCount = 32
-
-// lanes walks up to laneCount trees in lockstep so that their node loads,
-// which miss the cache once a process holds many models, overlap instead of
-// queueing: a walk costs about depth x memory latency, not trees x depth.
-type lanes struct {
-	o       [laneCount]uintptr // each lane's node, as a byte offset into the slab
-	h, stay [laneCount]float64
-}
-
 // ScoreAsInserted is Score with PathLengthAsInserted: points beyond what a
 // tree has seen score higher the further beyond they are. 0 allocs.
+//
+// Eight trees are walked in lockstep, as Score does (see score.go), each
+// step also testing whether x is outside the split's range and, if so,
+// adding the chance it would have been cut off there.
 func (f *Forest) ScoreAsInserted(x []float64) float64 {
 	if len(f.meta) == 0 {
 		return 0.5
 	}
 	x = x[:f.dims]
 	var sum float64
-	if f.boxed > 0 || f.dims > maxFastDims { // PathLengthAsInserted takes each tree as it is
+	if f.boxed > 0 || f.dims > maxInsertedDims { // PathLengthAsInserted takes each tree as it is
 		for i := range f.meta {
 			t := f.view(i)
 			sum += t.PathLengthAsInserted(x) * t.invC
@@ -182,52 +174,85 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 		return math.Exp2(-sum / float64(len(f.meta)))
 	}
 	// The walk compares in float32, where nodes live: cx routes exactly like
-	// x (see prepX), and x is beyond a node's float32 range exactly when its
-	// float32 rounding rx is (the range's ends are float32 values, and
-	// rounding is monotonic), which is also what cutOffOutside requires. So
-	// a lane step is a few instructions on one node, and more lanes' cache
-	// misses fit in the CPU's reorder window at once.
-	var cx, rx [maxFastDims]float32
-	prepX(x, &cx)
-	for i, v := range x {
-		rx[uint8(i)] = float32(v)
-	}
-	var l lanes
+	// x (see prepX), and x is beyond a split's float32 range exactly when
+	// its float32 rounding rx is (the range's ends are float32 values, and
+	// rounding is monotonic), which is also what cutOffOutside requires.
+	var in walkIn
+	in.prep(x)
 	base := unsafe.Pointer(unsafe.SliceData(f.words))
+	var a acc
 	for trees := f.meta; len(trees) > 0; {
-		n := min(len(trees), laneCount)
-		steps := 0
-		for k, m := range trees[:n] {
-			l.o[k], l.h[k], l.stay[k] = uintptr(m.off)*4, 0, 1
-			steps = max(steps, int(m.depth))
-		}
-		for depth := 1; depth <= steps; depth++ {
-			for k := 0; k < n; k++ {
-				// In bounds: walks follow child links only (see score.go).
-				o := l.o[k]
-				w0 := word(base, o)
-				if isLeaf(w0) {
-					continue
-				}
-				f := uint8(w0) // the feature (< dims <= maxFastDims)
-				thr := math.Float32frombits(word(base, o+4))
-				if lo, hi := decodeRange(word(base, o+8), thr); rx[f] < lo || rx[f] > hi {
-					l.h[k], l.stay[k] = cutOffBeyond(x[f], lo, hi, depth, l.h[k], l.stay[k])
-				}
-				l.o[k] = splitStep(o, w0, cx[f] >= thr)
-			}
-		}
-		for k, m := range trees[:n] {
-			w0 := word(base, l.o[k])
-			h, stay := l.h[k], l.stay[k]
+		ts := trees[:min(len(trees), 8)]
+		steps := in.o.load(ts, f.padLeaf())
+		in.h, in.stay = [8]float64{}, [8]float64{1, 1, 1, 1, 1, 1, 1, 1}
+		walk8Inserted(base, steps, &in)
+		for j, m := range ts {
+			w0 := word(base, in.o[j])
+			h, stay := in.h[j], in.stay[j]
 			if m.depth == 0 && leafSamples(w0) > 1 { // the root is a leaf, with its range
-				lo := math.Float32frombits(word(base, l.o[k]+4))
-				hi := math.Float32frombits(word(base, l.o[k]+8))
+				lo := math.Float32frombits(word(base, in.o[j]+4))
+				hi := math.Float32frombits(word(base, in.o[j]+8))
 				h, stay = cutOff(x[0], lo, hi, 1, h, stay)
 			}
-			sum += (h + stay*leafLen(w0)) * invCTable[m.psi]
+			a[j] += (h + stay*leafLen(w0)) * invCTable[m.psi]
 		}
-		trees = trees[n:]
+		trees = trees[len(ts):]
 	}
-	return math.Exp2(-sum / float64(len(f.meta)))
+	return math.Exp2(-a.total() / float64(len(f.meta)))
+}
+
+// maxInsertedDims bounds the features of the lockstep walk of
+// ScoreAsInserted: its input is small enough that clearing it costs little
+// (the detector's models have one to a few), and a feature index masked to
+// it needs no bounds check. Wider forests take the plain walk.
+const maxInsertedDims = 8
+
+// walkIn is the state of walk8Inserted: x in three forms, the lanes, and
+// each lane's path length so far and chance of not being cut off yet.
+type walkIn struct {
+	cx, rx  [maxInsertedDims]float32
+	x       [maxInsertedDims]float64
+	o       lanes8
+	h, stay [8]float64
+}
+
+// prep sets the three forms of x (len <= maxInsertedDims): cx as prepX
+// does, its float32 rounding rx, and x itself.
+func (in *walkIn) prep(x []float64) {
+	for f, v := range x[:min(len(x), maxInsertedDims)] {
+		in.cx[f], in.rx[f], in.x[f] = routeKey(v), float32(v), v
+	}
+}
+
+// walk8Inserted walks the lanes' trees like walk8N, adding at every split
+// whose range x is outside of the chance it is cut off there (as
+// cutOffBeyond). The lanes are a loop here, not eight copies of the step:
+// the step is too large to be inlined, and a call per step costs more than
+// the lanes' loads. At a leaf a lane stays.
+func walk8Inserted(base unsafe.Pointer, steps int, in *walkIn) {
+	for depth := 1; depth <= steps; depth++ {
+		for k := range in.o {
+			at := in.o[k]
+			w0 := word(base, at)
+			if isLeaf(w0) {
+				continue
+			}
+			f := w0 & (maxInsertedDims - 1) // the feature (< dims <= maxInsertedDims)
+			thr := math.Float32frombits(word(base, at+4))
+			if lo, hi := decodeRange(word(base, at+8), thr); in.rx[f] < lo || in.rx[f] > hi {
+				v := in.x[f]
+				ext := v - float64(hi)
+				if v < float64(lo) {
+					ext = float64(lo) - v
+				}
+				p := ext / (float64(hi) - float64(lo) + ext)
+				if p != p { // ext = +Inf
+					p = 1
+				}
+				in.h[k] += in.stay[k] * p * float64(depth)
+				in.stay[k] *= 1 - p
+			}
+			in.o[k] = splitStep(at, w0, in.cx[f] >= thr)
+		}
+	}
 }

@@ -33,7 +33,7 @@ const (
 //
 // A split is three words:
 //
-//	w0: feature (bits 0-11) | words in its left subtree (bits 12-31)
+//	w0: feature (bits 0-11) | bytes of its left subtree (bits 12-31)
 //	w1: threshold (float32): go left iff x[feature] <= threshold
 //	w2: the range [lo, hi] of the split's training data on its feature,
 //	    relative to the threshold (see encodeRange), for ScoreAsInserted
@@ -55,14 +55,16 @@ const (
 // child needs no link, and the range is 32 bits at about a thousandth of
 // its width. Every walk starts at a root and follows only links a builder
 // or decoder wrote and checked, which is what lets score.go read nodes
-// through unsafe pointers.
+// through unsafe pointers. The layout makes a step cheap: the low byte
+// of the first word is the feature a lockstep walk looks up (255 at a
+// leaf), and the bytes to the right child are one shift away.
 const (
 	featBits  = 12
-	leafMark  = 1<<featBits - 1
-	splitSize = 3 // words of a split without a box
+	leafMark  = 1<<featBits - 1 // the feature of a leaf
+	splitSize = 3               // words of a split without a box
 	maxDepth  = 15
-	// maxSubtree bounds the words of a left subtree (20 bits).
-	maxSubtree = 1<<(32-featBits) - 1
+	// maxSubtree bounds the words of a left subtree.
+	maxSubtree = (1<<(32-featBits) - 1) / 4
 )
 
 func isLeaf(w0 uint32) bool { return w0&leafMark == leafMark }
@@ -71,10 +73,12 @@ func leafWord(depth, samples int) uint32 {
 	return leafMark | uint32(depth)<<featBits | uint32(samples)<<16
 }
 
+func splitWord(feat, leftWords int) uint32 { return uint32(feat) | uint32(4*leftWords)<<featBits }
+
 func leafDepth(w0 uint32) int   { return int(w0 >> featBits & 0xF) }
 func leafSamples(w0 uint32) int { return int(w0 >> 16) }
 func splitFeat(w0 uint32) int   { return int(w0 & leafMark) }
-func leftWords(w0 uint32) int   { return int(w0 >> featBits) }
+func leftWords(w0 uint32) int   { return int(w0>>featBits) / 4 }
 
 // leafLen is h at a leaf: its depth plus c(size), in float64 so that the
 // sum is exact to the last bit of c(size) (this is what scikit-learn
@@ -122,98 +126,78 @@ func normaliser(psi int) float64 {
 // Ranges.
 //
 // A split's data range [lo, hi] contains its threshold t, and is kept as
-// the distances t-lo and hi-t in units of a power of two s: the top 8 bits
-// of w2 are s's float32 exponent, then 12 bits each for ceil((t-lo)/s) and
-// ceil((hi-t)/s). s is the smallest that lets both fit, about a
-// two-thousandth of the larger distance, and the stored range is rounded
-// outwards: it holds the split's data, and is wider than it by at most
-// about a thousandth of its width. (A value just beyond the data by less
-// than that is not cut off, which changes its path length by a thousandth
-// of a level at most.) Decoding is two shifts, two conversions, two
-// multiplications and two additions, and needs nothing but the word and
-// the threshold. Exponent 255 (s = +Inf) stands for an unbounded range:
-// imported trees do not know their data's ranges. (An end within a unit of
-// float32's limit may be kept as infinite.)
+// the distances t-lo and hi-t, each a float32 cut to its top 16 bits (a
+// bfloat16: 8 bits of precision), rounded up: the kept range holds the
+// split's data and is wider than it by less than 1/128 of each distance
+// (a value just beyond the data by less than that is not cut off, which
+// changes its path length by less than a hundredth of a level). Decoding
+// is a shift, a mask and an addition each: it is done at every step of
+// ScoreAsInserted. An unbounded range (imported trees do not know their
+// data's ranges) is kept as infinite distances.
 
-const (
-	rangeBits     = 12
-	rangeMax      = 1<<rangeBits - 1
-	unboundedExp  = 255
-	unboundedWord = unboundedExp<<24 | 1<<rangeBits | 1
-)
+// unboundedWord keeps an unbounded range.
+const unboundedWord = 0x7F80_7F80
 
-// decodeRange returns the range stored in w for threshold thr. The explicit
-// conversions keep the products out of a fused multiply-add, so the result
-// is the same on every platform (the encoder checks it).
+// decodeRange returns the range stored in w for threshold thr.
 func decodeRange(w uint32, thr float32) (lo, hi float32) {
-	s := math.Float32frombits(w >> 1 & 0x7f800000)
-	return thr - float32(float32(w>>rangeBits&rangeMax)*s), thr + float32(float32(w&rangeMax)*s)
+	return thr - math.Float32frombits(w<<16), thr + math.Float32frombits(w&0xFFFF_0000)
 }
 
 // storedRange is decodeRange with an unbounded range as (-Inf, +Inf) also
 // for an infinite threshold (where decodeRange gives a NaN end, which no
 // value is outside of either): what a tree's binary form records.
 func storedRange(w uint32, thr float32) (lo, hi float32) {
-	if w>>24 == unboundedExp {
+	if w == unboundedWord {
 		return float32(math.Inf(-1)), float32(math.Inf(1))
 	}
 	return decodeRange(w, thr)
 }
 
 // encodeRange returns the stored range around thr that holds [lo, hi]
-// (lo <= thr <= hi; infinite ends make it unbounded) with the finest scale,
-// and for it the smallest distances. Encoding a decoded range gives the
-// same word back (snapshots restore exactly): its scale is at least as
-// fine as the one found, and smaller distances do not hold it.
+// (lo <= thr <= hi; infinite ends make it unbounded) with the smallest
+// distances. Encoding a decoded range gives the same word back (snapshots
+// restore exactly): smaller distances do not hold it.
 func encodeRange(thr, lo, hi float32) uint32 {
-	m := max(float64(thr)-float64(lo), float64(hi)-float64(thr))
-	if m != m || math.IsInf(m, 0) || m > math.MaxFloat32 {
-		return unboundedWord
+	dl := minDistance(thr, lo, true)
+	dh := minDistance(thr, hi, false)
+	w := dh<<16 | dl
+	if l, h := decodeRange(w, thr); math.IsInf(float64(l), 0) || math.IsInf(float64(h), 0) {
+		return unboundedWord // what its binary form says: keep it so
 	}
-	eb := 1
-	if m > 0 {
-		// m < 2^(e+1) with m's exponent e, so no scale below 2^(e-12)
-		// holds it in 12 bits; start there.
-		eb = max(1, math.Ilogb(m)-12+127)
-	}
-	for ; eb < unboundedExp; eb++ {
-		s := math.Float32frombits(uint32(eb) << 23)
-		ql, okl := minUnits(thr, lo, s, true)
-		qh, okh := minUnits(thr, hi, s, false)
-		if okl && okh {
-			w := uint32(eb)<<24 | ql<<rangeBits | qh
-			if dl, dh := decodeRange(w, thr); math.IsInf(float64(dl), 0) || math.IsInf(float64(dh), 0) {
-				return unboundedWord // what its binary form says: keep it so
-			}
-			return w
-		}
-	}
-	return unboundedWord
+	return w
 }
 
-// minUnits returns the fewest units s by which thr, moved down to lo (or
-// up to hi), reaches end as decodeRange computes it, if 12 bits hold them.
-func minUnits(thr, end, s float32, lo bool) (uint32, bool) {
-	reaches := func(q float32) bool {
+// bf16Inf is +Inf as a bfloat16.
+const bf16Inf = 0x7F80
+
+// minDistance returns the smallest bfloat16 distance (as bits) by which thr,
+// moved down to lo (or up to hi), reaches end as decodeRange computes it.
+func minDistance(thr, end float32, lo bool) uint32 {
+	reaches := func(q uint32) bool {
+		d := math.Float32frombits(q << 16)
 		if lo {
-			return thr-float32(q*s) <= end
+			return thr-d <= end
 		}
-		return thr+float32(q*s) >= end
+		return thr+d >= end
 	}
-	q := math.Ceil(math.Abs(float64(end)-float64(thr)) / float64(s))
-	if q > rangeMax+1 {
-		return 0, false
+	m := math.Abs(float64(end) - float64(thr))
+	if m != m || m > math.MaxFloat32 {
+		return bf16Inf
 	}
-	// The quotient is computed in float64 and decoding rounds: step to the
-	// exact smallest count (decoding is monotonic in it).
-	u := uint32(q)
-	for u <= rangeMax && !reaches(float32(u)) {
-		u++
+	// A first guess from the distance in float64, rounded up; decoding
+	// rounds, so step to the exact smallest (it is monotonic in the bits).
+	f := float32(m)
+	if float64(f) < m {
+		f = math.Nextafter32(f, float32(math.Inf(1)))
 	}
-	for u > 0 && reaches(float32(u-1)) {
-		u--
+	q := min((math.Float32bits(f)+0xFFFF)>>16, bf16Inf)
+	for q < bf16Inf && !reaches(q) {
+		q++
 	}
-	return u, u <= rangeMax
+	for q > 0 && reaches(q-1) {
+		q--
+	}
+	return q
 }
 
 // Tree is one isolation tree. A tree from Build, ImportTree or DecodeTree
