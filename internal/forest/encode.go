@@ -27,9 +27,10 @@ import (
 // All fixed-width fields are little-endian. Links and leaf depths are not
 // stored: the decoder lays the nodes out exactly as Build does (pre-order),
 // so a tree from Build decodes to the identical Tree, and a link out of
-// range cannot even be expressed. A split's range is kept to about a
-// thousandth of its width (see encodeRange) and written as kept; reading
-// it back keeps it as it was.
+// range cannot even be expressed. A split's range is kept rounded
+// outwards to 8 bits of precision (see encodeRange) and written as kept;
+// reading it back keeps it as it was, and an exact range (a snapshot
+// written before ranges were rounded) is rounded as a new tree's is.
 
 // AppendBinary appends the binary form of t to b (encoding.BinaryAppender).
 func (t *Tree) AppendBinary(b []byte) ([]byte, error) {

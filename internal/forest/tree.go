@@ -52,8 +52,8 @@ const (
 //
 // Words instead of 16-byte nodes with child links halve a model: leaves
 // (half the nodes) hold only what their path length needs, a split's left
-// child needs no link, and the range is 32 bits at about a thousandth of
-// its width. Every walk starts at a root and follows only links a builder
+// child needs no link, and the range is 32 bits: two distances from the
+// threshold to 8 bits of precision (see Ranges). Every walk starts at a root and follows only links a builder
 // or decoder wrote and checked, which is what lets score.go read nodes
 // through unsafe pointers. The layout makes a step cheap: the low byte
 // of the first word is the feature a lockstep walk looks up (255 at a
