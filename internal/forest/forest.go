@@ -403,9 +403,14 @@ func (f *Forest) repack(need int, exact bool) {
 	f.next = len(f.order)
 }
 
-// roomFor is the room of a slab that holds n words: an eighth more, for the
-// next trees being larger and the gaps that replacements leave.
-func roomFor(n int) int { return n + n/8 + 64 }
+// roomFor is the room of a slab that holds n words: about 3% more, for
+// the next trees being larger and the gaps that replacements leave, and
+// whatever else the allocator's size class for that holds (it would be
+// set aside anyway). When a replacement finds no gap, the trees are moved
+// together (a copy of a few KB, rare: see TestRoundRobinRebuildsRarelyMove).
+func roomFor(n int) int {
+	return heapsize.Of(4*(n+n/32+16+padWords), false)/4 - padWords
+}
 
 // overlaps reports whether t's words are a view into slab.
 func overlaps(slab, t []uint32) bool {
