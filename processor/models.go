@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/otel-iforest/iforest/internal/detector"
+	"github.com/otel-iforest/iforest/internal/forest"
 	"github.com/otel-iforest/iforest/internal/rules"
 )
 
@@ -69,8 +70,11 @@ func (m *ModelConfig) validate(i int, seen map[string]bool) error {
 		errs = append(errs, fmt.Errorf("%s.name: %q is used by another model", key, m.Name))
 	}
 	seen[m.Name] = true
-	if len(m.Features) < 2 {
+	switch {
+	case len(m.Features) < 2:
 		errs = append(errs, fmt.Errorf("%s.features: a model joins at least 2 features, got %d", key, len(m.Features)))
+	case len(m.Features) > forest.MaxFeatures:
+		errs = append(errs, fmt.Errorf("%s.features: a model joins at most %d features, got %d", key, forest.MaxFeatures, len(m.Features)))
 	}
 	names := map[string]bool{}
 	for j, f := range m.Features {

@@ -2,6 +2,7 @@ package iforestprocessor
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -221,6 +222,15 @@ func TestModelConfigErrors(t *testing.T) {
 	cfg.Models = []ModelConfig{hostModel()}
 	cfg.Models[0].Trees = 5000
 	assert.ErrorContains(t, cfg.Validate(), "models[0] (host): trees: must be between 1 and 1000, got 5000")
+	// A tree's split names its feature in 12 bits.
+	wide := hostModel()
+	wide.Features = nil
+	for j := range 4096 {
+		wide.Features = append(wide.Features, FeatureConfig{Metric: fmt.Sprintf("m%d", j)})
+	}
+	cfg.Models = []ModelConfig{wide}
+	assert.ErrorContains(t, cfg.Validate(), "models[0].features: a model joins at most 4095 features, got 4096")
+	cfg.Models = []ModelConfig{hostModel()}
 	// lookback is for one-input series: a joined model's small window is
 	// not checked against it.
 	cfg.Models[0].Trees, cfg.Models[0].WindowSize, cfg.Models[0].Warmup = 32, 16, 8

@@ -571,7 +571,7 @@ func (d *Detector) learn(sc *scratch, s *series, x []float64, v Verdict) (resize
 	if s.forest == nil {
 		s.forest = forest.New(s.fdims, nil)
 	}
-	if n := len(s.forest.Trees()); n < d.cfg.Trees {
+	if n := s.forest.Len(); n < d.cfg.Trees {
 		for i := 0; i < d.growPerPoint && n+i < d.cfg.Trees; i++ {
 			s.forest.Add(d.sample(sc, s))
 		}

@@ -30,7 +30,7 @@ func TestWarmupThenScores(t *testing.T) {
 	assert.Equal(t, cfg.Threshold, v.Threshold)
 	// The forest is complete exactly when warm-up ends.
 	s := d.shards[1%uint64(cfg.Shards)].series[1]
-	assert.Len(t, s.forest.Trees(), cfg.Trees)
+	assert.Equal(t, cfg.Trees, s.forest.Len())
 }
 
 // The seed tutorial's scenario, generated: every spike must be flagged at its

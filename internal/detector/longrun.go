@@ -35,24 +35,27 @@ type longRun struct {
 	held      []heldPoint // points of the open incident, not learned yet
 	heldSince int64       // time of the first held point
 	heldDev   float64     // sum of the held points' departures from their predictions
-	accepted  bool        // the open incident lasted NewNormalAfter: learn as usual
-	run       int32       // consecutive flagged points
 
-	spread   float64 // mean absolute residual of the points learned
-	spreadN  int32
-	quantum  float64 // smallest change between two values seen
-	prev     float64 // the previous value
-	step     float64 // usual seconds between points (moving average)
-	tlast    int64   // time of the previous point
-	negative bool    // a value below 0 was seen
-	aboveOne bool    // a value above 1 was seen (a utilisation in percent)
+	spread  float64 // mean absolute residual of the points learned
+	quantum float64 // smallest change between two values seen
+	prev    float64 // the previous value
+	step    float64 // usual seconds between points (moving average)
+	tlast   int64   // time of the previous point
 
 	// For the point being judged.
-	pred   [numPred]float64
-	predOK [numPred]bool
-	base   float64 // what its context predicts
-	value  float64 // its value, before the residual
-	u      float64 // its surprise, for the calibration; -1 if not counted
+	pred  [numPred]float64
+	base  float64 // what its context predicts
+	value float64 // its value, before the residual
+	u     float64 // its surprise, for the calibration; -1 if not counted
+
+	// The small fields last, together: the struct then fits the
+	// allocator's 2304-byte size class (see TestLongRunSize).
+	run      int32 // consecutive flagged points
+	spreadN  int32
+	accepted bool // the open incident lasted NewNormalAfter: learn as usual
+	negative bool // a value below 0 was seen
+	aboveOne bool // a value above 1 was seen (a utilisation in percent)
+	predOK   [numPred]bool
 }
 
 // heldPoint is a point of an open incident: its residual, and its surprise

@@ -388,3 +388,11 @@ func TestSustainedAnomalyAtACoarseInterval(t *testing.T) {
 	}
 	assert.Empty(t, d.shards[1].series[1].lr.held, "nothing is held at this interval")
 }
+
+// The long-run state's small fields sit together at its end, so that it
+// fits the allocator's 2304-byte size class: scattered, their padding took
+// it past 2304 bytes, and every one-input series paid for the next class
+// (2688).
+func TestLongRunSize(t *testing.T) {
+	assert.LessOrEqual(t, longRunBytes, 2304)
+}

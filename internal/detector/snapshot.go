@@ -197,10 +197,9 @@ func appendSeries(b []byte, key uint64, s *series) []byte {
 	if s.forest == nil {
 		b = le.AppendUint32(b, 0)
 	} else {
-		trees := s.forest.Trees()
-		b = le.AppendUint32(b, uint32(len(trees)))
-		for _, t := range trees {
-			b, _ = t.AppendBinary(b) // never fails
+		b = le.AppendUint32(b, uint32(s.forest.Len()))
+		for i := range s.forest.Len() {
+			b = s.forest.AppendTree(b, i)
 		}
 	}
 

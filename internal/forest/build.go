@@ -10,26 +10,27 @@ import (
 )
 
 // Builder holds scratch space for building trees so that, once warmed up,
-// Build allocates only the returned Tree and its exact-size node slice, and
+// Build allocates only the returned Tree and its exact-size words, and
 // Forest.Rebuild nothing. A Builder is not safe for concurrent use.
 type Builder struct {
 	dims  int
 	idx   []uint16 // row indices of the sample, partitioned in place per node
-	nodes []node   // nodes of the tree under construction
-	// With keepBoxes, boxes holds each node's data range on every feature
-	// (lo, hi pairs, 2*dims per node) for multivariate ScoreAsInserted.
+	words []uint32 // the tree under construction
+	// With keepBoxes, every split carries its data's range on every
+	// feature (lo, hi pairs, 2*dims words) for multivariate ScoreAsInserted.
 	keepBoxes bool
-	boxes     []float32
+	boxes     bool // for the tree under construction
 	// Scratch for picking among non-constant features at a node.
 	cand       []uint16
 	cmin, cmax []float32
 
-	view Tree // the last tree built, a view of nodes and boxes
+	view Tree // the last tree built, a view of words
 
 	// Per-Build state, cleared afterwards so the Builder retains no caller data.
 	sample []float32
 	rng    *rand.Rand
 	limit  int
+	depth  int // deepest leaf so far
 }
 
 // NewBuilder returns a Builder for samples with dims features.
@@ -42,14 +43,16 @@ func NewBuilder(dims int) *Builder {
 
 // MemoryBytes approximates the bytes held by the Builder's scratch space.
 func (b *Builder) MemoryBytes() int {
-	return heapsize.Of(2*cap(b.idx), false) + heapsize.Of(16*cap(b.nodes), false) + heapsize.Of(4*cap(b.boxes), false) +
+	return heapsize.Of(2*cap(b.idx), false) + heapsize.Of(4*cap(b.words), false) +
 		heapsize.Of(2*cap(b.cand), false) + heapsize.Of(4*cap(b.cmin), false) + heapsize.Of(4*cap(b.cmax), false) + 160
 }
 
-// KeepBoxes makes the trees built from now on record each internal node's
-// data range on every feature, not only on its split feature. It costs
-// 8*dims bytes per node and lets ScoreAsInserted see a point that is beyond
-// the data on a feature the node did not split on. Only useful for dims > 1.
+// KeepBoxes makes the trees built from now on record each split's data
+// range on every feature, not only on its split feature. It costs 8*dims
+// bytes per split and lets ScoreAsInserted see a point that is beyond the
+// data on a feature the split is not on. Only useful for dims > 1; a tree
+// too large for its boxes' words to be linked (thousands of features and
+// samples) is built without them.
 func (b *Builder) KeepBoxes(on bool) { b.keepBoxes = on && b.dims > 1 }
 
 // Build builds one isolation tree from all rows of sample (row-major, len =
@@ -82,28 +85,24 @@ func (b *Builder) build(sample []float32, rng *rand.Rand) *Tree {
 	for i := range rows {
 		b.idx = append(b.idx, uint16(i))
 	}
-	b.nodes = append(b.nodes[:0], node{})
-	b.boxes = b.boxes[:0]
-	if b.keepBoxes {
-		b.boxes = append(b.boxes, make([]float32, 2*d)...)
-	}
-	b.grow(0, 0, rows, 0)
+	b.boxes = b.keepBoxes && (rows-1)*(splitSize+2*d)+rows <= maxSubtree
+	b.words, b.depth = b.words[:0], 0
+	b.grow(0, rows, 0)
 	b.sample, b.rng = nil, nil
 	t := &b.view
-	t.init(b.nodes, rows)
-	if b.keepBoxes {
-		t.boxes, t.dims = b.boxes, int32(d)
+	*t = Tree{words: b.words, invC: normaliser(rows), psi: int32(rows), depth: int32(b.depth)}
+	if b.boxes {
+		t.boxDims = int32(d)
 	}
 	return t
 }
 
-// grow fills node ni from the sample rows idx[lo:hi] at the given depth.
-// Children are appended as an adjacent pair, which is what lets a node store
-// a single child index.
-func (b *Builder) grow(ni, lo, hi, depth int) {
+// grow appends the subtree over the sample rows idx[lo:hi] at the given
+// depth, in pre-order: a split, its left subtree, its right subtree.
+func (b *Builder) grow(lo, hi, depth int) {
 	size := hi - lo
 	if size <= 1 || depth >= b.limit {
-		b.leaf(ni, lo, hi, depth)
+		b.leaf(lo, hi, depth)
 		return
 	}
 	f := b.rng.IntN(b.dims)
@@ -115,46 +114,56 @@ func (b *Builder) grow(ni, lo, hi, depth int) {
 		var ok bool
 		f, mn, mx, ok = b.pickNonConstant(lo, hi)
 		if !ok {
-			b.leaf(ni, lo, hi, depth)
+			b.leaf(lo, hi, depth)
 			return
 		}
 	}
 	thr := drawThreshold(mn, mx, b.rng)
 	mid := b.partition(f, thr, lo, hi)
 
-	a := len(b.nodes)
-	b.nodes = append(b.nodes, node{}, node{})
-	b.nodes[ni] = node{thr: thr, a: uint16(a - ni), feat: uint16(f), lo: mn, hi: mx}
-	if b.keepBoxes {
-		box := b.boxes[ni*2*b.dims : (ni+1)*2*b.dims]
-		for g := range b.dims {
-			box[2*g], box[2*g+1] = b.rangeOf(g, lo, hi)
-		}
-		b.boxes = append(b.boxes, make([]float32, 4*b.dims)...)
-	}
-	b.grow(a, lo, mid, depth+1)
-	b.grow(a+1, mid, hi, depth+1)
+	at := len(b.words)
+	b.words = append(b.words, 0, math.Float32bits(thr), encodeRange(thr, mn, mx))
+	b.box(lo, hi)
+	b.grow(lo, mid, depth+1)
+	b.words[at] = splitWord(f, len(b.words)-at-b.stride())
+	b.grow(mid, hi, depth+1)
 }
 
-// leaf makes node ni a leaf over rows idx[lo:hi]. Its data range (on the
-// one feature of a one-feature tree, or its box when boxes are kept) lets
-// ScoreAsInserted see a point beyond what the leaf holds, e.g. a series that
-// was constant until now; other leaves get an unbounded range.
-func (b *Builder) leaf(ni, lo, hi, depth int) {
-	n := node{thr: float32(depth), a: uint16(hi - lo), feat: leafFeat, lo: float32(math.Inf(-1)), hi: float32(math.Inf(1))}
+func (b *Builder) stride() int {
+	if b.boxes {
+		return splitSize + 2*b.dims
+	}
+	return splitSize
+}
+
+// box appends the box of rows idx[lo:hi], if boxes are kept.
+func (b *Builder) box(lo, hi int) {
+	if !b.boxes {
+		return
+	}
+	for g := range b.dims {
+		mn, mx := b.rangeOf(g, lo, hi)
+		b.words = append(b.words, math.Float32bits(mn), math.Float32bits(mx))
+	}
+}
+
+// leaf appends a leaf over rows idx[lo:hi]. A root leaf keeps its data
+// range (on the one feature of a one-feature tree, else unbounded) and its
+// box, so that ScoreAsInserted sees a point beyond what it holds, e.g. a
+// series that was constant until now.
+func (b *Builder) leaf(lo, hi, depth int) {
+	root := len(b.words) == 0
+	b.words = append(b.words, leafWord(depth, hi-lo))
+	b.depth = max(b.depth, depth)
+	if !root {
+		return
+	}
+	mn, mx := float32(math.Inf(-1)), float32(math.Inf(1))
 	if b.dims == 1 {
-		n.lo, n.hi = b.rangeOf(0, lo, hi)
+		mn, mx = b.rangeOf(0, lo, hi)
 	}
-	b.nodes[ni] = n
-	if ni != 0 {
-		b.nodes[ni].setLeafLen()
-	}
-	if b.keepBoxes {
-		box := b.boxes[ni*2*b.dims : (ni+1)*2*b.dims]
-		for g := range b.dims {
-			box[2*g], box[2*g+1] = b.rangeOf(g, lo, hi)
-		}
-	}
+	b.words = append(b.words, math.Float32bits(mn), math.Float32bits(mx))
+	b.box(lo, hi)
 }
 
 // rangeOf returns the min and max of feature f over idx[lo:hi], ignoring NaNs

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 )
 
 // Binary form of a tree, for snapshots of a model's state.
@@ -19,55 +20,67 @@ import (
 //	            leaves' ranges are not kept, written as -Inf, +Inf and
 //	            ignored when read)
 //	  internal: uint16 feature, float32 threshold, float32 lo, float32 hi
-//	  then, with boxes, the node's box: dims (lo, hi) float32 pairs
+//	            (the range the tree keeps, which holds the split's data)
+//	  then, with boxes, the node's box: dims (lo, hi) float32 pairs (a
+//	  leaf below the root has none kept: written as -Inf, +Inf, ignored)
 //
-// All fixed-width fields are little-endian. Child indices and leaf depths are
-// not stored: the decoder lays the nodes out exactly as Build does (children
-// appended as an adjacent pair when their parent is split, left subtree
-// first), so a tree from Build decodes to the identical Tree, and a child
-// index out of range cannot even be expressed.
+// All fixed-width fields are little-endian. Links and leaf depths are not
+// stored: the decoder lays the nodes out exactly as Build does (pre-order),
+// so a tree from Build decodes to the identical Tree, and a link out of
+// range cannot even be expressed. A split's range is kept rounded
+// outwards to 8 bits of precision (see encodeRange) and written as kept;
+// reading it back keeps it as it was, and an exact range (a snapshot
+// written before ranges were rounded) is rounded as a new tree's is.
 
 // AppendBinary appends the binary form of t to b (encoding.BinaryAppender).
 func (t *Tree) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(t.psi))
-	b = binary.AppendUvarint(b, uint64(len(t.nodes)))
+	b = binary.AppendUvarint(b, uint64(t.NumNodes()))
 	var flags byte
-	if t.boxes != nil {
+	if t.boxDims != 0 {
 		flags |= flagBoxes
 	}
 	b = append(b, flags)
-	return t.appendPreorder(b, 0), nil
+	t.each(func(o, _ int) { b = t.appendNode(b, o) })
+	return b, nil
 }
 
 const flagBoxes = 1
 
-func (t *Tree) appendPreorder(b []byte, i int) []byte {
+var (
+	negInf = math.Float32bits(float32(math.Inf(-1)))
+	posInf = math.Float32bits(float32(math.Inf(1)))
+)
+
+func (t *Tree) appendNode(b []byte, o int) []byte {
 	le := binary.LittleEndian
-	n := t.nodes[i]
-	b = le.AppendUint16(b, n.feat)
-	if n.feat == leafFeat {
-		b = le.AppendUint16(b, n.a)
+	w := t.words
+	w0 := w[o]
+	hasBox := t.boxDims != 0
+	if isLeaf(w0) {
+		b = le.AppendUint16(b, 0xFFFF)
+		b = le.AppendUint16(b, uint16(leafSamples(w0)))
+		if o != 0 { // below the root a leaf keeps no range (nor box)
+			b = le.AppendUint32(le.AppendUint32(b, negInf), posInf)
+			for range t.boxDims {
+				b = le.AppendUint32(le.AppendUint32(b, negInf), posInf)
+			}
+			return b
+		}
+		b = le.AppendUint32(le.AppendUint32(b, w[1]), w[2])
 	} else {
-		b = le.AppendUint32(b, math.Float32bits(n.thr))
+		thr := math.Float32frombits(w[o+1])
+		lo, hi := storedRange(w[o+2], thr)
+		b = le.AppendUint16(b, uint16(splitFeat(w0)))
+		b = le.AppendUint32(b, w[o+1])
+		b = le.AppendUint32(le.AppendUint32(b, math.Float32bits(lo)), math.Float32bits(hi))
 	}
-	lo, hi := n.lo, n.hi
-	if n.feat == leafFeat && i != 0 {
-		// Below the root a leaf's range is not kept (setLeafLen).
-		lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
-	}
-	b = le.AppendUint32(b, math.Float32bits(lo))
-	b = le.AppendUint32(b, math.Float32bits(hi))
-	if t.boxes != nil {
-		d := int(t.dims)
-		for _, v := range t.boxes[i*2*d : (i+1)*2*d] {
-			b = le.AppendUint32(b, math.Float32bits(v))
+	if hasBox {
+		for _, v := range w[o+splitSize : o+t.stride()] {
+			b = le.AppendUint32(b, v)
 		}
 	}
-	if n.feat == leafFeat {
-		return b
-	}
-	b = t.appendPreorder(b, i+int(n.a))
-	return t.appendPreorder(b, i+int(n.a)+1)
+	return b
 }
 
 // ErrCorruptTree is wrapped by every DecodeTree error.
@@ -116,9 +129,9 @@ func DecodeTree(b []byte, dims int) (*Tree, int, error) {
 		b:     b[hdr:],
 		dims:  dims,
 		limit: bits.Len(uint(psi - 1)), // Build's height limit, ceil(log2 psi)
-		nodes: make([]node, 1, n),
 		max:   int(n),
 	}
+	stride := splitSize
 	if flags&flagBoxes != 0 {
 		if dims < 2 {
 			return nil, 0, fmt.Errorf("%w: boxes on a one-feature tree", ErrCorruptTree)
@@ -127,20 +140,27 @@ func DecodeTree(b []byte, dims int) (*Tree, int, error) {
 		if rest := uint64(len(b) - hdr); uint64(dims)*n > rest/8 {
 			return nil, 0, fmt.Errorf("%w: %d nodes with boxes cannot fit in %d bytes", ErrCorruptTree, n, rest)
 		}
-		d.boxes = make([]float32, 2*dims*int(n))
+		stride += 2 * dims
+		if (n/2)*uint64(stride)+n/2+1 > maxSubtree {
+			return nil, 0, fmt.Errorf("%w: %d nodes with boxes of %d features are too large to link", ErrCorruptTree, n, dims)
+		}
+		d.boxes = true
 	}
-	if err := d.decode(0, 0); err != nil {
+	d.stride = stride
+	// At most n/2 splits (of stride words) and n/2+1 leaves.
+	d.words = make([]uint32, 0, (n/2)*uint64(stride)+n/2+uint64(stride))
+	if err := d.decode(0); err != nil {
 		return nil, 0, err
 	}
-	if len(d.nodes) != int(n) {
-		return nil, 0, fmt.Errorf("%w: header says %d nodes, found %d", ErrCorruptTree, n, len(d.nodes))
+	if d.nodes != int(n) {
+		return nil, 0, fmt.Errorf("%w: header says %d nodes, found %d", ErrCorruptTree, n, d.nodes)
 	}
 	if d.samples != psi {
 		return nil, 0, fmt.Errorf("%w: leaf sample counts sum to %d, not the sample size %d", ErrCorruptTree, d.samples, psi)
 	}
-	t := newTree(d.nodes, int(psi))
-	if d.boxes != nil {
-		t.boxes, t.dims = d.boxes, int32(dims)
+	t := &Tree{words: slices.Clip(d.words), invC: normaliser(int(psi)), psi: int32(psi), depth: int32(d.depth)}
+	if d.boxes {
+		t.boxDims = int32(dims)
 	}
 	return t, hdr + d.off, nil
 }
@@ -150,9 +170,12 @@ type treeDecoder struct {
 	off     int
 	dims    int
 	limit   int
-	nodes   []node
-	boxes   []float32 // nil without boxes
+	stride  int
+	boxes   bool
+	words   []uint32
 	max     int
+	nodes   int
+	depth   int
 	samples uint64
 }
 
@@ -176,13 +199,14 @@ func (d *treeDecoder) f32() (float32, bool) {
 
 var errTreeTruncated = fmt.Errorf("%w: truncated", ErrCorruptTree)
 
-// box reads node ni's box, if the tree has boxes.
-func (d *treeDecoder) box(ni int) ([]float32, error) {
-	if d.boxes == nil {
+// box reads a node's box, if the tree has boxes, and appends it to the
+// words if keep.
+func (d *treeDecoder) box(keep bool) ([]uint32, error) {
+	if !d.boxes {
 		return nil, nil
 	}
-	box := d.boxes[ni*2*d.dims : (ni+1)*2*d.dims]
-	for i := range box {
+	at := len(d.words)
+	for range 2 * d.dims {
 		v, ok := d.f32()
 		if !ok {
 			return nil, errTreeTruncated
@@ -190,19 +214,28 @@ func (d *treeDecoder) box(ni int) ([]float32, error) {
 		if v != v { // ranges of data: never NaN
 			return nil, fmt.Errorf("%w: NaN in a node's box", ErrCorruptTree)
 		}
-		box[i] = v
+		if keep {
+			d.words = append(d.words, math.Float32bits(v))
+		}
 	}
-	return box, nil
+	if !keep {
+		return nil, nil
+	}
+	return d.words[at:], nil
 }
 
-// decode fills node ni, at depth, and its subtree. Recursion is bounded by
-// the height limit (at most 15).
-func (d *treeDecoder) decode(ni, depth int) error {
+// decode appends the node at depth, and its subtree. Recursion is bounded
+// by the height limit (at most 15).
+func (d *treeDecoder) decode(depth int) error {
+	if d.nodes++; d.nodes > d.max {
+		return fmt.Errorf("%w: more than the %d nodes announced", ErrCorruptTree, d.max)
+	}
+	root := len(d.words) == 0
 	feat, ok := d.u16()
 	if !ok {
 		return errTreeTruncated
 	}
-	if feat == leafFeat {
+	if feat == 0xFFFF {
 		count, ok1 := d.u16()
 		lo, ok2 := d.f32()
 		hi, ok3 := d.f32()
@@ -217,11 +250,12 @@ func (d *treeDecoder) decode(ni, depth int) error {
 			return fmt.Errorf("%w: leaf range [%v, %v]", ErrCorruptTree, lo, hi)
 		}
 		d.samples += uint64(count)
-		d.nodes[ni] = node{thr: float32(depth), a: count, feat: leafFeat, lo: lo, hi: hi}
-		if ni != 0 {
-			d.nodes[ni].setLeafLen() // its range is not used
+		d.depth = max(d.depth, depth)
+		d.words = append(d.words, leafWord(depth, int(count)))
+		if root {
+			d.words = append(d.words, math.Float32bits(lo), math.Float32bits(hi))
 		}
-		_, err := d.box(ni)
+		_, err := d.box(root)
 		return err
 	}
 	if depth >= d.limit {
@@ -244,24 +278,22 @@ func (d *treeDecoder) decode(ni, depth int) error {
 	if math.Float32bits(thr) == 1<<31 {
 		return fmt.Errorf("%w: threshold -0", ErrCorruptTree)
 	}
-	a := len(d.nodes)
-	if a+2 > d.max {
-		return fmt.Errorf("%w: more than the %d nodes announced", ErrCorruptTree, d.max)
-	}
-	d.nodes = append(d.nodes, node{}, node{})
-	d.nodes[ni] = node{thr: thr, a: uint16(a - ni), feat: feat, lo: lo, hi: hi}
-	box, err := d.box(ni)
+	at := len(d.words)
+	d.words = append(d.words, 0, math.Float32bits(thr), encodeRange(thr, lo, hi))
+	box, err := d.box(true)
 	if err != nil {
 		return err
 	}
-	// The box's range on the split feature is the node's own range.
-	// Compared as numbers: -0 and +0 are the same end (which one a range
-	// gets depends on the order of tied values).
-	if box != nil && (box[2*feat] != lo || box[2*feat+1] != hi) {
-		return fmt.Errorf("%w: box [%v, %v] on the split feature differs from the node's range [%v, %v]", ErrCorruptTree, box[2*feat], box[2*feat+1], lo, hi)
+	// The node's range holds its data, the box's range on its feature.
+	if box != nil {
+		blo, bhi := math.Float32frombits(box[2*feat]), math.Float32frombits(box[2*feat+1])
+		if !(lo <= blo && bhi <= hi) {
+			return fmt.Errorf("%w: box [%v, %v] on the split feature outside the node's range [%v, %v]", ErrCorruptTree, blo, bhi, lo, hi)
+		}
 	}
-	if err := d.decode(a, depth+1); err != nil {
+	if err := d.decode(depth + 1); err != nil {
 		return err
 	}
-	return d.decode(a+1, depth+1)
+	d.words[at] = splitWord(int(feat), len(d.words)-at-d.stride)
+	return d.decode(depth + 1)
 }

@@ -12,39 +12,43 @@ import (
 
 // Forest is an ensemble of isolation trees over dims features.
 //
-// The forest owns its trees' storage: the nodes (and boxes) of all trees
-// sit in one slab (in no particular order, see place), and the tree
-// headers in one array. A process that holds thousands of forests scores
-// each point against one forest whose trees would otherwise be scattered
-// over as many heap pages as there are trees; one slab keeps a score's
-// loads on a few pages (fewer TLB and cache misses) and lets a refit
-// replace a tree without allocating.
+// The forest owns its trees' storage: the words of all trees sit in one
+// slab (in no particular order, see place), described by one 12-byte
+// summary per tree. A process that holds thousands of forests scores each
+// point against one forest whose trees would otherwise be scattered over
+// as many heap pages as there are trees; one slab keeps a score's loads on
+// a few pages (fewer TLB and cache misses) and lets a refit replace a tree
+// without allocating.
 //
 // Score, ScoreAsInserted and Attribution only read the forest and may run
 // concurrently with each other; SetTree, Rebuild and Add mutate it (in
 // place) and must be synchronised by the owner.
 type Forest struct {
-	dims  int
-	trees []*Tree // trees[i] == &hdr[i]
-	hdr   []Tree  // headers; their nodes and boxes are views into the slabs
-	nodes []node
-	boxes []float32
-	// meta repeats what the walks need of each tree (where its nodes start
-	// in the slab, its depth and normaliser) in 16 bytes instead of the
-	// 72-byte header, so that a score of a forest that is not in cache
-	// loads 8 lines of it for 32 trees rather than 36.
-	meta []treeMeta
-	// order lists the trees by their place in the slabs (see place); next
+	dims int
+	meta []treeMeta // by tree index
+	// words is the slab. Its last padWords words are not a tree's: a leaf
+	// that short lane groups park on (see score.go), and room for the
+	// walks' reads past a leaf.
+	words []uint32
+	// order lists the trees by their place in the slab (see place); next
 	// is where in it the search for room for the next tree starts.
 	order []int32
 	next  int
+	boxed int // trees with boxes: the walks take each tree as it is
 }
 
+// treeMeta is what the walks need of a tree, in 12 bytes: 32 trees' fit in
+// six cache lines.
 type treeMeta struct {
-	off   int32 // index of the tree's root in nodes
-	depth int32
-	invC  float64
+	off   uint32 // the tree's first word in the slab
+	size  uint32 // its words
+	psi   uint16 // sample size (MaxSampleSize fits)
+	depth uint8
+	boxed bool
 }
+
+// padWords: see Forest.words.
+const padWords = 3
 
 // New returns a forest over dims features made of copies of trees. It
 // panics if dims is out of range or a tree splits on a feature >= dims,
@@ -53,14 +57,39 @@ func New(dims int, trees []*Tree) *Forest {
 	if dims < 1 || dims > MaxFeatures {
 		panic(fmt.Sprintf("forest: dims %d out of range [1, %d]", dims, MaxFeatures))
 	}
-	f := &Forest{dims: dims, hdr: make([]Tree, 0, len(trees)), order: make([]int32, 0, len(trees))}
-	for i, t := range trees {
+	f := &Forest{dims: dims}
+	need := 0
+	for _, t := range trees {
 		f.check(t)
-		f.hdr = append(f.hdr, *t) // views of t: pack copies them into the slabs
-		f.order = append(f.order, int32(i))
+		need += len(t.words)
 	}
-	f.pack(0, false)
+	f.meta = make([]treeMeta, 0, len(trees))
+	f.order = make([]int32, 0, len(trees))
+	f.words = make([]uint32, 0, need+padWords)
+	for i, t := range trees {
+		f.meta = append(f.meta, f.summary(uint32(len(f.words)), t))
+		f.order = append(f.order, int32(i))
+		f.words = append(f.words, t.words...)
+		if t.boxDims != 0 {
+			f.boxed++
+		}
+	}
+	f.pad()
+	f.next = len(f.order)
 	return f
+}
+
+func (f *Forest) summary(off uint32, t *Tree) treeMeta {
+	return treeMeta{off: off, size: uint32(len(t.words)), psi: uint16(t.psi), depth: uint8(t.depth), boxed: t.boxDims != 0}
+}
+
+// pad appends the pad words to a slab that holds trees up to its length.
+func (f *Forest) pad() {
+	if len(f.meta) == 0 {
+		f.words = f.words[:0]
+		return
+	}
+	f.words = append(f.words, leafWord(0, 0), 0, 0)
 }
 
 // Options configures Fit.
@@ -103,7 +132,7 @@ func Fit(data []float32, dims int, opts Options) *Forest {
 	s := newSampler(rows, psi)
 	sample := make([]float32, psi*dims)
 	f := New(dims, nil)
-	f.hdr = make([]Tree, 0, nTrees)
+	f.meta = make([]treeMeta, 0, nTrees)
 	f.order = make([]int32, 0, nTrees)
 	for i := range nTrees {
 		pcg.Seed(opts.Seed, pcgStream^mix64(uint64(i)))
@@ -161,10 +190,43 @@ func (s *sampler) draw(rng *rand.Rand, data []float32, dims int, dst []float32) 
 	}
 }
 
-// Trees returns the forest's trees (the internal slice; do not modify). The
-// trees are views into the forest's storage: they change when the forest
-// does (SetTree, Rebuild, Add), so a caller must not keep them past that.
-func (f *Forest) Trees() []*Tree { return f.trees }
+// Len returns the number of trees.
+func (f *Forest) Len() int { return len(f.meta) }
+
+// Tree returns tree i, a view into the forest's storage: it changes when
+// the forest does (SetTree, Rebuild, Add), so a caller must not keep it
+// past that.
+func (f *Forest) Tree(i int) *Tree {
+	t := f.view(i)
+	return &t
+}
+
+// view is Tree without an allocation.
+func (f *Forest) view(i int) Tree {
+	m := f.meta[i]
+	t := Tree{words: f.words[m.off : m.off+m.size : m.off+m.size], invC: invCTable[m.psi], psi: int32(m.psi), depth: int32(m.depth)}
+	if m.boxed {
+		t.boxDims = int32(f.dims)
+	}
+	return t
+}
+
+// Trees returns views of the forest's trees (see Tree), in a new slice.
+func (f *Forest) Trees() []*Tree {
+	out := make([]*Tree, len(f.meta))
+	for i := range out {
+		out[i] = f.Tree(i)
+	}
+	return out
+}
+
+// AppendTree appends the binary form of tree i to b (see Tree.AppendBinary)
+// without allocating a view.
+func (f *Forest) AppendTree(b []byte, i int) []byte {
+	t := f.view(i)
+	b, _ = t.AppendBinary(b)
+	return b
+}
 
 // Dims returns the number of features.
 func (f *Forest) Dims() int { return f.dims }
@@ -186,8 +248,8 @@ func (f *Forest) Rebuild(i int, b *Builder, sample []float32, rng *rand.Rand) {
 // Add appends a tree built by b from sample (as b.Build would).
 func (f *Forest) Add(b *Builder, sample []float32, rng *rand.Rand) {
 	t := f.built(b, sample, rng)
-	f.hdr = append(f.hdr, Tree{})
-	f.place(len(f.hdr)-1, t)
+	f.meta = append(f.meta, treeMeta{})
+	f.place(len(f.meta)-1, t)
 }
 
 // built builds a tree into b's scratch space and returns a view of it,
@@ -200,11 +262,11 @@ func (f *Forest) built(b *Builder, sample []float32, rng *rand.Rand) *Tree {
 }
 
 func (f *Forest) check(t *Tree) {
-	if t == nil || len(t.nodes) == 0 {
+	if t == nil || len(t.words) == 0 {
 		panic("forest: nil or empty tree")
 	}
-	if t.boxes != nil && (int(t.dims) != f.dims || len(t.boxes) != 2*f.dims*len(t.nodes)) {
-		panic(fmt.Sprintf("forest: tree has boxes over %d features but forest has %d", t.dims, f.dims))
+	if t.boxDims != 0 && int(t.boxDims) != f.dims {
+		panic(fmt.Sprintf("forest: tree has boxes over %d features but forest has %d", t.boxDims, f.dims))
 	}
 	if m := t.maxFeature(); m >= f.dims {
 		panic(fmt.Sprintf("forest: tree splits on feature %d but forest has %d dims", m, f.dims))
@@ -213,45 +275,53 @@ func (f *Forest) check(t *Tree) {
 
 // Storage.
 //
-// A tree's place in the slabs has nothing to do with its index: meta[i].off
-// says where tree i's nodes start, and its boxes (when kept) start at
-// 2*dims times that in the box slab. place puts a new tree into the first
-// gap between live trees that holds it, searching from the one after the
-// tree placed last, and leaves the nodes of the tree it replaces as
-// garbage; only when no gap holds it does pack move the live trees
-// together. The detector replaces its trees round-robin, oldest first, so
-// the gap after the tree placed last is where the oldest trees were: the
-// slab works as a ring, and a replacement copies one tree, where moving
-// every tree after it used to copy half the forest (and rewrite every
-// header). Scores do not depend on where trees are: every walk sums over
-// the trees in index order.
+// A tree's place in the slab has nothing to do with its index: meta[i].off
+// says where tree i's words start. place puts a new tree into the first gap
+// between live trees that holds it, searching from the one after the tree
+// placed last, and leaves the words of the tree it replaces as garbage;
+// only when no gap holds it does pack move the live trees together. The
+// detector replaces its trees round-robin, oldest first, so the gap after
+// the tree placed last is where the oldest trees were: the slab works as a
+// ring, and a replacement copies one tree, where moving every tree after it
+// used to copy half the forest. Scores do not depend on where trees are:
+// every walk sums over the trees in index order.
 
-// place copies t into the slabs as tree i (an added tree's header is empty).
+// limit is the end of the slab's room for trees.
+func (f *Forest) limit() int { return max(len(f.words)-padWords, 0) }
+
+// place copies t into the slab as tree i (an added tree's summary is empty).
 func (f *Forest) place(i int, t *Tree) {
-	if overlaps(f.nodes, t.nodes) {
-		t = t.clone() // t is one of ours: copy it out before the slabs move
+	if overlaps(f.words, t.words) {
+		t = t.clone() // t is one of ours: copy it out before the slab moves
 	}
-	if len(f.hdr[i].nodes) > 0 {
+	if f.meta[i].size > 0 {
 		f.unlist(int32(i))
+		if f.meta[i].boxed {
+			f.boxed--
+		}
 	}
-	n := len(t.nodes)
+	n := len(t.words)
 	k, off := f.fit(n)
-	if k < 0 || t.boxes != nil && (off+n)*2*f.dims > cap(f.boxes) {
-		f.pack(n, t.boxes != nil)
-		k, off = len(f.order), len(f.nodes)
+	if k < 0 {
+		f.pack(n)
+		k, off = len(f.order), f.end()
 	}
-	f.nodes = f.nodes[:max(len(f.nodes), off+n)]
-	copy(f.nodes[off:], t.nodes)
-	if t.boxes != nil {
-		bo := off * 2 * f.dims
-		f.boxes = f.boxes[:max(len(f.boxes), bo+len(t.boxes))]
-		copy(f.boxes[bo:], t.boxes)
-	}
+	copy(f.words[off:], t.words)
 	f.order = slices.Insert(f.order, k, int32(i))
 	f.next = k + 1
-	f.hdr[i] = *t
-	f.index()
-	f.view(i, off)
+	f.meta[i] = f.summary(uint32(off), t)
+	if t.boxDims != 0 {
+		f.boxed++
+	}
+}
+
+// end is where the last tree in the slab ends.
+func (f *Forest) end() int {
+	if len(f.order) == 0 {
+		return 0
+	}
+	m := f.meta[f.order[len(f.order)-1]]
+	return int(m.off + m.size)
 }
 
 // unlist removes tree k from f.order.
@@ -263,18 +333,18 @@ func (f *Forest) unlist(k int32) {
 	}
 }
 
-// fit finds a gap of at least n nodes in the node slab (up to its
-// capacity), searching from gap f.next on and wrapping around. Gap g lies
-// before the tree f.order[g] (gap len(f.order): after the last tree). It
-// returns g and the gap's start, or -1 if no gap is large enough.
+// fit finds a gap of at least n words in the slab, searching from gap
+// f.next on and wrapping around. Gap g lies before the tree f.order[g]
+// (gap len(f.order): after the last tree). It returns g and the gap's
+// start, or -1 if no gap is large enough.
 func (f *Forest) fit(n int) (g, off int) {
 	m := len(f.order)
 	for j := 0; j <= m; j++ {
 		g := (f.next + j) % (m + 1)
-		start, limit := 0, cap(f.nodes)
+		start, limit := 0, f.limit()
 		if g > 0 {
-			prev := f.order[g-1]
-			start = int(f.meta[prev].off) + len(f.hdr[prev].nodes)
+			prev := f.meta[f.order[g-1]]
+			start = int(prev.off + prev.size)
 		}
 		if g < m {
 			limit = int(f.meta[f.order[g]].off)
@@ -286,130 +356,79 @@ func (f *Forest) fit(n int) (g, off int) {
 	return -1, 0
 }
 
-// index sizes the pointer slice and the summaries to the headers (after
-// Add) and points the pointers at the headers (which Add may have moved).
-func (f *Forest) index() {
-	if len(f.trees) == len(f.hdr) && (len(f.hdr) == 0 || f.trees[0] == &f.hdr[0]) {
-		return
-	}
-	if cap(f.trees) < len(f.hdr) {
-		f.trees = make([]*Tree, len(f.hdr), cap(f.hdr))
-	}
-	f.trees = f.trees[:len(f.hdr)]
-	for k := range f.hdr {
-		f.trees[k] = &f.hdr[k]
-	}
-	if cap(f.meta) < len(f.hdr) {
-		f.meta = append(make([]treeMeta, 0, cap(f.hdr)), f.meta...)
-	}
-	f.meta = f.meta[:len(f.hdr)]
+// pack moves the live trees to the slab's front, in slab order, and makes
+// room after them for extra more words: in place when they fit, else in a
+// slab grown by an eighth.
+func (f *Forest) pack(extra int) {
+	f.repack(f.live()+extra, false)
 }
 
-// view points tree i's header at its nodes at off (and its boxes at
-// 2*dims*off) and refreshes its summary.
-func (f *Forest) view(i, off int) {
-	h := &f.hdr[i]
-	n := len(h.nodes)
-	h.nodes = f.nodes[off : off+n : off+n]
-	if h.boxes != nil {
-		bo, b := off*2*f.dims, len(h.boxes)
-		h.boxes = f.boxes[bo : bo+b : bo+b]
-	}
-	f.meta[i] = treeMeta{off: int32(off), depth: h.depth, invC: h.invC}
-	f.trees[i] = h
-}
-
-// pack moves the live trees to the slabs' front, in slab order, and makes
-// room after them for extra more nodes (and their boxes, if boxes): in
-// place when they fit, else in slabs grown by an eighth.
-func (f *Forest) pack(extra int, boxes bool) {
-	live, liveBoxes := f.live()
-	f.repack(live+extra, false, boxes || liveBoxes)
-}
-
-// compact drops the slabs' garbage and room for growth (a fitted forest
+// compact drops the slab's garbage and room for growth (a fitted forest
 // does not change).
 func (f *Forest) compact() {
-	live, boxes := f.live()
-	f.repack(live, true, boxes)
+	f.repack(f.live(), true)
 }
 
-// live returns how many nodes the trees have and whether any has boxes.
-func (f *Forest) live() (nodes int, boxes bool) {
+// live returns how many words the trees in the slab have.
+func (f *Forest) live() int {
+	n := 0
 	for _, k := range f.order {
-		nodes += len(f.hdr[k].nodes)
-		boxes = boxes || f.hdr[k].boxes != nil
+		n += int(f.meta[k].size)
 	}
-	return nodes, boxes
+	return n
 }
 
-// repack lays the live trees out from the slabs' start in slab order, with
-// room for need nodes: in the current slabs when they are large enough,
-// else in new ones grown by an eighth; exact slabs hold need and no more.
-func (f *Forest) repack(need int, exact, boxes bool) {
-	nodes, bx := f.nodes, f.boxes
-	if exact && cap(nodes) != need {
-		nodes = make([]node, 0, need)
-	} else if need > cap(nodes) {
-		nodes = make([]node, 0, roomFor(need))
-	}
-	w := 2 * f.dims
+// repack lays the live trees out from the slab's start in slab order, with
+// room for need words: in the current slab when it is large enough, else
+// in a new one grown by an eighth; an exact slab holds need and no more.
+func (f *Forest) repack(need int, exact bool) {
+	words := f.words
 	switch {
-	case !boxes:
-		bx = nil
-	case cap(bx) < cap(nodes)*w || exact && cap(bx) != cap(nodes)*w:
-		bx = make([]float32, 0, cap(nodes)*w)
+	case exact && f.limit() != need:
+		words = make([]uint32, need+padWords)
+	case need > f.limit():
+		words = make([]uint32, roomFor(need)+padWords)
 	}
-	nodes, bx = nodes[:0], bx[:0]
+	at := 0
 	for _, k := range f.order {
 		// In place, sources are at or after their destinations (slab
 		// order), so a copy (a memmove) never overwrites a tree not yet moved.
-		h := &f.hdr[k]
-		at := len(nodes)
-		nodes = append(nodes, h.nodes...)
-		if h.boxes != nil {
-			bx = append(bx[:at*w], h.boxes...)
-		}
+		m := &f.meta[k]
+		copy(words[at:], f.words[m.off:m.off+m.size])
+		m.off = uint32(at)
+		at += int(m.size)
 	}
-	f.nodes, f.boxes = nodes, bx
-	f.reslice()
-}
-
-// roomFor is the capacity of a slab that holds n nodes: an eighth more,
-// for the next trees being larger and the gaps that replacements leave.
-func roomFor(n int) int { return n + n/8 + 16 }
-
-// reslice points every header at its tree's place in the slabs, which
-// follow f.order from the slabs' start (after repack), and refreshes the
-// summaries and the pointer slice.
-func (f *Forest) reslice() {
-	f.index()
-	at := 0
-	for _, k := range f.order {
-		f.view(int(k), at)
-		at += len(f.hdr[k].nodes)
-	}
+	f.words = words
+	f.words[len(f.words)-padWords] = leafWord(0, 0)
 	f.next = len(f.order)
 }
 
-// overlaps reports whether t's nodes are a view into slab.
-func overlaps(slab, t []node) bool {
+// roomFor is the room of a slab that holds n words: about 3% more, for
+// the next trees being larger and the gaps that replacements leave, and
+// whatever else the allocator's size class for that holds (it would be
+// set aside anyway). When a replacement finds no gap, the trees are moved
+// together (a copy of a few KB, rare: see TestRoundRobinRebuildsRarelyMove).
+func roomFor(n int) int {
+	return heapsize.Of(4*(n+n/32+16+padWords), false)/4 - padWords
+}
+
+// overlaps reports whether t's words are a view into slab.
+func overlaps(slab, t []uint32) bool {
 	if len(t) == 0 || cap(slab) == 0 {
 		return false
 	}
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(slab)))
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(t)))
-	return p >= start && p < start+uintptr(cap(slab))*unsafe.Sizeof(node{})
+	return p >= start && p < start+uintptr(cap(slab))*4
 }
 
-// MemoryBytes approximates the heap retained by the forest: the slabs, the
-// tree headers and summaries, the tree pointer slice and the Forest header,
-// each rounded up as the allocator does.
+// MemoryBytes approximates the heap retained by the forest: the slab, the
+// tree summaries and order and the Forest header, each rounded up as the
+// allocator does.
 func (f *Forest) MemoryBytes() int {
-	return heapsize.Of(int(unsafe.Sizeof(Forest{})), true) + heapsize.Of(8*cap(f.trees), true) +
-		heapsize.Of(int(unsafe.Sizeof(Tree{}))*cap(f.hdr), true) +
+	return heapsize.Of(int(unsafe.Sizeof(Forest{})), true) +
 		heapsize.Of(int(unsafe.Sizeof(treeMeta{}))*cap(f.meta), false) + heapsize.Of(4*cap(f.order), false) +
-		heapsize.Of(int(unsafe.Sizeof(node{}))*cap(f.nodes), false) + heapsize.Of(4*cap(f.boxes), false)
+		heapsize.Of(4*cap(f.words), false)
 }
 
 // Score returns the anomaly score s(x) = 2^(-mean_t(h_t(x)/c(psi_t))) in
@@ -417,14 +436,17 @@ func (f *Forest) MemoryBytes() int {
 // least Dims() elements. A forest without trees scores 0.5. Score does not
 // allocate.
 func (f *Forest) Score(x []float64) float64 {
-	n := len(f.trees)
+	n := len(f.meta)
 	if n == 0 {
 		return 0.5
 	}
 	var sum float64
-	if f.dims == 1 {
+	switch {
+	case f.boxed > 0:
+		sum = f.sumPathsPlain(x[:f.dims])
+	case f.dims == 1:
 		sum = f.sumPaths1(x[0])
-	} else {
+	default:
 		sum = f.sumPathsN(x[:f.dims])
 	}
 	return math.Exp2(-sum / float64(n))
@@ -449,35 +471,40 @@ func (f *Forest) Score(x []float64) float64 {
 // spreads much of the credit over the random splits that precede the
 // isolating one.
 //
-// Sample counts of internal nodes are not stored (the 16-byte node has no
-// room), so each tree's off-path subtrees are summed on the fly: the cost is
-// O(total nodes), tens of microseconds for 100 trees of psi=256. Call it for
-// flagged points, not every point. If no split on any path isolates
-// anything (e.g. constant training data), every feature gets 1/Dims().
+// Sample counts of splits are not stored, so each tree's off-path subtrees
+// are summed on the fly: the cost is O(total nodes), tens of microseconds
+// for 100 trees of psi=256. Call it for flagged points, not every point. If
+// no split on any path isolates anything (e.g. constant training data),
+// every feature gets 1/Dims().
 func (f *Forest) Attribution(x []float64, out []float64) {
 	out = out[:f.dims]
 	x = x[:f.dims]
 	clear(out)
-	for _, t := range f.trees {
-		h := pathLen(t.nodes, x)
+	for i := range f.meta {
+		t := f.view(i)
+		stride := t.stride()
+		h := pathLen(t.words, stride, x)
 		if h <= 0 {
 			continue
 		}
 		w := 1 / h
-		nodes := t.nodes
+		words := t.words
 		nv := int(t.psi) // every tree's leaf counts sum to its sample size
-		i := 0
+		o := 0
 		for {
-			n := nodes[i]
-			if n.feat == leafFeat {
+			w0 := words[o]
+			if isLeaf(w0) {
 				break
 			}
-			left := i + int(n.a)
-			child := left + b2i(x[n.feat] > float64(n.thr))
-			sib := left*2 + 1 - child // the other child
-			nc := max(nv-subtreeCount(nodes, sib), 1)
-			out[n.feat] += w * math.Log2(float64(nv)/float64(nc))
-			nv, i = nc, child
+			feat := splitFeat(w0)
+			left, right := o+stride, o+stride+leftWords(w0)
+			child, sib := left, right
+			if x[feat] > float64(math.Float32frombits(words[o+1])) {
+				child, sib = right, left
+			}
+			nc := max(nv-subtreeCount(words, stride, sib), 1)
+			out[feat] += w * math.Log2(float64(nv)/float64(nc))
+			nv, o = nc, child
 		}
 	}
 	var total float64
@@ -497,11 +524,12 @@ func (f *Forest) Attribution(x []float64, out []float64) {
 	}
 }
 
-// subtreeCount returns the number of training samples under node i.
-func subtreeCount(nodes []node, i int) int {
-	n := nodes[i]
-	if n.feat == leafFeat {
-		return int(n.a)
+// subtreeCount returns the number of training samples under the node at o
+// (not a root).
+func subtreeCount(words []uint32, stride, o int) int {
+	w0 := words[o]
+	if isLeaf(w0) {
+		return leafSamples(w0)
 	}
-	return subtreeCount(nodes, i+int(n.a)) + subtreeCount(nodes, i+int(n.a)+1)
+	return subtreeCount(words, stride, o+stride) + subtreeCount(words, stride, o+stride+leftWords(w0))
 }

@@ -61,68 +61,55 @@ func TestDeterminism(t *testing.T) {
 		}
 	}
 	assert.Greater(t, differ, 400, "a different seed should change almost every score")
-	for i := range a.Trees() {
-		require.Equal(t, a.Trees()[i].nodes, b.Trees()[i].nodes)
-		assert.NotEqual(t, a.Trees()[i].nodes, c.Trees()[i].nodes)
+	for i := range a.Len() {
+		require.Equal(t, a.Tree(i).words, b.Tree(i).words)
+		assert.NotEqual(t, a.Tree(i).words, c.Tree(i).words)
 	}
 	// Tree i depends only on (seed, i): a prefix of a larger forest is the
 	// smaller forest.
 	d := Fit(data, 3, Options{Trees: 20, SampleSize: 128, Seed: 7})
-	for i := range d.Trees() {
-		require.Equal(t, a.Trees()[i].nodes, d.Trees()[i].nodes)
+	for i := range d.Len() {
+		require.Equal(t, a.Tree(i).words, d.Tree(i).words)
 	}
 }
 
-// route returns the leaf index x ends in.
-func route(tr *Tree, x []float64) int {
-	i := 0
-	for {
-		n := tr.nodes[i]
-		if n.feat == leafFeat {
-			return i
-		}
-		if x[n.feat] <= float64(n.thr) {
-			i += int(n.a)
-		} else {
-			i += int(n.a) + 1
-		}
-	}
-}
-
-// checkShape verifies the node array is a proper tree: every node reached
-// exactly once from the root, children adjacent and in range, leaf depths
-// equal to their real depth, depth within limit. It returns the leaves'
-// total sample count.
+// checkShape verifies the words are a proper tree: every word belongs to
+// exactly one node reached from the root, links in range, leaf depths
+// equal to their real depth, depth within limit, splits' thresholds within
+// their ranges. It returns the leaves' total sample count.
 func checkShape(t *testing.T, tr *Tree, limit int) int {
 	t.Helper()
-	seen := make([]bool, len(tr.nodes))
+	covered := make([]bool, len(tr.words))
 	total := 0
-	var walk func(i, depth int)
-	walk = func(i, depth int) {
-		require.Less(t, i, len(tr.nodes))
-		require.False(t, seen[i], "node %d reached twice", i)
-		seen[i] = true
-		n := tr.nodes[i]
-		if n.feat == leafFeat {
-			require.Equal(t, float32(depth), n.thr, "leaf depth")
-			require.LessOrEqual(t, depth, limit)
-			require.Greater(t, int(n.a), 0, "empty leaf")
-			total += int(n.a)
-			return
+	stride := tr.stride()
+	for _, n := range nodesOf(tr) {
+		size := stride
+		switch {
+		case n.leaf && n.o != 0:
+			size = 1
 		}
-		left := i + int(n.a)
-		require.Less(t, left+1, len(tr.nodes))
-		require.Greater(t, int(n.a), 0, "children come after their parent")
+		require.LessOrEqual(t, n.o+size, len(tr.words))
+		for k := n.o; k < n.o+size; k++ {
+			require.False(t, covered[k], "word %d in two nodes", k)
+			covered[k] = true
+		}
+		if n.leaf {
+			require.Equal(t, n.depth, leafDepth(tr.words[n.o]), "leaf depth")
+			require.LessOrEqual(t, n.depth, limit)
+			require.Greater(t, n.samples, 0, "empty leaf")
+			total += n.samples
+			continue
+		}
+		require.Less(t, n.right, len(tr.words))
+		require.Greater(t, n.right, n.left, "right subtree after the left")
 		require.False(t, math.IsNaN(float64(n.thr)))
 		require.NotEqual(t, uint32(1<<31), math.Float32bits(n.thr), "threshold -0")
-		walk(left, depth+1)
-		walk(left+1, depth+1)
+		require.True(t, n.lo <= n.thr && n.thr < n.hi, "threshold %v outside its range [%v, %v]", n.thr, n.lo, n.hi)
 	}
-	walk(0, 0)
-	for i, s := range seen {
-		require.True(t, s, "node %d unreachable", i)
+	for i, c := range covered {
+		require.True(t, c, "word %d in no node", i)
 	}
-	require.Equal(t, len(tr.nodes), cap(tr.nodes), "node slice not exactly sized")
+	require.Equal(t, len(tr.words), cap(tr.words), "words not exactly sized")
 	return total
 }
 
@@ -152,9 +139,9 @@ func TestBuildInvariants(t *testing.T) {
 			}
 			counts[route(tr, x)]++
 		}
-		for i, n := range tr.nodes {
-			if n.feat == leafFeat {
-				require.Equal(t, int(n.a), counts[i], "leaf %d count", i)
+		for _, n := range nodesOf(tr) {
+			if n.leaf {
+				require.Equal(t, n.samples, counts[n.o], "leaf %d count", n.o)
 			}
 		}
 	}
@@ -252,9 +239,9 @@ func TestConstantData(t *testing.T) {
 	}
 	f = Fit(data, 3, Options{Trees: 10, SampleSize: 64, Seed: 1})
 	for _, tr := range f.Trees() {
-		for _, n := range tr.nodes {
-			if n.feat != leafFeat {
-				require.Equal(t, uint16(1), n.feat)
+		for _, n := range nodesOf(tr) {
+			if !n.leaf {
+				require.Equal(t, 1, n.feat)
 			}
 		}
 		assert.Equal(t, 64, checkShape(t, tr, 6))
@@ -290,8 +277,8 @@ func edgeValues(f *Forest, feat int) []float64 {
 	vals := []float64{0, math.Copysign(0, -1), math.Inf(1), math.Inf(-1), math.NaN(),
 		math.MaxFloat32, -math.MaxFloat32, 1e300, -1e300, 1e-45, -1e-45}
 	for _, tr := range f.Trees() {
-		for _, n := range tr.nodes {
-			if n.feat == uint16(feat) {
+		for _, n := range nodesOf(tr) {
+			if !n.leaf && n.feat == feat {
 				v := float64(n.thr)
 				vals = append(vals, v, math.Nextafter(v, math.Inf(1)), math.Nextafter(v, math.Inf(-1)),
 					float64(math.Nextafter32(n.thr, float32(math.Inf(1)))), float64(math.Nextafter32(n.thr, float32(math.Inf(-1)))))
@@ -375,9 +362,10 @@ func TestZeroAllocs(t *testing.T) {
 		}
 		out := make([]float64, dims)
 		var sink float64
+		tr := f.Tree(0)
 		assert.Zero(t, testing.AllocsPerRun(100, func() { sink += f.Score(x) }), "Score dims=%d", dims)
 		assert.Zero(t, testing.AllocsPerRun(100, func() { f.Attribution(x, out) }), "Attribution dims=%d", dims)
-		assert.Zero(t, testing.AllocsPerRun(100, func() { sink += f.Trees()[0].PathLength(x) }), "PathLength dims=%d", dims)
+		assert.Zero(t, testing.AllocsPerRun(100, func() { sink += tr.PathLength(x) }), "PathLength dims=%d", dims)
 		_ = sink
 	}
 }
@@ -387,7 +375,7 @@ func TestBuilderAllocs(t *testing.T) {
 	b := NewBuilder(3)
 	rng := rand.New(rand.NewPCG(1, 1))
 	b.Build(sample, rng) // warm up the scratch space
-	// The Tree header and its exact-size node slice.
+	// The Tree header and its exact-size words.
 	assert.LessOrEqual(t, testing.AllocsPerRun(50, func() { b.Build(sample, rng) }), 2.0)
 }
 
@@ -437,16 +425,14 @@ func TestAttributionDefinition(t *testing.T) {
 	row := make([]float64, dims)
 	for ti, tr := range trees {
 		w := 1 / tr.PathLength(x)
-		i := 0
-		for tr.nodes[i].feat != leafFeat {
-			n := tr.nodes[i]
+		for n := nodeAt(tr, 0); !n.leaf; {
 			xRight := x[n.feat] > float64(n.thr)
 			var nv, nc int
 			for r := range psi {
 				for j := range row {
 					row[j] = float64(samples[ti][r*dims+j])
 				}
-				if passes(tr, row, i) {
+				if passes(tr, row, n.o) {
 					nv++
 					if (row[n.feat] > float64(n.thr)) == xRight {
 						nc++
@@ -454,7 +440,11 @@ func TestAttributionDefinition(t *testing.T) {
 				}
 			}
 			want[n.feat] += w * math.Log2(float64(nv)/float64(nc))
-			i += int(n.a) + b2i(xRight)
+			if xRight {
+				n = nodeAt(tr, n.right)
+			} else {
+				n = nodeAt(tr, n.left)
+			}
 		}
 	}
 	var total float64
@@ -469,18 +459,20 @@ func TestAttributionDefinition(t *testing.T) {
 	assert.InDeltaSlice(t, want, got, 1e-12)
 }
 
-// passes reports whether x's path in tr goes through node target.
+// passes reports whether x's path in tr goes through the node at target.
 func passes(tr *Tree, x []float64, target int) bool {
-	i := 0
-	for {
-		if i == target {
+	for n := nodeAt(tr, 0); ; {
+		if n.o == target {
 			return true
 		}
-		n := tr.nodes[i]
-		if n.feat == leafFeat {
+		if n.leaf {
 			return false
 		}
-		i += int(n.a) + b2i(x[n.feat] > float64(n.thr))
+		if x[n.feat] > float64(n.thr) {
+			n = nodeAt(tr, n.right)
+		} else {
+			n = nodeAt(tr, n.left)
+		}
 	}
 }
 
@@ -496,17 +488,23 @@ func argmax(v []float64) int {
 
 func TestMemoryBytes(t *testing.T) {
 	f := Fit(gaussData(4096, 1, 1), 1, Options{Trees: 100, SampleSize: 256, Seed: 1})
-	nodes := 0
+	words := 0
 	for _, tr := range f.Trees() {
-		nodes += tr.NumNodes()
-		// 16 bytes per node: split and data range.
-		assert.Equal(t, heapsize.Of(16*tr.NumNodes(), false)+heapsize.Of(int(unsafe.Sizeof(Tree{})), true), tr.MemoryBytes())
+		n := nodesOf(tr)
+		leaves := 0
+		for _, nd := range n {
+			leaves += b2i(nd.leaf)
+		}
+		// 12 bytes a split, 4 a leaf.
+		require.Equal(t, 12*(len(n)-leaves)+4*leaves, 4*len(tr.words))
+		words += len(tr.words)
+		assert.Equal(t, heapsize.Of(4*len(tr.words), false)+heapsize.Of(int(unsafe.Sizeof(Tree{})), true), tr.MemoryBytes())
 	}
-	// A fitted forest's slab is exactly sized; headers sit in one array,
-	// with a pointer, the walks' 16-byte summary and a slab-order index
-	// per tree.
-	assert.Equal(t, heapsize.Of(16*nodes, false)+heapsize.Of(100*int(unsafe.Sizeof(Tree{})), true)+
-		heapsize.Of(100*8, true)+heapsize.Of(100*16, false)+heapsize.Of(100*4, false)+heapsize.Of(int(unsafe.Sizeof(Forest{})), true), f.MemoryBytes())
+	// A fitted forest's slab is exactly sized (with its pad words); a
+	// 12-byte summary and a slab-order index per tree.
+	assert.Equal(t, 12, int(unsafe.Sizeof(treeMeta{})))
+	assert.Equal(t, heapsize.Of(4*(words+padWords), false)+heapsize.Of(100*12, false)+heapsize.Of(100*4, false)+
+		heapsize.Of(int(unsafe.Sizeof(Forest{})), true), f.MemoryBytes())
 
 	// And it is what the heap holds: many forests of the detector's kind,
 	// built by rolling rebuilds as the detector does.
@@ -568,7 +566,7 @@ func TestKernelsMatchPlainWalk(t *testing.T) {
 		f = New(dims, append(trees, single))
 		check := func(x []float64) {
 			t.Helper()
-			want := math.Exp2(-sumPathsPlain(f.Trees(), x) / float64(len(f.Trees())))
+			want := math.Exp2(-f.sumPathsPlain(x) / float64(f.Len()))
 			require.InDelta(t, want, f.Score(x), 1e-13, "x=%v", x)
 		}
 		x := make([]float64, dims)
@@ -580,8 +578,8 @@ func TestKernelsMatchPlainWalk(t *testing.T) {
 			check(x)
 		}
 		for _, tr := range f.Trees()[:3] {
-			for _, n := range tr.nodes {
-				if n.feat == leafFeat {
+			for _, n := range nodesOf(tr) {
+				if n.leaf {
 					continue
 				}
 				clear(x)
@@ -602,34 +600,28 @@ func TestKernelsMatchPlainWalk(t *testing.T) {
 	}
 }
 
-// checkSlab checks the storage invariants: every tree is a view into the
-// slabs at the place its summary says, trees do not overlap, f.order lists
-// them by place and f.first is the first one's.
+// checkSlab checks the storage invariants: every tree is in the slab at
+// the place its summary says, trees do not overlap, f.order lists them by
+// place and the slab ends with its pad leaf.
 func checkSlab(t *testing.T, f *Forest) {
 	t.Helper()
-	require.Len(t, f.order, len(f.hdr))
-	require.Len(t, f.meta, len(f.hdr))
-	seen := make([]bool, len(f.hdr))
-	end, boxEnd := -1, -1
+	require.Len(t, f.order, len(f.meta))
+	seen := make([]bool, len(f.meta))
+	end, boxed := 0, 0
 	for _, k := range f.order {
 		require.False(t, seen[k], "tree %d listed twice", k)
 		seen[k] = true
-		h := f.trees[k]
-		require.Same(t, &f.hdr[k], h)
-		off := int(f.meta[k].off)
-		require.Same(t, &f.nodes[off], &h.nodes[0], "tree %d is not where its summary says", k)
-		require.Greater(t, off, end, "tree %d overlaps the one before it", k)
-		end = off + len(h.nodes) - 1
-		require.Less(t, end, len(f.nodes))
-		require.Equal(t, treeMeta{off: int32(off), depth: h.depth, invC: h.invC}, f.meta[k])
-		if h.boxes != nil {
-			at := int((uintptr(unsafe.Pointer(&h.boxes[0])) - uintptr(unsafe.Pointer(&f.boxes[0]))) / 4)
-			require.Greater(t, at, boxEnd)
-			boxEnd = at + len(h.boxes) - 1
-			require.Less(t, boxEnd, len(f.boxes))
-		}
+		m := f.meta[k]
+		require.GreaterOrEqual(t, int(m.off), end, "tree %d overlaps the one before it", k)
+		end = int(m.off + m.size)
+		require.LessOrEqual(t, end, f.limit())
+		boxed += b2i(m.boxed)
 	}
-	require.Equal(t, leafFeat, int(f.nodes[len(f.nodes)-1].feat), "the slab's last node pads short lane groups: a leaf")
+	require.Equal(t, boxed, f.boxed)
+	if len(f.order) > 0 {
+		require.True(t, isLeaf(f.words[f.limit()]), "the slab's pad word parks short lane groups: a leaf")
+		require.Len(t, f.words, f.limit()+padWords)
+	}
 }
 
 // The forest keeps its trees in one slab, in the order they were placed:
@@ -679,7 +671,7 @@ func TestSlabMatchesSeparateTrees(t *testing.T) {
 			default:
 				// A tree of the forest itself, which the move must not clobber.
 				j := pick.IntN(len(trees))
-				f.SetTree(i, f.Trees()[j])
+				f.SetTree(i, f.Tree(j))
 				trees[i] = trees[j]
 			}
 			if step%50 == 49 && len(trees) < 12 {
@@ -692,10 +684,10 @@ func TestSlabMatchesSeparateTrees(t *testing.T) {
 			for k := range x {
 				x[k] = 3 * pick.NormFloat64()
 			}
-			require.Len(t, f.Trees(), len(trees))
+			require.Equal(t, f.Len(), len(trees))
 			for k, tr := range f.Trees() {
-				require.Equal(t, trees[k].nodes, tr.nodes, "step %d tree %d", step, k)
-				require.Equal(t, trees[k].boxes, tr.boxes, "step %d tree %d", step, k)
+				require.Equal(t, trees[k].words, tr.words, "step %d tree %d", step, k)
+				require.Equal(t, trees[k].boxDims, tr.boxDims, "step %d tree %d", step, k)
 			}
 			require.Equal(t, want.Score(x), f.Score(x))
 			require.Equal(t, want.ScoreAsInserted(x), f.ScoreAsInserted(x))
@@ -703,12 +695,11 @@ func TestSlabMatchesSeparateTrees(t *testing.T) {
 		}
 		f.compact()
 		checkSlab(t, f)
-		nodes := 0
+		words := 0
 		for _, tr := range trees {
-			nodes += len(tr.nodes)
+			words += len(tr.words)
 		}
-		require.Equal(t, nodes, cap(f.nodes), "compact leaves no garbage and no room")
-		require.Equal(t, len(f.boxes), cap(f.boxes))
+		require.Equal(t, words+padWords, cap(f.words), "compact leaves no garbage and no room")
 		assert.LessOrEqual(t, f.MemoryBytes(), 2*New(dims, trees).MemoryBytes(), "slab room stays bounded")
 	}
 }
@@ -742,7 +733,7 @@ func TestRoundRobinRebuildsRarelyMove(t *testing.T) {
 	}
 	const rebuilds = 3200
 	moved := 0
-	before := make([]int32, 32)
+	before := make([]uint32, 32)
 	for k := range rebuilds {
 		for j, m := range f.meta {
 			before[j] = m.off
@@ -758,4 +749,52 @@ func TestRoundRobinRebuildsRarelyMove(t *testing.T) {
 	t.Logf("other trees moved in %d of %d rebuilds", moved, rebuilds)
 	assert.Less(t, moved, rebuilds/20)
 	checkSlab(t, f)
+}
+
+// A split's range is kept rounded outwards, each end to less than 1/128 of
+// its distance to the threshold, and encoding the kept range gives it back
+// unchanged.
+func TestRangeEncoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	check := func(thr, lo, hi float32) {
+		t.Helper()
+		w := encodeRange(thr, lo, hi)
+		dl, dh := storedRange(w, thr)
+		require.True(t, dl <= lo && dh >= hi, "[%v, %v] around %v kept as [%v, %v]", lo, hi, thr, dl, dh)
+		if w != unboundedWord {
+			// Each end moves by less than 2^-7 of its distance to the
+			// threshold (and by the float32 rounding).
+			big := float64(max(math.Abs(float64(thr)), math.Abs(float64(lo)), math.Abs(float64(hi))))
+			slack := (float64(hi)-float64(lo))/128 + 2*big*0x1p-24 + 1e-40 // the smallest bfloat16: 9.2e-41
+			// Near float32's limit a unit past an end is beyond it: +-Inf.
+			if !(math.IsInf(float64(dl), -1) && lo < -math.MaxFloat32/2) {
+				require.LessOrEqual(t, float64(lo)-float64(dl), slack, "[%v, %v] around %v kept as [%v, %v]", lo, hi, thr, dl, dh)
+			}
+			if !(math.IsInf(float64(dh), 1) && hi > math.MaxFloat32/2) {
+				require.LessOrEqual(t, float64(dh)-float64(hi), slack, "[%v, %v] around %v kept as [%v, %v]", lo, hi, thr, dl, dh)
+			}
+		}
+		require.Equal(t, w, encodeRange(thr, dl, dh), "re-encoding [%v, %v] around %v", dl, dh, thr)
+	}
+	for range 200000 {
+		scale := math.Pow(10, float64(r.IntN(60)-30))
+		lo := float32(r.NormFloat64() * scale)
+		hi := lo + float32(r.ExpFloat64()*scale*math.Pow(10, float64(r.IntN(12)-6)))
+		if !(hi > lo) {
+			continue
+		}
+		thr := floorFloat32(float64(lo) + r.Float64()*(float64(hi)-float64(lo)))
+		if thr >= hi {
+			thr = lo
+		}
+		check(thr, lo, hi)
+	}
+	inf := float32(math.Inf(1))
+	check(0, -inf, 1)
+	check(-inf, -inf, 1)
+	check(1, 1, inf)
+	check(0, -math.MaxFloat32, math.MaxFloat32)
+	check(0, 0, math.SmallestNonzeroFloat32)
+	check(1e30, 1e30, math.Nextafter32(1e30, inf))
+	assert.Equal(t, uint32(unboundedWord), encodeRange(0, -inf, 1))
 }

@@ -19,26 +19,26 @@ var sharedData = filepath.Join("..", "..", "..", "shared", "data")
 // sklearnArrays exports tr in scikit-learn's layout (depth-first preorder,
 // right subtree after the whole left one), the inverse of ImportTree.
 func sklearnArrays(tr *Tree) (feature []int, thr []float64, left, right, samples []int) {
-	var rec func(i int) (int, int)
-	rec = func(i int) (int, int) {
+	var rec func(o int) (int, int)
+	rec = func(o int) (int, int) {
 		id := len(feature)
-		n := tr.nodes[i]
+		n := nodeAt(tr, o)
 		feature = append(feature, -2)
 		thr = append(thr, -2)
 		left = append(left, -1)
 		right = append(right, -1)
 		samples = append(samples, 0)
-		if n.feat == leafFeat {
-			samples[id] = int(n.a)
-			return id, int(n.a)
+		if n.leaf {
+			samples[id] = n.samples
+			return id, n.samples
 		}
-		feature[id] = int(n.feat)
+		feature[id] = n.feat
 		// A float64 threshold strictly between thr and the next float32, as
 		// scikit-learn's would usually be.
 		next := float64(math.Nextafter32(n.thr, float32(math.Inf(1))))
 		thr[id] = float64(n.thr) + (next-float64(n.thr))/3
-		l, ls := rec(i + int(n.a))
-		r, rs := rec(i + int(n.a) + 1)
+		l, ls := rec(n.left)
+		r, rs := rec(n.right)
 		left[id], right[id], samples[id] = l, r, ls+rs
 		return id, ls + rs
 	}
@@ -95,8 +95,8 @@ func TestImportHandmade(t *testing.T) {
 	assert.Equal(t, 1.0, tr.PathLength([]float64{float64(x32)}))
 	assert.Equal(t, 1.0, tr.PathLength([]float64{float64(math.Nextafter32(x32, -1))}))
 	assert.Equal(t, 1.0, tr.PathLength([]float64{float64(math.Nextafter32(x32, 1))}))
-	assert.Equal(t, 1, route(tr, []float64{float64(x32)}))
-	assert.Equal(t, 2, route(tr, []float64{float64(math.Nextafter32(x32, 1))}))
+	assert.Equal(t, 3, route(tr, []float64{float64(x32)}), "the left leaf, after the split's 3 words")
+	assert.Equal(t, 4, route(tr, []float64{float64(math.Nextafter32(x32, 1))}))
 }
 
 func TestImportErrors(t *testing.T) {
@@ -124,6 +124,18 @@ func TestImportErrors(t *testing.T) {
 		"leaf size":     func(a *arrays) { a.size[1] = MaxSampleSize + 1 },
 		"sample size":   func(a *arrays) { a.psi = 0 },
 		"count sum":     func(a *arrays) { a.psi = 3 },
+		"too deep": func(a *arrays) {
+			// A chain of 16 splits, each with a leaf on its left.
+			*a = arrays{psi: 17}
+			for i := range 16 {
+				a.feature = append(a.feature, 0, -2)
+				a.thr = append(a.thr, 0, -2)
+				a.left = append(a.left, 2*i+1, -1)
+				a.right = append(a.right, 2*i+2, -1)
+				a.size = append(a.size, 17-i, 1)
+			}
+			a.feature, a.thr, a.left, a.right, a.size = append(a.feature, -2), append(a.thr, -2), append(a.left, -1), append(a.right, -1), append(a.size, 1)
+		},
 	}
 	for name, mutate := range cases {
 		a := valid()

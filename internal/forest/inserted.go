@@ -30,58 +30,68 @@ import (
 // PathLengthAsInserted returns the expected h(x) had x been in the sample.
 // For imported trees (no recorded ranges) it is PathLength.
 func (t *Tree) PathLengthAsInserted(x []float64) float64 {
-	if t.boxes != nil {
+	if t.boxDims != 0 {
 		return t.pathLengthAsInsertedBoxes(x)
 	}
+	words := t.words
 	var h, stay float64 = 0, 1 // stay: probability that x is not cut off yet
-	i := 0
+	o := 0
 	for depth := 1; ; depth++ {
-		n := &t.nodes[i]
-		if n.feat == leafFeat {
-			if i == 0 && n.a > 1 {
-				h, stay = cutOff(x[0], n, depth, h, stay)
+		w0 := words[o]
+		if isLeaf(w0) {
+			if o == 0 && leafSamples(w0) > 1 {
+				lo, hi := rootRange(words)
+				h, stay = cutOff(x[0], lo, hi, depth, h, stay)
 			}
-			return h + stay*leafLen(*n)
+			return h + stay*leafLen(w0)
 		}
-		v := x[n.feat]
-		if outside(v, n) {
-			h, stay = cutOffOutside(v, n, depth, h, stay)
+		f := splitFeat(w0)
+		thr := math.Float32frombits(words[o+1])
+		lo, hi := decodeRange(words[o+2], thr)
+		v := x[f]
+		if outside(v, lo, hi) {
+			h, stay = cutOffOutside(v, lo, hi, depth, h, stay)
 		}
-		i += int(n.a) + b2i(v > float64(n.thr))
+		o += splitSize + leftWords(w0)&-b2i(v > float64(thr))
 	}
 }
 
-// cutOff accounts for the chance that x is split off alone at internal node
-// n, ending at depth.
-func cutOff(v float64, n *node, depth int, h, stay float64) (float64, float64) {
-	if !outside(v, n) {
+// rootRange returns the data range of a tree that is a single leaf.
+func rootRange(words []uint32) (lo, hi float32) {
+	return math.Float32frombits(words[1]), math.Float32frombits(words[2])
+}
+
+// cutOff accounts for the chance that x is split off alone at a node with
+// data range [lo, hi], ending at depth.
+func cutOff(v float64, lo, hi float32, depth int, h, stay float64) (float64, float64) {
+	if !outside(v, lo, hi) {
 		return h, stay
 	}
-	return cutOffOutside(v, n, depth, h, stay)
+	return cutOffOutside(v, lo, hi, depth, h, stay)
 }
 
 // outside is the cheap test the walks make at every node (inlined): most
 // points are inside most ranges. NaN is never outside.
-func outside(v float64, n *node) bool {
-	return v < float64(n.lo) || v > float64(n.hi)
+func outside(v float64, lo, hi float32) bool {
+	return v < float64(lo) || v > float64(hi)
 }
 
-func cutOffOutside(v float64, n *node, depth int, h, stay float64) (float64, float64) {
+func cutOffOutside(v float64, lo, hi float32, depth int, h, stay float64) (float64, float64) {
 	// Ranges come from float32 training data: compare at that precision so
 	// that rounding noise (a constant mean computed as 0.20000000000000284)
 	// is not "beyond the data".
-	if v32 := float64(float32(v)); v32 >= float64(n.lo) && v32 <= float64(n.hi) {
+	if v32 := float64(float32(v)); v32 >= float64(lo) && v32 <= float64(hi) {
 		return h, stay
 	}
-	return cutOffBeyond(v, n, depth, h, stay)
+	return cutOffBeyond(v, lo, hi, depth, h, stay)
 }
 
 // cutOffBeyond is cutOffOutside for a v whose float32 rounding is known to
-// be outside n's range.
+// be outside [lo, hi].
 //
 //go:noinline
-func cutOffBeyond(v float64, n *node, depth int, h, stay float64) (float64, float64) {
-	lo, hi := float64(n.lo), float64(n.hi)
+func cutOffBeyond(v float64, lo32, hi32 float32, depth int, h, stay float64) (float64, float64) {
+	lo, hi := float64(lo32), float64(hi32)
 	ext := v - hi
 	if v < lo {
 		ext = lo - v
@@ -94,26 +104,28 @@ func cutOffBeyond(v float64, n *node, depth int, h, stay float64) (float64, floa
 }
 
 // pathLengthAsInsertedBoxes is PathLengthAsInserted for trees that know
-// each node's full data box, so that a point beyond the data on any feature
-// is seen at every node, whatever the node split on. The cut-off chance at
-// a node is that of x's most outlying feature, ext_f / (range_f + ext_f):
-// as if the node had split on it. Averaging over features instead (the
-// node's feature is drawn uniformly) dilutes a one-metric spike by the
+// each split's full data box, so that a point beyond the data on any
+// feature is seen at every split, whatever it split on. The cut-off chance
+// at a split is that of x's most outlying feature, ext_f / (range_f +
+// ext_f): as if the split were on it. Averaging over features instead (the
+// split's feature is drawn uniformly) dilutes a one-metric spike by the
 // number of features and, in our two-metric tests, let spikes score below
 // the tail of normal points.
 func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
-	d := int(t.dims)
+	d := int(t.boxDims)
+	stride := t.stride()
+	words := t.words
 	var h, stay float64 = 0, 1
-	i := 0
+	o := 0
 	for depth := 1; ; depth++ {
-		n := &t.nodes[i]
-		if n.feat == leafFeat && (i != 0 || n.a <= 1) {
-			return h + stay*leafLen(*n)
+		w0 := words[o]
+		if isLeaf(w0) && (o != 0 || leafSamples(w0) <= 1) {
+			return h + stay*leafLen(w0)
 		}
-		box := t.boxes[i*2*d : (i+1)*2*d]
+		box := words[o+splitSize : o+stride]
 		var p float64
 		for f := 0; f < d; f++ {
-			v, lo, hi := x[f], float64(box[2*f]), float64(box[2*f+1])
+			v, lo, hi := x[f], float64(math.Float32frombits(box[2*f])), float64(math.Float32frombits(box[2*f+1]))
 			if v >= lo && v <= hi || v != v {
 				continue
 			}
@@ -134,92 +146,113 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 			h += stay * p * float64(depth)
 			stay *= 1 - p
 		}
-		if n.feat == leafFeat {
-			return h + stay*leafLen(*n)
+		if isLeaf(w0) {
+			return h + stay*leafLen(w0)
 		}
-		i += int(n.a) + b2i(x[n.feat] > float64(n.thr))
+		thr := math.Float32frombits(words[o+1])
+		o += stride + leftWords(w0)&-b2i(x[splitFeat(w0)] > float64(thr))
 	}
-}
-
-// laneCount is how many trees lanes walks at once: 32 covers the
-// detector's default forest in one pass.
-const laneCount = 32
-
-// lanes walks up to laneCount trees in lockstep so that their node loads,
-// which miss the cache once a process holds many models, overlap instead of
-// queueing: a walk costs about depth x memory latency, not trees x depth.
-type lanes struct {
-	o       [laneCount]uintptr // each lane's node, as a byte offset into the slab
-	h, stay [laneCount]float64
 }
 
 // ScoreAsInserted is Score with PathLengthAsInserted: points beyond what a
 // tree has seen score higher the further beyond they are. 0 allocs.
+//
+// Eight trees are walked in lockstep, as Score does (see score.go), each
+// step also testing whether x is outside the split's range and, if so,
+// adding the chance it would have been cut off there.
 func (f *Forest) ScoreAsInserted(x []float64) float64 {
-	if len(f.trees) == 0 {
+	if len(f.meta) == 0 {
 		return 0.5
 	}
 	x = x[:f.dims]
 	var sum float64
-	if len(f.boxes) != 0 { // trees with boxes (PathLengthAsInserted takes each as it is)
-		for _, t := range f.trees {
+	if f.boxed > 0 || f.dims > maxInsertedDims { // PathLengthAsInserted takes each tree as it is
+		for i := range f.meta {
+			t := f.view(i)
 			sum += t.PathLengthAsInserted(x) * t.invC
 		}
-		return math.Exp2(-sum / float64(len(f.trees)))
-	}
-	if f.dims > maxFastDims {
-		for _, t := range f.trees {
-			sum += t.PathLengthAsInserted(x) * t.invC
-		}
-		return math.Exp2(-sum / float64(len(f.trees)))
+		return math.Exp2(-sum / float64(len(f.meta)))
 	}
 	// The walk compares in float32, where nodes live: cx routes exactly like
-	// x (see prepX), and x is beyond a node's float32 range exactly when its
-	// float32 rounding rx is (the range's ends are float32 values, and
-	// rounding is monotonic), which is also what cutOffOutside requires. So
-	// a lane step is a few instructions on one node, and more lanes' cache
-	// misses fit in the CPU's reorder window at once.
-	var cx, rx [maxFastDims]float32
-	prepX(x, &cx)
-	for i, v := range x {
-		rx[uint8(i)] = float32(v)
-	}
-	var l lanes
-	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	// x (see prepX), and x is beyond a split's float32 range exactly when
+	// its float32 rounding rx is (the range's ends are float32 values, and
+	// rounding is monotonic), which is also what cutOffOutside requires.
+	var in walkIn
+	in.prep(x)
+	base := unsafe.Pointer(unsafe.SliceData(f.words))
+	var a acc
 	for trees := f.meta; len(trees) > 0; {
-		n := min(len(trees), laneCount)
-		steps := 0
-		for k, m := range trees[:n] {
-			l.o[k], l.h[k], l.stay[k] = uintptr(m.off)*16, 0, 1
-			steps = max(steps, int(m.depth))
-		}
-		for depth := 1; depth <= steps; depth++ {
-			for k := 0; k < n; k++ {
-				// In bounds: walks follow child links only (see score.go).
-				o := l.o[k]
-				nd := at(base, o)
-				if nd.feat == leafFeat {
-					continue
-				}
-				f := uint8(nd.feat) // < dims <= maxFastDims
-				if r := rx[f]; r < nd.lo || r > nd.hi {
-					l.h[k], l.stay[k] = cutOffBeyond(x[nd.feat], nd, depth, l.h[k], l.stay[k])
-				}
-				l.o[k] = o + uintptr(int(nd.a)+b2i(cx[f] >= nd.thr))*16
+		ts := trees[:min(len(trees), 8)]
+		steps := in.o.load(ts, f.padLeaf())
+		in.h, in.stay = [8]float64{}, [8]float64{1, 1, 1, 1, 1, 1, 1, 1}
+		walk8Inserted(base, steps, &in)
+		for j, m := range ts {
+			w0 := word(base, in.o[j])
+			h, stay := in.h[j], in.stay[j]
+			if m.depth == 0 && leafSamples(w0) > 1 { // the root is a leaf, with its range
+				lo := math.Float32frombits(word(base, in.o[j]+4))
+				hi := math.Float32frombits(word(base, in.o[j]+8))
+				h, stay = cutOff(x[0], lo, hi, 1, h, stay)
 			}
+			a[j] += (h + stay*leafLen(w0)) * invCTable[m.psi]
 		}
-		for k, m := range trees[:n] {
-			nd := at(base, l.o[k])
-			h, stay, leaf := l.h[k], l.stay[k], nd.storedLeafLen()
-			if m.depth == 0 { // the root is a leaf, with its range
-				if nd.a > 1 {
-					h, stay = cutOff(x[0], nd, 1, h, stay)
-				}
-				leaf = leafLen(*nd)
-			}
-			sum += (h + stay*leaf) * m.invC
-		}
-		trees = trees[n:]
+		trees = trees[len(ts):]
 	}
-	return math.Exp2(-sum / float64(len(f.trees)))
+	return math.Exp2(-a.total() / float64(len(f.meta)))
+}
+
+// maxInsertedDims bounds the features of the lockstep walk of
+// ScoreAsInserted: its input is small enough that clearing it costs little
+// (the detector's models have one to a few), and a feature index masked to
+// it needs no bounds check. Wider forests take the plain walk.
+const maxInsertedDims = 8
+
+// walkIn is the state of walk8Inserted: x in three forms, the lanes, and
+// each lane's path length so far and chance of not being cut off yet.
+type walkIn struct {
+	cx, rx  [maxInsertedDims]float32
+	x       [maxInsertedDims]float64
+	o       lanes8
+	h, stay [8]float64
+}
+
+// prep sets the three forms of x (len <= maxInsertedDims): cx as prepX
+// does, its float32 rounding rx, and x itself.
+func (in *walkIn) prep(x []float64) {
+	for f, v := range x[:min(len(x), maxInsertedDims)] {
+		in.cx[f], in.rx[f], in.x[f] = routeKey(v), float32(v), v
+	}
+}
+
+// walk8Inserted walks the lanes' trees like walk8N, adding at every split
+// whose range x is outside of the chance it is cut off there (as
+// cutOffBeyond). The lanes are a loop here, not eight copies of the step:
+// the step is too large to be inlined, and a call per step costs more than
+// the lanes' loads. At a leaf a lane stays.
+func walk8Inserted(base unsafe.Pointer, steps int, in *walkIn) {
+	for depth := 1; depth <= steps; depth++ {
+		for k := range in.o {
+			at := in.o[k]
+			w0 := word(base, at)
+			if isLeaf(w0) {
+				continue
+			}
+			f := w0 & (maxInsertedDims - 1) // the feature (< dims <= maxInsertedDims)
+			thr := math.Float32frombits(word(base, at+4))
+			if lo, hi := decodeRange(word(base, at+8), thr); in.rx[f] < lo || in.rx[f] > hi {
+				v := in.x[f]
+				ext := v - float64(hi)
+				if v < float64(lo) {
+					ext = float64(lo) - v
+				}
+				p := ext / (float64(hi) - float64(lo) + ext)
+				if p != p { // ext = +Inf
+					p = 1
+				}
+				in.h[k] += in.stay[k] * p * float64(depth)
+				in.stay[k] *= 1 - p
+			}
+			in.o[k] = splitStep(at, w0, in.cx[f] >= thr)
+		}
+	}
 }

@@ -29,7 +29,7 @@ func TestAsInsertedGrowsWithDistance(t *testing.T) {
 	f := Fit(gaussData(512, 1, 9), 1, Options{Trees: 50, SampleSize: 64, Seed: 3})
 	var maxSeen float64
 	for _, tr := range f.Trees() {
-		maxSeen = math.Max(maxSeen, float64(tr.nodes[0].hi))
+		maxSeen = math.Max(maxSeen, float64(nodeAt(tr, 0).hi))
 	}
 	prev := f.ScoreAsInserted([]float64{maxSeen})
 	// Plain isolation scores every point past the maximum alike.
@@ -81,7 +81,7 @@ func TestAsInsertedAllocatesNothing(t *testing.T) {
 // BenchmarkForestScoreAsInserted scores fresh points; "detector" is the
 // detector's default model (32 trees of psi 32 over a value and its
 // departure), in cache (forests=1) and as one of 1000 series' models
-// (forests=1000, about 23 MB: each score then waits on memory).
+// (forests=1000, about 8 MB: each score then waits on memory).
 func BenchmarkForestScoreAsInserted(b *testing.B) {
 	for _, c := range []struct {
 		name                    string
@@ -150,8 +150,8 @@ func TestScoreAsInsertedAtEdges(t *testing.T) {
 		for feat := range dims {
 			vals := edgeValues(f, feat)
 			for _, tr := range f.Trees() {
-				for _, n := range tr.nodes {
-					if n.feat == uint16(feat) {
+				for _, n := range nodesOf(tr) {
+					if !n.leaf && n.feat == feat {
 						for _, b := range []float32{n.lo, n.hi} {
 							v := float64(b)
 							vals = append(vals, v, math.Nextafter(v, math.Inf(1)), math.Nextafter(v, math.Inf(-1)))

@@ -16,18 +16,20 @@ import (
 //
 // They read nodes through unsafe pointers to avoid a bounds check per step.
 // A lane is one byte offset into the forest's slab, and a step adds the
-// node's relative child link to it, so all eight lanes, the slab base and
-// the key fit in registers. This is sound because trees are only built by
-// Build/ImportTree/DecodeTree, which guarantee that every internal node's
-// children are inside its tree, and a forest's trees change only under its
-// owner's lock (never during a walk); the walks start at a root and only
-// ever follow child links or stay on a leaf.
+// split's size, or the words of its left subtree too, so all eight lanes,
+// the slab base and the key fit in registers. This is sound because trees
+// are only built by Build/ImportTree/DecodeTree, which guarantee that every
+// split's children are inside its tree, and a forest's trees change only
+// under its owner's lock (never during a walk); the walks start at a root
+// and only ever follow child links or stay on a leaf. A step reads a
+// split's first two words whatever the node is: after a tree's last leaf
+// come another tree's words or the slab's pad words.
 //
 // Results equal summing pathLen(t)*t.invC up to the order of the additions.
 
-// at returns the node at byte offset o of the slab that starts at base.
-func at(base unsafe.Pointer, o uintptr) *node {
-	return (*node)(unsafe.Add(base, o))
+// word returns the word at byte offset o of the slab that starts at base.
+func word(base unsafe.Pointer, o uintptr) uint32 {
+	return *(*uint32)(unsafe.Add(base, o))
 }
 
 // lanes8 holds the slab offsets of up to 8 trees walked together: their
@@ -43,7 +45,7 @@ func (o *lanes8) load(trees []treeMeta, pad uintptr) int {
 	steps := 0
 	if len(trees) == len(o) {
 		for j, m := range trees[:len(o)] {
-			o[j] = uintptr(m.off) * 16
+			o[j] = uintptr(m.off) * 4
 			steps = max(steps, int(m.depth))
 		}
 		return steps
@@ -52,15 +54,14 @@ func (o *lanes8) load(trees []treeMeta, pad uintptr) int {
 		o[j] = pad
 	}
 	for j, m := range trees {
-		o[j] = uintptr(m.off) * 16
+		o[j] = uintptr(m.off) * 4
 		steps = max(steps, int(m.depth))
 	}
 	return steps
 }
 
-// padLeaf returns the byte offset of a leaf for load: the slab's last node
-// is one (a node's children follow it).
-func (f *Forest) padLeaf() uintptr { return uintptr(len(f.nodes)-1) * 16 }
+// padLeaf returns the byte offset of the slab's pad leaf, for load.
+func (f *Forest) padLeaf() uintptr { return uintptr(len(f.words)-padWords) * 4 }
 
 // acc accumulates h_t/c(psi_t) in one lane per group slot: independent
 // additions instead of one long dependent chain of 100.
@@ -68,12 +69,7 @@ type acc [8]float64
 
 func (a *acc) add(base unsafe.Pointer, o *lanes8, trees []treeMeta) {
 	for j, m := range trees {
-		n := at(base, o[j])
-		h := n.storedLeafLen()
-		if m.depth == 0 { // a one-node tree: its leaf holds its range
-			h = leafLen(*n)
-		}
-		a[j] += h * m.invC
+		a[j] += leafLen(word(base, o[j])) * invCTable[m.psi]
 	}
 }
 
@@ -82,12 +78,22 @@ func (a *acc) total() float64 {
 }
 
 // sumPathsPlain is the reference: sum_t h_t(x)/c(psi_t) by plain walks.
-func sumPathsPlain(trees []*Tree, x []float64) float64 {
+func (f *Forest) sumPathsPlain(x []float64) float64 {
 	var s float64
-	for _, t := range trees {
-		s += pathLen(t.nodes, x) * t.invC
+	for i := range f.meta {
+		t := f.view(i)
+		s += t.PathLength(x) * t.invC
 	}
 	return s
+}
+
+// splitStep is the byte offset of the next node from a split at o with
+// first word w0: its left child, or its right child if right.
+func splitStep(o uintptr, w0 uint32, right bool) uintptr {
+	// Arithmetic, not a branch: the direction is data-dependent and a
+	// branch on it mispredicts half the time. (Multiplied before it is
+	// shifted, which leaves w0 in its register: see stepSigned.)
+	return o + splitSize*4 + uintptr(w0*uint32(b2i(right))>>featBits)
 }
 
 // One-feature forests compare in the integer domain, which is cheaper than
@@ -122,19 +128,23 @@ func key1(x float64) (key uint32, signed bool) {
 // its leaf does not wait for its node's load. A branch-free select, and
 // leaves that loop on themselves, made every step wait: 4-25% slower.
 
+// A one-feature forest's splits are on feature 0: a first word whose low
+// byte is not 0 is a leaf's. (With eight lanes in registers there is no
+// register to spare for a copy of the first word: splitStep leaves it.)
+
 func stepSigned(base unsafe.Pointer, o uintptr, c int32) uintptr {
-	n := at(base, o)
-	next := o + uintptr(int(n.a)+b2i(*(*int32)(unsafe.Pointer(&n.thr)) < c))*16
-	if n.feat == leafFeat {
+	w0 := word(base, o)
+	next := splitStep(o, w0, int32(word(base, o+4)) < c)
+	if uint8(w0) != 0 {
 		next = o
 	}
 	return next
 }
 
 func stepUnsigned(base unsafe.Pointer, o uintptr, c uint32) uintptr {
-	n := at(base, o)
-	next := o + uintptr(int(n.a)+b2i(*(*uint32)(unsafe.Pointer(&n.thr)) > c))*16
-	if n.feat == leafFeat {
+	w0 := word(base, o)
+	next := splitStep(o, w0, word(base, o+4) > c)
+	if uint8(w0) != 0 {
 		next = o
 	}
 	return next
@@ -179,7 +189,7 @@ func walk8Unsigned(base unsafe.Pointer, o *lanes8, steps int, c uint32) {
 // sumPaths1 returns sum_t h_t(x0)/c(psi_t) for a one-feature forest.
 func (f *Forest) sumPaths1(x0 float64) float64 {
 	key, signed := key1(x0)
-	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	base := unsafe.Pointer(unsafe.SliceData(f.words))
 	var o lanes8
 	var a acc
 	for trees := f.meta; len(trees) > 0; {
@@ -201,35 +211,44 @@ func (f *Forest) sumPaths1(x0 float64) float64 {
 // every float32 thr (both sides live on the float32 grid). NaN (and -Inf,
 // which is never > thr) map to NaN, which is never >= anything: left.
 
-// maxFastDims bounds the stack buffer of converted features; the uint8
-// feature index into it needs no bounds check. Wider forests use pathLen.
-const maxFastDims = 256
+// maxFastDims bounds the features of the lockstep walk: the uint8 feature
+// index into the stack buffer of converted features needs no bounds check,
+// and 255 (the low byte of a leaf's feature) is no feature, so that the
+// index is also the leaf test. Wider forests use pathLen.
+const maxFastDims = 255
 
-func prepX(x []float64, cx *[maxFastDims]float32) {
+func prepX(x []float64, cx *[maxFastDims + 1]float32) {
 	for f, v := range x {
-		c := float32(v)
-		if float64(c) < v {
-			c = math.Nextafter32(c, float32(math.Inf(1)))
-		}
-		if c == float32(math.Inf(-1)) || v != v {
-			cx[uint8(f)] = float32(math.NaN())
-			continue
-		}
-		cx[uint8(f)] = math.Nextafter32(c, float32(math.Inf(-1)))
+		cx[uint8(f)] = routeKey(v)
 	}
 }
 
-func stepN(base unsafe.Pointer, o uintptr, cx *[maxFastDims]float32) uintptr {
-	n := at(base, o)
-	next := o + uintptr(int(n.a)+b2i(cx[uint8(n.feat)] >= n.thr))*16
-	if n.feat == leafFeat {
+// routeKey returns prev32(ceil32(v)), or NaN for NaN and -Inf: see prepX.
+func routeKey(v float64) float32 {
+	c := float32(v)
+	if float64(c) < v {
+		c = math.Nextafter32(c, float32(math.Inf(1)))
+	}
+	if c == float32(math.Inf(-1)) || v != v {
+		return float32(math.NaN())
+	}
+	return math.Nextafter32(c, float32(math.Inf(-1)))
+}
+
+func stepN(base unsafe.Pointer, o uintptr, cx *[maxFastDims + 1]float32) uintptr {
+	w0 := word(base, o)
+	// f is a split's feature (< dims <= maxFastDims), or 255 at a leaf,
+	// where it reads cx's last element and the result is not used.
+	f := uint8(w0)
+	next := splitStep(o, w0, cx[f] >= math.Float32frombits(word(base, o+4)))
+	if f == leafMark&0xFF {
 		next = o
 	}
 	return next
 }
 
 //go:noinline
-func walk8N(base unsafe.Pointer, o *lanes8, steps int, cx *[maxFastDims]float32) {
+func walk8N(base unsafe.Pointer, o *lanes8, steps int, cx *[maxFastDims + 1]float32) {
 	o0, o1, o2, o3, o4, o5, o6, o7 := o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]
 	for ; steps > 0; steps-- {
 		o0 = stepN(base, o0, cx)
@@ -247,11 +266,11 @@ func walk8N(base unsafe.Pointer, o *lanes8, steps int, cx *[maxFastDims]float32)
 // sumPathsN returns sum_t h_t(x)/c(psi_t); x has the forest's dims.
 func (f *Forest) sumPathsN(x []float64) float64 {
 	if len(x) > maxFastDims {
-		return sumPathsPlain(f.trees, x)
+		return f.sumPathsPlain(x)
 	}
-	var cx [maxFastDims]float32
+	var cx [maxFastDims + 1]float32
 	prepX(x, &cx)
-	base := unsafe.Pointer(unsafe.SliceData(f.nodes))
+	base := unsafe.Pointer(unsafe.SliceData(f.words))
 	var o lanes8
 	var a acc
 	for trees := f.meta; len(trees) > 0; {

@@ -1,11 +1,12 @@
 // Package forest implements the isolation forest of Liu, Ting and Zhou
 // ("Isolation Forest", ICDM 2008) with a compact, allocation-free scorer.
 //
-// Nodes are 16 bytes (split, child, feature and the node's data range) and
-// a forest keeps all its trees' nodes in one slab, so that a streaming
-// detector can keep one forest per time series within a small memory
-// budget: on Gaussian data a psi=32 tree has about 45 nodes (~720 bytes)
-// and a psi=256 tree about 158 nodes (~2.5 KB).
+// A tree is a stream of 32-bit words in pre-order, 12 bytes per split and
+// 4 per leaf (see node layout below), and a forest keeps all its trees'
+// words in one slab, so that a streaming detector can keep one forest per
+// time series within a small memory budget: on Gaussian data a psi=32 tree
+// has about 15 splits and 16 leaves (~240 bytes) and a psi=256 tree about
+// 80 splits and 80 leaves (~1.2 KB).
 package forest
 
 import (
@@ -16,48 +17,86 @@ import (
 )
 
 const (
-	// MaxSampleSize is the largest per-tree sample: node and child indices
-	// are uint16, and a tree over n samples has at most 2n-1 nodes.
+	// MaxSampleSize is the largest per-tree sample: a leaf's sample count
+	// is 16 bits.
 	MaxSampleSize = 32768
-	// MaxFeatures is the largest supported dimensionality; feature indices
-	// are uint16 and 0xFFFF is reserved as the leaf marker.
-	MaxFeatures = 65534
-
-	leafFeat = 0xFFFF
+	// MaxFeatures is the largest supported dimensionality: feature indices
+	// are 12 bits and the largest value marks a leaf.
+	MaxFeatures = leafMark
 
 	// eulerGamma is the Euler–Mascheroni constant as used by the paper's c(n)
 	// (and by scikit-learn, whose scores we reproduce).
 	eulerGamma = 0.5772156649015329
 )
 
-// node is one tree node packed into 16 bytes.
+// Node layout.
 //
-// Internal node: go left iff x[feat] <= thr; the left child is a nodes
-// after this one and the right child right after it (children are adjacent
-// and always follow their parent). Relative links let a walk keep one
-// pointer per tree instead of a tree base and an index. [lo, hi] is the
-// range of the node's training data on feat, used by ScoreAsInserted; it
-// sits in the same 16 bytes so that a step of either walk touches one cache
-// line (for imported trees, whose data ranges are unknown, it is [-Inf, +Inf]).
-// Leaf (feat == leafFeat): thr is the leaf depth (an exact small integer in
-// float32) and a is the number of training samples that reached the leaf;
-// lo and hi hold its path length (see setLeafLen), or for a tree that is a
-// single leaf, its data range.
-type node struct {
-	thr    float32
-	a      uint16
-	feat   uint16
-	lo, hi float32
+// A split is three words:
+//
+//	w0: feature (bits 0-11) | bytes of its left subtree (bits 12-31)
+//	w1: threshold (float32): go left iff x[feature] <= threshold
+//	w2: the range [lo, hi] of the split's training data on its feature,
+//	    relative to the threshold (see encodeRange), for ScoreAsInserted
+//
+// Its left child follows it; its right child follows the left subtree. A
+// leaf is one word:
+//
+//	w0: leafMark (bits 0-11) | depth (bits 12-15) | samples (bits 16-31)
+//
+// which is all its path length, depth + c(samples), needs. A tree that is a
+// single leaf (all its sample was one point) keeps its data range on
+// feature 0 in two more words (lo, hi as float32), so that any other value
+// can be cut off from it (ScoreAsInserted). With boxes (Builder.KeepBoxes)
+// every split, and a single-leaf root, is followed by its box: the range of
+// its data on every feature, 2*dims float32 words.
+//
+// Words instead of 16-byte nodes with child links halve a model: leaves
+// (half the nodes) hold only what their path length needs, a split's left
+// child needs no link, and the range is 32 bits: two distances from the
+// threshold to 8 bits of precision (see Ranges). Every walk starts at a root and follows only links a builder
+// or decoder wrote and checked, which is what lets score.go read nodes
+// through unsafe pointers. The layout makes a step cheap: the low byte
+// of the first word is the feature a lockstep walk looks up (255 at a
+// leaf), and the bytes to the right child are one shift away.
+const (
+	featBits  = 12
+	leafMark  = 1<<featBits - 1 // the feature of a leaf
+	splitSize = 3               // words of a split without a box
+	maxDepth  = 15
+	// maxSubtree bounds the words of a left subtree.
+	maxSubtree = (1<<(32-featBits) - 1) / 4
+)
+
+func isLeaf(w0 uint32) bool { return w0&leafMark == leafMark }
+
+func leafWord(depth, samples int) uint32 {
+	return leafMark | uint32(depth)<<featBits | uint32(samples)<<16
+}
+
+func splitWord(feat, leftWords int) uint32 { return uint32(feat) | uint32(4*leftWords)<<featBits }
+
+func leafDepth(w0 uint32) int   { return int(w0 >> featBits & 0xF) }
+func leafSamples(w0 uint32) int { return int(w0 >> 16) }
+func splitFeat(w0 uint32) int   { return int(w0 & leafMark) }
+func leftWords(w0 uint32) int   { return int(w0>>featBits) / 4 }
+
+// leafLen is h at a leaf: its depth plus c(size), in float64 so that the
+// sum is exact to the last bit of c(size) (this is what scikit-learn
+// computes).
+func leafLen(w0 uint32) float64 {
+	return float64(w0>>featBits&0xF) + cTable[w0>>16]
 }
 
 // cTable[n] = AvgPathLength(n) for every possible leaf size, so that a leaf's
-// path length costs one load instead of a logarithm.
-var cTable = func() *[MaxSampleSize + 1]float64 {
-	var t [MaxSampleSize + 1]float64
-	for n := range t {
-		t[n] = AvgPathLength(n)
+// path length costs one load instead of a logarithm; invCTable[n] is
+// normaliser(n), for the same reason.
+var cTable, invCTable = func() (*[MaxSampleSize + 1]float64, *[MaxSampleSize + 1]float64) {
+	var c, inv [MaxSampleSize + 1]float64
+	for n := range c {
+		c[n] = AvgPathLength(n)
+		inv[n] = normaliser(n)
 	}
-	return &t
+	return &c, &inv
 }()
 
 // AvgPathLength returns c(n), the average path length of an unsuccessful
@@ -84,86 +123,169 @@ func normaliser(psi int) float64 {
 	return 1 / AvgPathLength(psi)
 }
 
-// Tree is one isolation tree. A tree from Build or ImportTree is immutable
-// and safe for concurrent use by any number of readers; the trees of a
-// Forest are views into its storage and change with it (see Forest).
+// Ranges.
+//
+// A split's data range [lo, hi] contains its threshold t, and is kept as
+// the distances t-lo and hi-t, each a float32 cut to its top 16 bits (a
+// bfloat16: 8 bits of precision), rounded up: the kept range holds the
+// split's data and is wider than it by less than 1/128 of each distance
+// (a value just beyond the data by less than that is not cut off, which
+// changes its path length by less than a hundredth of a level). Decoding
+// is a shift, a mask and an addition each: it is done at every step of
+// ScoreAsInserted. An unbounded range (imported trees do not know their
+// data's ranges) is kept as infinite distances.
+
+// unboundedWord keeps an unbounded range.
+const unboundedWord = 0x7F80_7F80
+
+// decodeRange returns the range stored in w for threshold thr.
+func decodeRange(w uint32, thr float32) (lo, hi float32) {
+	return thr - math.Float32frombits(w<<16), thr + math.Float32frombits(w&0xFFFF_0000)
+}
+
+// storedRange is decodeRange with an unbounded range as (-Inf, +Inf) also
+// for an infinite threshold (where decodeRange gives a NaN end, which no
+// value is outside of either): what a tree's binary form records.
+func storedRange(w uint32, thr float32) (lo, hi float32) {
+	if w == unboundedWord {
+		return float32(math.Inf(-1)), float32(math.Inf(1))
+	}
+	return decodeRange(w, thr)
+}
+
+// encodeRange returns the stored range around thr that holds [lo, hi]
+// (lo <= thr <= hi; infinite ends make it unbounded) with the smallest
+// distances. Encoding a decoded range gives the same word back (snapshots
+// restore exactly): smaller distances do not hold it.
+func encodeRange(thr, lo, hi float32) uint32 {
+	dl := minDistance(thr, lo, true)
+	dh := minDistance(thr, hi, false)
+	w := dh<<16 | dl
+	if l, h := decodeRange(w, thr); math.IsInf(float64(l), 0) || math.IsInf(float64(h), 0) {
+		return unboundedWord // what its binary form says: keep it so
+	}
+	return w
+}
+
+// bf16Inf is +Inf as a bfloat16.
+const bf16Inf = 0x7F80
+
+// minDistance returns the smallest bfloat16 distance (as bits) by which thr,
+// moved down to lo (or up to hi), reaches end as decodeRange computes it.
+func minDistance(thr, end float32, lo bool) uint32 {
+	reaches := func(q uint32) bool {
+		d := math.Float32frombits(q << 16)
+		if lo {
+			return thr-d <= end
+		}
+		return thr+d >= end
+	}
+	m := math.Abs(float64(end) - float64(thr))
+	if m != m || m > math.MaxFloat32 {
+		return bf16Inf
+	}
+	// A first guess from the distance in float64, rounded up; decoding
+	// rounds, so step to the exact smallest (it is monotonic in the bits).
+	f := float32(m)
+	if float64(f) < m {
+		f = math.Nextafter32(f, float32(math.Inf(1)))
+	}
+	q := min((math.Float32bits(f)+0xFFFF)>>16, bf16Inf)
+	for q < bf16Inf && !reaches(q) {
+		q++
+	}
+	for q > 0 && reaches(q-1) {
+		q--
+	}
+	return q
+}
+
+// Tree is one isolation tree. A tree from Build, ImportTree or DecodeTree
+// is immutable and safe for concurrent use by any number of readers; the
+// trees Forest.Trees returns are views into its storage and change with it.
 type Tree struct {
-	nodes []node
+	words []uint32
 	// invC is 1/c(psi) of this tree's own sample size, so trees built on
 	// different sample sizes (e.g. during a rolling refit while the history
 	// is still short) are each normalised correctly.
 	invC  float64
 	psi   int32
 	depth int32 // deepest leaf; bounds the fixed-step walks in score.go
-	// boxes, when recorded (Builder.KeepBoxes), holds each node's data range
-	// on every one of dims features: lo, hi pairs, 2*dims values per node.
-	boxes []float32
-	dims  int32
+	// boxDims is the number of features of the boxes that follow each
+	// split (Builder.KeepBoxes), 0 without boxes.
+	boxDims int32
 }
+
+// stride is the number of words of a split (with its box).
+func (t *Tree) stride() int { return splitSize + 2*int(t.boxDims) }
 
 // PathLength returns h(x): the depth of the leaf x falls into plus
 // c(leaf size). x must have at least as many elements as the tree's
 // highest feature index + 1.
 func (t *Tree) PathLength(x []float64) float64 {
-	return pathLen(t.nodes, x)
+	return pathLen(t.words, t.stride(), x)
 }
 
-// NumNodes returns the number of nodes (internal + leaves).
-func (t *Tree) NumNodes() int { return len(t.nodes) }
+// NumNodes returns the number of nodes (splits + leaves).
+func (t *Tree) NumNodes() int {
+	n := 0
+	t.each(func(int, int) { n++ })
+	return n
+}
 
 // SampleSize returns the number of training samples the tree was built on.
 func (t *Tree) SampleSize() int { return int(t.psi) }
 
 // MemoryBytes approximates the heap retained by a tree of its own (from
-// Build, ImportTree or DecodeTree): its node and box slices and the Tree
-// header, as the allocator rounds them. A forest's trees are views into
-// its storage; see Forest.MemoryBytes.
+// Build, ImportTree or DecodeTree): its words and the Tree header, as the
+// allocator rounds them. A forest's trees are views into its storage; see
+// Forest.MemoryBytes.
 func (t *Tree) MemoryBytes() int {
-	return heapsize.Of(int(unsafe.Sizeof(node{}))*cap(t.nodes), false) + heapsize.Of(4*cap(t.boxes), false) +
-		heapsize.Of(int(unsafe.Sizeof(Tree{})), true)
+	return heapsize.Of(4*cap(t.words), false) + heapsize.Of(int(unsafe.Sizeof(Tree{})), true)
 }
 
 // Depth returns the depth of the deepest leaf.
 func (t *Tree) Depth() int { return int(t.depth) }
 
-// newTree wraps an exactly-sized node slice.
-func newTree(nodes []node, psi int) *Tree {
-	t := new(Tree)
-	t.init(nodes, psi)
-	return t
-}
-
-// init makes t a tree (without boxes) over nodes built from psi samples.
-func (t *Tree) init(nodes []node, psi int) {
-	d := 0
-	for _, n := range nodes {
-		if n.feat == leafFeat && int(n.thr) > d {
-			d = int(n.thr)
+// each calls fn(offset, depth) for every node in pre-order.
+func (t *Tree) each(fn func(o, depth int)) {
+	stride := t.stride()
+	var walk func(o, depth int) int
+	walk = func(o, depth int) int {
+		fn(o, depth)
+		w0 := t.words[o]
+		if isLeaf(w0) {
+			if o == 0 {
+				return o + rootLeafSize(stride)
+			}
+			return o + 1
 		}
+		walk(o+stride, depth+1)
+		return walk(o+stride+leftWords(w0), depth+1)
 	}
-	*t = Tree{nodes: nodes, invC: normaliser(psi), psi: int32(psi), depth: int32(d)}
+	walk(0, 0)
 }
 
-// clone returns a copy of t with storage of its own (exact-size slices).
+// rootLeafSize is the words of a tree that is a single leaf: the leaf, its
+// range on feature 0 and its box, if any.
+func rootLeafSize(stride int) int { return stride }
+
+// clone returns a copy of t with storage of its own (an exact-size slice).
 func (t *Tree) clone() *Tree {
 	c := *t
-	c.nodes = make([]node, len(t.nodes))
-	copy(c.nodes, t.nodes)
-	if t.boxes != nil {
-		c.boxes = make([]float32, len(t.boxes))
-		copy(c.boxes, t.boxes)
-	}
+	c.words = make([]uint32, len(t.words))
+	copy(c.words, t.words)
 	return &c
 }
 
 // maxFeature returns the largest feature index used by a split, or -1.
 func (t *Tree) maxFeature() int {
 	m := -1
-	for _, n := range t.nodes {
-		if n.feat != leafFeat && int(n.feat) > m {
-			m = int(n.feat)
+	t.each(func(o, _ int) {
+		if w0 := t.words[o]; !isLeaf(w0) {
+			m = max(m, splitFeat(w0))
 		}
-	}
+	})
 	return m
 }
 
@@ -174,35 +296,18 @@ func b2i(b bool) int {
 	return 0
 }
 
-// leafLen is h at a leaf: its depth plus c(size), in float64 so that the sum
-// is exact to the last bit of c(size) (this is what scikit-learn computes).
-func leafLen(n node) float64 {
-	return float64(n.thr) + cTable[n.a]
-}
-
-// A leaf below the root has no use for a data range (only a one-node
-// tree's leaf has a cut-off, see ScoreAsInserted), so it keeps its leafLen
-// in those 8 bytes instead: the lockstep walks then add a leaf's path
-// length with one load rather than two dependent ones. The root leaf keeps
-// its range. (Unaligned float64 access is fine: it holds no pointers.)
-
-// setLeafLen stores leafLen(*n) in the range of leaf n, which must not be
-// a root.
-func (n *node) setLeafLen() { *(*float64)(unsafe.Pointer(&n.lo)) = leafLen(*n) }
-
-// storedLeafLen returns what setLeafLen stored.
-func (n *node) storedLeafLen() float64 { return *(*float64)(unsafe.Pointer(&n.lo)) }
-
-// pathLen walks one tree. The child step is branchless (index arithmetic
-// on the comparison result) because the direction is data-dependent and
-// mispredicts badly; only the leaf test branches, and it is well predicted.
-func pathLen(nodes []node, x []float64) float64 {
-	i := 0
+// pathLen walks one tree whose splits are stride words. The child step is
+// branchless (index arithmetic on the comparison result) because the
+// direction is data-dependent and mispredicts badly; only the leaf test
+// branches, and it is well predicted.
+func pathLen(words []uint32, stride int, x []float64) float64 {
+	o := 0
 	for {
-		n := nodes[i]
-		if n.feat == leafFeat {
-			return leafLen(n)
+		w0 := words[o]
+		if isLeaf(w0) {
+			return leafLen(w0)
 		}
-		i += int(n.a) + b2i(x[n.feat] > float64(n.thr))
+		thr := math.Float32frombits(words[o+1])
+		o += stride + leftWords(w0)&-b2i(x[splitFeat(w0)] > float64(thr))
 	}
 }
