@@ -33,10 +33,10 @@ type Grouped struct {
 	// permutation of the whole window (32 KiB at the defaults).
 	scratch []groupScratch
 
-	created, evictedIdle, evictedLimit atomic.Int64
+	created, evictedIdle, evictedLimit    atomic.Int64
 	groupsEvictedIdle, groupsEvictedLimit atomic.Int64
-	active, tableBytes, groupBytes     atomic.Int64
-	fixed                              int64 // shards, scratch slots, the group models' detector
+	active, tableBytes, groupBytes        atomic.Int64
+	fixed                                 int64 // shards, scratch slots, the group models' detector
 }
 
 // groupedShard holds the baselines of a slice of the series (see table).
