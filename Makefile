@@ -145,8 +145,13 @@ vet: ## go vet
 staticcheck: $(STATICCHECK) ## staticcheck
 	$(STATICCHECK) -tags $(LINT_TAGS) ./...
 
+.PHONY: fmt-check
+fmt-check: ## fail if gofmt would change a tracked Go file
+	@files=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$files" ]; then echo "gofmt would change (run gofmt -w):"; echo "$$files"; exit 1; fi
+
 .PHONY: lint
-lint: vet staticcheck ## vet + staticcheck
+lint: fmt-check vet staticcheck ## gofmt check, vet, staticcheck
 
 # -short skips only the long data-set evaluations, which `quality` runs
 # without the race detector (they take seconds normally, many minutes under it).
