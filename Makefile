@@ -175,7 +175,7 @@ e2e: dist ## end-to-end tests against _build/otelcol-iforest
 	fi
 
 .PHONY: test
-test: lint unit quality e2e ## vet, staticcheck, unit tests with -race, data-set evaluations, dist + e2e (CI also runs check-generated and validate)
+test: lint unit quality e2e ## gofmt, vet, staticcheck, unit tests with -race, data-set evaluations, dist + e2e (CI also runs check-generated and validate)
 
 .PHONY: bench
 # The processor's throughput target is stated per core: GOMAXPROCS=1 by
