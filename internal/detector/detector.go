@@ -489,7 +489,7 @@ func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
 		}
 		lo, hi = min(lo, -floor)+lr.base, max(hi, floor)+lr.base
 		// Within what the series can take: never below 0 if it never was,
-		// a utilisation (a ratio that never exceeded 1) within [0, 1].
+		// a utilisation (a ratio that never exceeded aboveOneFrom) within [0, 1].
 		if !lr.negative {
 			lo = max(lo, 0)
 		}

@@ -54,7 +54,7 @@ type longRun struct {
 	spreadN  int32
 	accepted bool // the open incident lasted NewNormalAfter: learn as usual
 	negative bool // a value below 0 was seen
-	aboveOne bool // a value above 1 was seen (a utilisation in percent)
+	aboveOne bool // a value above aboveOneFrom was seen (a utilisation in percent)
 	predOK   [numPred]bool
 }
 
@@ -139,7 +139,7 @@ func (lr *longRun) count(u float64) {
 const ratioFloorScale = 0.5
 
 // trivialFloor is the smallest residual that may flag. For a utilisation
-// (ratio: values in [0, 1] that never exceeded 1) the relative part is of
+// (ratio: values in [0, 1] that never exceeded aboveOneFrom) the relative part is of
 // at least half its full scale, 1 percentage point by default: a CPU state
 // at 0.4% moving to 0.5% is a large change of its level, and nothing anyone
 // would be woken for.
@@ -267,7 +267,7 @@ func (lr *longRun) far(r, score float64) float64 {
 
 // A residual farther out than farFrom usual residuals (about standard
 // deviations) is lifted by (z-farFrom)/(z-farFrom+farScale) of its score's
-// distance to 1, once farMinPoints residuals were learned.
+// distance to 1, once farLiftPoints residuals were learned.
 const (
 	levelBound   = 10.0
 	slotBound    = 1000.0
