@@ -44,9 +44,10 @@ func anomalousBody(metricName string, p point, prefix string, v verdictView) str
 	if v.expectedMin.ok && v.expectedMax.ok {
 		r := formatRange(v.expectedMin.v, v.expectedMax.v)
 		if p.hasValue && !p.hasCount && p.value >= v.expectedMin.v && p.value <= v.expectedMax.v {
-			// Flagged for a run of unusual points, not for this value
+			// Flagged for where it stands (a run of unusual points, a
+			// departure from the points just before), not for its value
 			// alone: say so, or the line reads as a contradiction.
-			details = append(details, "in a run of unusual values; normal "+r)
+			details = append(details, "unusual in context; its value is within normal "+r)
 		} else {
 			details = append(details, "normal "+r)
 		}

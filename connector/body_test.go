@@ -70,9 +70,9 @@ func TestBodiesWithMissingParts(t *testing.T) {
 	assert.Equal(t, "up = 1 is anomalous (score 0.90 >= 0.80)",
 		anomalousBody("up", point{attrs: attrs, value: 1, hasValue: true}, "anomaly.",
 			verdictView{score: opt{0.9, true}, threshold: opt{0.8, true}, expectedMin: opt{0, true}}))
-	// A value inside its band was flagged for the run it is part of.
+	// A value inside its band was flagged for its context.
 	band := verdictView{score: opt{0.9, true}, threshold: opt{0.8, true}, expectedMin: opt{0.745, true}, expectedMax: opt{1, true}}
-	assert.Equal(t, "free = 0.799 is anomalous (score 0.90 >= 0.80; in a run of unusual values; normal 0.745-1)",
+	assert.Equal(t, "free = 0.799 is anomalous (score 0.90 >= 0.80; unusual in context; its value is within normal 0.745-1)",
 		anomalousBody("free", point{attrs: attrs, value: 0.799, hasValue: true}, "anomaly.", band))
 	assert.Equal(t, "free = 0.5 is anomalous (score 0.90 >= 0.80; normal 0.745-1)",
 		anomalousBody("free", point{attrs: attrs, value: 0.5, hasValue: true}, "anomaly.", band))

@@ -31,9 +31,10 @@ import (
 // An entity's interval is reported when a datapoint of a later interval
 // arrives for it: datapoint time, so that replayed and delayed data give
 // the rates it had. The last interval of an entity whose data stopped is
-// reported once other entities' data is a whole interval past it, or at
-// shutdown; a point of an interval already reported is counted as late and
-// left out. A flagged point counts as flagged only if the
+// reported once other entities' data is a whole interval past it and it
+// was silent for an interval of the collector's clock, or at shutdown if
+// it is over by then; a point of an interval already reported is counted
+// as late and left out. A flagged point counts as flagged only if the
 // connector takes its verdict (trust.go); otherwise it counts as scored.
 
 type anomalyRate struct {
@@ -66,7 +67,8 @@ type rateEntity struct {
 	attrs           pcommon.Map
 	start           int64 // the open interval's start (unix ns)
 	scored, flagged int64
-	sent            bool // the interval at start was sent: its points are late
+	sent            bool  // the interval at start was sent: its points are late
+	seen            int64 // wall time (unix ns) of the last batch with its points
 }
 
 var _ consumer.Metrics = (*anomalyRate)(nil)
@@ -188,7 +190,7 @@ func (c *anomalyRate) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) er
 	if len(counts) == 0 {
 		return nil
 	}
-	out, drops := c.fold(counts, order)
+	out, drops := c.fold(counts, order, now)
 	for i, n := range drops {
 		if n > 0 {
 			c.telemetry.ConnectorAnomalyeventsRateDatapointsDropped.Add(ctx, n, c.dropAttrs[i])
@@ -202,7 +204,7 @@ func (c *anomalyRate) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) er
 
 // fold adds a batch's counts to the entities, interval by interval, and
 // returns the rates of the intervals that ended.
-func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pmetric.Metrics, [numDrops]int64) {
+func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int, now int64) (pmetric.Metrics, [numDrops]int64) {
 	keys := make([]rateKey, 0, len(counts))
 	for k := range counts {
 		keys = append(keys, k)
@@ -221,6 +223,12 @@ func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pme
 		c.newest = max(c.newest, k.start)
 		ent := c.entities[k.entity]
 		if ent == nil {
+			if k.start < c.swept-2*c.interval {
+				// A sweep may have sent and dropped this entity's
+				// interval: counting it afresh would send it twice.
+				drops[dropLate] += n.scored
+				continue
+			}
 			if len(c.entities) >= c.cfg.Rate.MaxEntities && !c.sweep(&o) {
 				drops[dropOverLimit] += n.scored
 				continue
@@ -229,6 +237,7 @@ func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pme
 			c.hasher.attrs(n.resource, ent.attrs)
 			c.entities[k.entity] = ent
 		}
+		ent.seen = now
 		switch {
 		case k.start < ent.start, k.start == ent.start && ent.sent:
 			drops[dropLate] += n.scored
@@ -241,7 +250,7 @@ func (c *anomalyRate) fold(counts map[rateKey]*tally, order map[uint64]int) (pme
 		ent.flagged += n.flagged
 	}
 	if c.newest > newest {
-		c.closeStopped(&o)
+		c.closeStopped(&o, now)
 	}
 	return o.md, drops
 }
@@ -280,15 +289,17 @@ func (c *anomalyRate) emit(o *rateOut, key uint64, ent *rateEntity) {
 	ent.scored, ent.flagged, ent.sent = 0, 0, true
 }
 
-// closeStopped sends the open interval of every entity that sent nothing
-// in the whole interval after it, now that another entity is past that
-// one too (under mu): a host that went down has its last interval
-// reported, the one most worth seeing. Points of that interval arriving
-// later count as late. Run when the newest interval moves on: once per
-// interval, not per batch.
-func (c *anomalyRate) closeStopped(o *rateOut) {
+// closeStopped sends the open interval of every entity that stopped
+// (under mu): other entities' data is a whole interval past it, and it
+// sent nothing for longer than an interval of the collector's clock. A
+// host that went down has its last interval reported, the one most worth
+// seeing; an entity whose clock lags or that replays a backlog keeps
+// sending, and is never cut short by one whose clock runs ahead. Points of
+// a closed interval arriving later count as late. Run when the newest
+// interval moves on: once per interval, not per batch.
+func (c *anomalyRate) closeStopped(o *rateOut, now int64) {
 	for k, ent := range c.entities {
-		if ent.scored > 0 && ent.start < c.newest-c.interval {
+		if ent.scored > 0 && ent.start < c.newest-c.interval && now-ent.seen > c.interval {
 			c.emit(o, k, ent)
 		}
 	}
@@ -310,13 +321,18 @@ func (c *anomalyRate) sweep(o *rateOut) bool {
 	return len(c.entities) < c.cfg.Rate.MaxEntities
 }
 
-// flush sends every entity's open interval (at shutdown: the intervals
-// would otherwise be lost).
+// flush sends, at shutdown, the open intervals that are over by the
+// collector's clock (all of them after a replay of old data). One still
+// running is not: the next process would count its rest and send the same
+// interval again.
 func (c *anomalyRate) flush(ctx context.Context) error {
 	o := rateOut{md: pmetric.NewMetrics()}
+	now := c.now().UnixNano()
 	c.mu.Lock()
 	for k, ent := range c.entities {
-		c.emit(&o, k, ent)
+		if ent.start+c.interval <= now {
+			c.emit(&o, k, ent)
+		}
 	}
 	c.mu.Unlock()
 	if o.md.ResourceMetrics().Len() == 0 {

@@ -229,50 +229,131 @@ func TestRateEmptyResource(t *testing.T) {
 	assert.Equal(t, 0.5, got[0].value)
 }
 
+// newRateAt is newRate with telemetry into tt and the collector's clock
+// set by *wall.
+func newRateAt(t *testing.T, cfg *Config, tt *componenttest.Telemetry, wall *time.Time) (*anomalyRate, *consumertest.MetricsSink) {
+	t.Helper()
+	sink := new(consumertest.MetricsSink)
+	c, err := NewFactory().CreateMetricsToMetrics(context.Background(), metadatatest.NewSettings(tt), cfg, sink)
+	require.NoError(t, err)
+	rc := c.(*anomalyRate)
+	rc.trust.ledger = issued([]uint64{1}, nil)
+	rc.now = func() time.Time { return *wall }
+	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
+	return rc, sink
+}
+
+func ratesOf(sink *consumertest.MetricsSink, host string) []rate {
+	var out []rate
+	for _, r := range rates(sink) {
+		if r.resource["host.name"] == host {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // An entity that stops has its last interval sent once the others are a
-// whole interval past it (a host that went down: the interval most worth
-// seeing), its late points are left out, and the open intervals are sent
-// at shutdown.
+// whole interval past it and it was silent for an interval (a host that
+// went down: the interval most worth seeing), its late points are left
+// out, and the intervals over by the collector's clock are sent at
+// shutdown, not the one still running.
 func TestRateStoppedEntityAndShutdown(t *testing.T) {
 	tt := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
-	sink := new(consumertest.MetricsSink)
-	c, err := NewFactory().CreateMetricsToMetrics(context.Background(), metadatatest.NewSettings(tt), groupConfig(), sink)
-	require.NoError(t, err)
-	c.(*anomalyRate).trust.ledger = issued([]uint64{1}, nil)
+	wall := minute(0)
+	c, sink := newRateAt(t, groupConfig(), tt, &wall)
 	ctx := context.Background()
-	require.NoError(t, c.Start(ctx, componenttest.NewNopHost()))
-	require.NoError(t, c.ConsumeMetrics(ctx, merge(
-		host("a", minute(0), quiet("m")),
-		host("b", minute(0), dp{metric: "m", score: 0.9, in: 1}, quiet("n")))))
-	require.NoError(t, c.ConsumeMetrics(ctx, host("a", minute(1), quiet("m"))))
-	for _, r := range rates(sink) {
-		assert.NotEqual(t, map[string]any{"host.name": "b"}, r.resource, "b may still send minute 0's stragglers")
+	at := func(w time.Time, md pmetric.Metrics) {
+		wall = w
+		require.NoError(t, c.ConsumeMetrics(ctx, md))
 	}
-	require.NoError(t, c.ConsumeMetrics(ctx, host("a", minute(2), quiet("m"))))
-	var b []rate
-	for _, r := range rates(sink) {
-		if r.resource["host.name"] == "b" {
-			b = append(b, r)
-		}
-	}
-	require.Len(t, b, 1, "b's last minute is sent once a is a whole minute past it")
+	at(minute(0), merge(host("a", minute(0), quiet("m")), host("b", minute(0), dp{metric: "m", score: 0.9, in: 1}, quiet("n"))))
+	at(minute(1), host("a", minute(1), quiet("m")))
+	assert.Empty(t, ratesOf(sink, "b"), "b may still send minute 0's stragglers")
+	at(minute(2), host("a", minute(2), quiet("m")))
+	b := ratesOf(sink, "b")
+	require.Len(t, b, 1, "b's last minute is sent once a is a whole minute past it and b was silent for one")
 	assert.Equal(t, minute(0), b[0].start)
 	assert.Equal(t, 0.5, b[0].value)
 	// A straggler of the minute sent is late; b coming back is counted again.
-	require.NoError(t, c.ConsumeMetrics(ctx, host("b", minute(0).Add(55*time.Second), quiet("m"))))
-	require.NoError(t, c.ConsumeMetrics(ctx, host("b", minute(2), quiet("m"))))
+	at(minute(2).Add(5*time.Second), host("b", minute(0).Add(55*time.Second), quiet("m")))
+	at(minute(2).Add(10*time.Second), host("b", minute(2), quiet("m")))
 	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, tt, []metricdata.DataPoint[int64]{
 		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "late"))},
 	}, metricdatatest.IgnoreTimestamp())
-	sent := len(rates(sink))
-	require.NoError(t, c.Shutdown(ctx))
-	got := rates(sink)[sent:]
-	require.Len(t, got, 2, "minute 2 of a and b, sent at shutdown")
-	for _, r := range got {
-		assert.Equal(t, minute(2), r.start)
-		assert.Equal(t, 0.0, r.value)
-	}
 	counts := rateCounts(t, sink)
 	assert.Equal(t, [2]int64{2, 1}, counts[fmt.Sprint(map[string]any{"host.name": "b"}, minute(0))], "b's minute 0: 2 scored, 1 flagged, the straggler left out")
+
+	// Shutdown at 02:30: minute 2 is still running and is not sent (the
+	// next process would send it again); after a replay, old intervals are.
+	sent := len(rates(sink))
+	wall = minute(2).Add(30 * time.Second)
+	require.NoError(t, c.Shutdown(ctx))
+	assert.Len(t, rates(sink), sent, "nothing over at shutdown")
+
+	wall = minute(0)
+	c2, sink2 := newRateAt(t, groupConfig(), tt, &wall)
+	require.NoError(t, c2.ConsumeMetrics(ctx, merge(host("a", minute(2), quiet("m")), host("b", minute(2), quiet("m")))))
+	wall = minute(3).Add(time.Second)
+	require.NoError(t, c2.Shutdown(ctx))
+	got := rates(sink2)
+	require.Len(t, got, 2, "minute 2 of a and b, over by the clock at shutdown")
+	for _, r := range got {
+		assert.Equal(t, minute(2), r.start)
+	}
+}
+
+// An entity whose clock runs minutes ahead moves the newest interval on
+// every minute; one that keeps sending is not cut short by it, and one that
+// replays a backlog keeps its intervals whole.
+func TestRateSkewedAndLaggingEntities(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	wall := minute(0)
+	c, sink := newRateAt(t, groupConfig(), tt, &wall)
+	ctx := context.Background()
+	at := func(w time.Time, md pmetric.Metrics) {
+		wall = w
+		require.NoError(t, c.ConsumeMetrics(ctx, md))
+	}
+	for m := range 6 {
+		at(minute(m), host("a", minute(m), quiet("m")))
+		at(minute(m).Add(10*time.Second), host("skewed", minute(m+3).Add(10*time.Second), quiet("m")))
+		at(minute(m).Add(30*time.Second), host("a", minute(m).Add(30*time.Second), quiet("m")))
+		// A backlog: minute m-? of "backlog", four points, interleaved.
+		for j := range 4 {
+			at(minute(m).Add(time.Duration(31+j)*time.Second), host("backlog", minute(m).Add(-5*time.Minute+time.Duration(15*j)*time.Second), quiet("m")))
+		}
+	}
+	counts := rateCounts(t, sink)
+	for m := range 5 {
+		assert.Equal(t, [2]int64{2, 0}, counts[fmt.Sprint(map[string]any{"host.name": "a"}, minute(m))], "a's minute %d whole", m)
+		assert.Equal(t, [2]int64{4, 0}, counts[fmt.Sprint(map[string]any{"host.name": "backlog"}, minute(m-5))], "backlog's minute %d whole", m-5)
+	}
+	_, err := tt.GetMetric("otelcol_connector_anomalyevents_rate_datapoints_dropped")
+	assert.Error(t, err, "no datapoint left out")
+}
+
+// At max_entities a sweep sends an idle entity's interval and drops it: a
+// straggler of that interval is late, not counted and sent again.
+func TestRateSweptEntityStragglerIsLate(t *testing.T) {
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	cfg := groupConfig()
+	cfg.Rate.MaxEntities = 2
+	wall := minute(0)
+	c, sink := newRateAt(t, cfg, tt, &wall)
+	ctx := context.Background()
+	require.NoError(t, c.ConsumeMetrics(ctx, merge(host("a", minute(0), quiet("m")), host("b", minute(0), quiet("m"), quiet("n")))))
+	wall = minute(3)
+	require.NoError(t, c.ConsumeMetrics(ctx, host("c", minute(3), quiet("m"))))
+	require.Len(t, ratesOf(sink, "b"), 1, "the sweep sent b's minute 0")
+	require.NoError(t, c.ConsumeMetrics(ctx, host("b", minute(0).Add(50*time.Second), quiet("m"))))
+	wall = minute(9)
+	require.NoError(t, c.Shutdown(ctx))
+	assert.Len(t, ratesOf(sink, "b"), 1, "b's minute 0 is not sent again")
+	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, tt, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "late"))},
+	}, metricdatatest.IgnoreTimestamp())
 }
