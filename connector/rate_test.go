@@ -229,18 +229,40 @@ func TestRateEmptyResource(t *testing.T) {
 	assert.Equal(t, 0.5, got[0].value)
 }
 
-// newRateAt is newRate with telemetry into tt and the collector's clock
-// set by *wall.
-func newRateAt(t *testing.T, cfg *Config, tt *componenttest.Telemetry, wall *time.Time) (*anomalyRate, *consumertest.MetricsSink) {
+// clockedRate is a started rate connector whose collector clock is wall,
+// with its telemetry in tt and its output in sink.
+type clockedRate struct {
+	c    *anomalyRate
+	sink *consumertest.MetricsSink
+	tt   *componenttest.Telemetry
+	wall time.Time
+}
+
+func newClockedRate(t *testing.T, cfg *Config, wall time.Time) *clockedRate {
 	t.Helper()
-	sink := new(consumertest.MetricsSink)
-	c, err := NewFactory().CreateMetricsToMetrics(context.Background(), metadatatest.NewSettings(tt), cfg, sink)
+	r := &clockedRate{sink: new(consumertest.MetricsSink), tt: componenttest.NewTelemetry(), wall: wall}
+	t.Cleanup(func() { require.NoError(t, r.tt.Shutdown(context.Background())) })
+	c, err := NewFactory().CreateMetricsToMetrics(context.Background(), metadatatest.NewSettings(r.tt), cfg, r.sink)
 	require.NoError(t, err)
-	rc := c.(*anomalyRate)
-	rc.trust.ledger = issued([]uint64{1}, nil)
-	rc.now = func() time.Time { return *wall }
+	r.c = c.(*anomalyRate)
+	r.c.trust.ledger = issued([]uint64{1}, nil)
+	r.c.now = func() time.Time { return r.wall }
 	require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
-	return rc, sink
+	return r
+}
+
+// at sends md when the collector's clock reads w.
+func (r *clockedRate) at(t *testing.T, w time.Time, md pmetric.Metrics) {
+	t.Helper()
+	r.wall = w
+	require.NoError(t, r.c.ConsumeMetrics(context.Background(), md))
+}
+
+// shutdownAt shuts the connector down when the clock reads w.
+func (r *clockedRate) shutdownAt(t *testing.T, w time.Time) {
+	t.Helper()
+	r.wall = w
+	require.NoError(t, r.c.Shutdown(context.Background()))
 }
 
 func ratesOf(sink *consumertest.MetricsSink, host string) []rate {
@@ -259,48 +281,37 @@ func ratesOf(sink *consumertest.MetricsSink, host string) []rate {
 // out, and the intervals over by the collector's clock are sent at
 // shutdown, not the one still running.
 func TestRateStoppedEntityAndShutdown(t *testing.T) {
-	tt := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
-	wall := minute(0)
-	c, sink := newRateAt(t, groupConfig(), tt, &wall)
-	ctx := context.Background()
-	at := func(w time.Time, md pmetric.Metrics) {
-		wall = w
-		require.NoError(t, c.ConsumeMetrics(ctx, md))
-	}
-	at(minute(0), merge(host("a", minute(0), quiet("m")), host("b", minute(0), dp{metric: "m", score: 0.9, in: 1}, quiet("n"))))
-	at(minute(1), host("a", minute(1), quiet("m")))
-	assert.Empty(t, ratesOf(sink, "b"), "b may still send minute 0's stragglers")
-	at(minute(2), host("a", minute(2), quiet("m")))
-	b := ratesOf(sink, "b")
+	r := newClockedRate(t, groupConfig(), minute(0))
+	r.at(t, minute(0), merge(host("a", minute(0), quiet("m")), host("b", minute(0), dp{metric: "m", score: 0.9, in: 1}, quiet("n"))))
+	r.at(t, minute(1), host("a", minute(1), quiet("m")))
+	assert.Empty(t, ratesOf(r.sink, "b"), "b may still send minute 0's stragglers")
+	r.at(t, minute(2), host("a", minute(2), quiet("m")))
+	b := ratesOf(r.sink, "b")
 	require.Len(t, b, 1, "b's last minute is sent once a is a whole minute past it and b was silent for one")
 	assert.Equal(t, minute(0), b[0].start)
 	assert.Equal(t, 0.5, b[0].value)
 	// A straggler of the minute sent is late; b coming back is counted again.
-	at(minute(2).Add(5*time.Second), host("b", minute(0).Add(55*time.Second), quiet("m")))
-	at(minute(2).Add(10*time.Second), host("b", minute(2), quiet("m")))
-	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, tt, []metricdata.DataPoint[int64]{
+	r.at(t, minute(2).Add(5*time.Second), host("b", minute(0).Add(55*time.Second), quiet("m")))
+	r.at(t, minute(2).Add(10*time.Second), host("b", minute(2), quiet("m")))
+	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, r.tt, []metricdata.DataPoint[int64]{
 		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "late"))},
 	}, metricdatatest.IgnoreTimestamp())
-	counts := rateCounts(t, sink)
+	counts := rateCounts(t, r.sink)
 	assert.Equal(t, [2]int64{2, 1}, counts[fmt.Sprint(map[string]any{"host.name": "b"}, minute(0))], "b's minute 0: 2 scored, 1 flagged, the straggler left out")
 
 	// Shutdown at 02:30: minute 2 is still running and is not sent (the
 	// next process would send it again); after a replay, old intervals are.
-	sent := len(rates(sink))
-	wall = minute(2).Add(30 * time.Second)
-	require.NoError(t, c.Shutdown(ctx))
-	assert.Len(t, rates(sink), sent, "nothing over at shutdown")
+	sent := len(rates(r.sink))
+	r.shutdownAt(t, minute(2).Add(30*time.Second))
+	assert.Len(t, rates(r.sink), sent, "nothing over at shutdown")
 
-	wall = minute(0)
-	c2, sink2 := newRateAt(t, groupConfig(), tt, &wall)
-	require.NoError(t, c2.ConsumeMetrics(ctx, merge(host("a", minute(2), quiet("m")), host("b", minute(2), quiet("m")))))
-	wall = minute(3).Add(time.Second)
-	require.NoError(t, c2.Shutdown(ctx))
-	got := rates(sink2)
+	r2 := newClockedRate(t, groupConfig(), minute(0))
+	r2.at(t, minute(2), merge(host("a", minute(2), quiet("m")), host("b", minute(2), quiet("m"))))
+	r2.shutdownAt(t, minute(3).Add(time.Second))
+	got := rates(r2.sink)
 	require.Len(t, got, 2, "minute 2 of a and b, over by the clock at shutdown")
-	for _, r := range got {
-		assert.Equal(t, minute(2), r.start)
+	for _, x := range got {
+		assert.Equal(t, minute(2), x.start)
 	}
 }
 
@@ -308,52 +319,38 @@ func TestRateStoppedEntityAndShutdown(t *testing.T) {
 // every minute; one that keeps sending is not cut short by it, and one that
 // replays a backlog keeps its intervals whole.
 func TestRateSkewedAndLaggingEntities(t *testing.T) {
-	tt := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
-	wall := minute(0)
-	c, sink := newRateAt(t, groupConfig(), tt, &wall)
-	ctx := context.Background()
-	at := func(w time.Time, md pmetric.Metrics) {
-		wall = w
-		require.NoError(t, c.ConsumeMetrics(ctx, md))
-	}
+	r := newClockedRate(t, groupConfig(), minute(0))
 	for m := range 6 {
-		at(minute(m), host("a", minute(m), quiet("m")))
-		at(minute(m).Add(10*time.Second), host("skewed", minute(m+3).Add(10*time.Second), quiet("m")))
-		at(minute(m).Add(30*time.Second), host("a", minute(m).Add(30*time.Second), quiet("m")))
-		// A backlog: minute m-? of "backlog", four points, interleaved.
+		r.at(t, minute(m), host("a", minute(m), quiet("m")))
+		r.at(t, minute(m).Add(10*time.Second), host("skewed", minute(m+3).Add(10*time.Second), quiet("m")))
+		r.at(t, minute(m).Add(30*time.Second), host("a", minute(m).Add(30*time.Second), quiet("m")))
+		// A backlog five minutes behind, four points a minute, interleaved.
 		for j := range 4 {
-			at(minute(m).Add(time.Duration(31+j)*time.Second), host("backlog", minute(m).Add(-5*time.Minute+time.Duration(15*j)*time.Second), quiet("m")))
+			r.at(t, minute(m).Add(time.Duration(31+j)*time.Second), host("backlog", minute(m).Add(-5*time.Minute+time.Duration(15*j)*time.Second), quiet("m")))
 		}
 	}
-	counts := rateCounts(t, sink)
+	counts := rateCounts(t, r.sink)
 	for m := range 5 {
 		assert.Equal(t, [2]int64{2, 0}, counts[fmt.Sprint(map[string]any{"host.name": "a"}, minute(m))], "a's minute %d whole", m)
 		assert.Equal(t, [2]int64{4, 0}, counts[fmt.Sprint(map[string]any{"host.name": "backlog"}, minute(m-5))], "backlog's minute %d whole", m-5)
 	}
-	_, err := tt.GetMetric("otelcol_connector_anomalyevents_rate_datapoints_dropped")
+	_, err := r.tt.GetMetric("otelcol_connector_anomalyevents_rate_datapoints_dropped")
 	assert.Error(t, err, "no datapoint left out")
 }
 
 // At max_entities a sweep sends an idle entity's interval and drops it: a
 // straggler of that interval is late, not counted and sent again.
 func TestRateSweptEntityStragglerIsLate(t *testing.T) {
-	tt := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
 	cfg := groupConfig()
 	cfg.Rate.MaxEntities = 2
-	wall := minute(0)
-	c, sink := newRateAt(t, cfg, tt, &wall)
-	ctx := context.Background()
-	require.NoError(t, c.ConsumeMetrics(ctx, merge(host("a", minute(0), quiet("m")), host("b", minute(0), quiet("m"), quiet("n")))))
-	wall = minute(3)
-	require.NoError(t, c.ConsumeMetrics(ctx, host("c", minute(3), quiet("m"))))
-	require.Len(t, ratesOf(sink, "b"), 1, "the sweep sent b's minute 0")
-	require.NoError(t, c.ConsumeMetrics(ctx, host("b", minute(0).Add(50*time.Second), quiet("m"))))
-	wall = minute(9)
-	require.NoError(t, c.Shutdown(ctx))
-	assert.Len(t, ratesOf(sink, "b"), 1, "b's minute 0 is not sent again")
-	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, tt, []metricdata.DataPoint[int64]{
+	r := newClockedRate(t, cfg, minute(0))
+	r.at(t, minute(0), merge(host("a", minute(0), quiet("m")), host("b", minute(0), quiet("m"), quiet("n"))))
+	r.at(t, minute(3), host("c", minute(3), quiet("m")))
+	require.Len(t, ratesOf(r.sink, "b"), 1, "the sweep sent b's minute 0")
+	r.at(t, minute(3), host("b", minute(0).Add(50*time.Second), quiet("m")))
+	r.shutdownAt(t, minute(9))
+	assert.Len(t, ratesOf(r.sink, "b"), 1, "b's minute 0 is not sent again")
+	metadatatest.AssertEqualConnectorAnomalyeventsRateDatapointsDropped(t, r.tt, []metricdata.DataPoint[int64]{
 		{Value: 1, Attributes: attribute.NewSet(attribute.String("reason", "late"))},
 	}, metricdatatest.IgnoreTimestamp())
 }
