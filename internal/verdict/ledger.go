@@ -177,37 +177,29 @@ type Reader struct {
 // known (open, or ended within the grace: a start may reach the connector
 // after the processor already ended it) and its start was not yet claimed
 // by this reader.
-func (r Reader) ClaimStart(id uint64) Check {
-	l := r.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.expire()
-	e := l.entries[id]
-	switch {
-	case e == nil:
-		return Unknown
-	case e.claimedStart&r.bit != 0:
-		return Repeated
-	}
-	e.claimedStart |= r.bit
-	return Vouched
-}
+func (r Reader) ClaimStart(id uint64) Check { return r.claim(id, false) }
 
 // ClaimEnd vouches for the end of incident id once: the incident ended and
 // its end was not yet claimed by this reader.
-func (r Reader) ClaimEnd(id uint64) Check {
+func (r Reader) ClaimEnd(id uint64) Check { return r.claim(id, true) }
+
+func (r Reader) claim(id uint64, end bool) Check {
 	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.expire()
 	e := l.entries[id]
-	switch {
-	case e == nil || !e.ended:
+	if e == nil || end && !e.ended {
 		return Unknown
-	case e.claimedEnd&r.bit != 0:
+	}
+	claimed := &e.claimedStart
+	if end {
+		claimed = &e.claimedEnd
+	}
+	if *claimed&r.bit != 0 {
 		return Repeated
 	}
-	e.claimedEnd |= r.bit
+	*claimed |= r.bit
 	return Vouched
 }
 
