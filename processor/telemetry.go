@@ -52,17 +52,16 @@ func (p *iforestProcessor) record(ctx context.Context, b *batch, failed bool, to
 	if st.TreesBuilt > 0 {
 		t.ProcessorIforestTreesRefit.Add(ctx, st.TreesBuilt)
 	}
-	if st.EvictedIdle > 0 {
-		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedIdle, p.evictAttrs[0])
+	// In the order of evictionReasons.
+	for i, n := range [...]int64{st.EvictedIdle, st.EvictedLimit} {
+		if n > 0 {
+			t.ProcessorIforestSeriesEvicted.Add(ctx, n, p.evictAttrs[i])
+		}
 	}
-	if st.EvictedLimit > 0 {
-		t.ProcessorIforestSeriesEvicted.Add(ctx, st.EvictedLimit, p.evictAttrs[1])
-	}
-	if st.GroupsEvictedIdle > 0 {
-		t.ProcessorIforestGroupsEvicted.Add(ctx, st.GroupsEvictedIdle, p.evictAttrs[0])
-	}
-	if st.GroupsEvictedLimit > 0 {
-		t.ProcessorIforestGroupsEvicted.Add(ctx, st.GroupsEvictedLimit, p.evictAttrs[1])
+	for i, n := range [...]int64{st.GroupsEvictedIdle, st.GroupsEvictedLimit} {
+		if n > 0 {
+			t.ProcessorIforestGroupsEvicted.Add(ctx, n, p.evictAttrs[i])
+		}
 	}
 	p.ops.record(ctx, &b.ops)
 	t.ProcessorIforestBatchDuration.Record(ctx, took.Seconds())
