@@ -328,12 +328,16 @@ func TestLoadRateIsALimit(t *testing.T) {
 	}
 }
 
-// Without --points the run lasts --duration and prints progress lines.
+// Without --points the run lasts --duration and prints progress lines. A
+// request is due when its last point is due: at 50,000 dp/s over 4 workers
+// a batch of 500 is due every 40 ms, well inside the 400 ms even on a
+// loaded machine (at 5,000 dp/s the first one was due at 399 ms and a late
+// timer left the run with nothing sent).
 func TestLoadDurationAndProgress(t *testing.T) {
 	rec := &recorder{}
 	addr := startServer(t, rec)
 	start := time.Now()
-	rep, out, err := runLoadArgs(t, addr, "--series", "100", "--duration", "400ms", "--report-interval", "100ms", "--rate", "5000")
+	rep, out, err := runLoadArgs(t, addr, "--series", "100", "--duration", "400ms", "--report-interval", "100ms", "--rate", "50000")
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out)
 	}
