@@ -161,8 +161,24 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 // step also testing whether x is outside the split's range and, if so,
 // adding the chance it would have been cut off there.
 func (f *Forest) ScoreAsInserted(x []float64) float64 {
+	s, _ := f.scoreAsInserted(x, math.Inf(-1))
+	return s
+}
+
+// ScoreAsInsertedBelow is ScoreAsInserted that may stop after the first
+// group of eight trees: if the forest has more and their score alone,
+// 2^(-mean of h/c over them), is below floor, it returns that estimate
+// and false. Otherwise it returns exactly ScoreAsInserted(x) and true. A
+// caller for whom every score below floor means the same saves the walks
+// of the other trees for most points. Forests that take the plain walk
+// (boxed or wider than maxInsertedDims) never stop early. 0 allocs.
+func (f *Forest) ScoreAsInsertedBelow(x []float64, floor float64) (score float64, complete bool) {
+	return f.scoreAsInserted(x, floor)
+}
+
+func (f *Forest) scoreAsInserted(x []float64, floor float64) (float64, bool) {
 	if len(f.meta) == 0 {
-		return 0.5
+		return 0.5, true
 	}
 	x = x[:f.dims]
 	var sum float64
@@ -171,7 +187,7 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 			t := f.view(i)
 			sum += t.PathLengthAsInserted(x) * t.invC
 		}
-		return math.Exp2(-sum / float64(len(f.meta)))
+		return math.Exp2(-sum / float64(len(f.meta))), true
 	}
 	// The walk compares in float32, where nodes live: cx routes exactly like
 	// x (see prepX), and x is beyond a split's float32 range exactly when
@@ -197,8 +213,15 @@ func (f *Forest) ScoreAsInserted(x []float64) float64 {
 			a[j] += (h + stay*leafLen(w0)) * invCTable[m.psi]
 		}
 		trees = trees[len(ts):]
+		// After the first group, with more to come: each of the eight
+		// lanes holds one tree's h/c.
+		if len(trees) > 0 && len(trees) == len(f.meta)-8 {
+			if s := math.Exp2(-a.total() / 8); s < floor {
+				return s, false
+			}
+		}
 	}
-	return math.Exp2(-a.total() / float64(len(f.meta)))
+	return math.Exp2(-a.total() / float64(len(f.meta))), true
 }
 
 // maxInsertedDims bounds the features of the lockstep walk of

@@ -176,3 +176,83 @@ func TestAsInsertedFlagsTheFirstChangeOfAConstantSeries(t *testing.T) {
 	// Cut off at the root of every tree: h = 1.
 	assert.InDelta(t, math.Exp2(-1/AvgPathLength(32)), f.ScoreAsInserted([]float64{0.127}), 1e-9)
 }
+
+// ScoreAsInsertedBelow either stops after the first eight trees with their
+// score, below the floor, or returns ScoreAsInserted's score bit for bit;
+// forests of at most eight trees, boxed and wide forests never stop.
+func TestScoreAsInsertedBelow(t *testing.T) {
+	boxed := NewBuilder(2)
+	boxed.KeepBoxes(true)
+	for _, c := range []struct {
+		name        string
+		dims, trees int
+		b           *Builder // nil: Fit's
+		mayStop     bool
+	}{
+		{"detector", 2, 32, nil, true},
+		{"one feature, short last group", 1, 13, nil, true},
+		{"nine trees", 3, 9, nil, true},
+		{"eight trees", 2, 8, nil, false},
+		{"five trees", 1, 5, nil, false},
+		{"boxed", 2, 32, boxed, false},
+		{"wide", maxInsertedDims + 1, 32, nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var f *Forest
+			if c.b == nil {
+				f = Fit(gaussData(1024, c.dims, 6), c.dims, Options{Trees: c.trees, SampleSize: 32, Seed: 2})
+			} else {
+				data := gaussData(1024, c.dims, 6)
+				rng := rand.New(rand.NewPCG(2, 2))
+				f = New(c.dims, nil)
+				for i := range c.trees {
+					f.Add(c.b, data[i*32*c.dims:(i+1)*32*c.dims], rng)
+				}
+			}
+			require.Equal(t, c.trees, f.Len())
+			require.Equal(t, c.b != nil, f.boxed == c.trees, "boxed trees")
+			trees := f.Trees()
+			rng := rand.New(rand.NewPCG(3, 3))
+			x := make([]float64, c.dims)
+			stopped := 0
+			for range 400 {
+				for j := range x {
+					x[j] = 2 * rng.NormFloat64() // inside and outside the data
+				}
+				full := f.ScoreAsInserted(x)
+				var sum8 float64
+				for _, tr := range trees[:min(8, len(trees))] {
+					sum8 += tr.PathLengthAsInserted(x) * tr.invC
+				}
+				part := math.Exp2(-sum8 / 8)
+				for _, floor := range []float64{0, 0.3, 0.45, 0.5, 0.55, 0.7, 1.01, math.Inf(1)} {
+					s, complete := f.ScoreAsInsertedBelow(x, floor)
+					if complete {
+						require.Equal(t, math.Float64bits(full), math.Float64bits(s), "x=%v floor=%v", x, floor)
+						if c.mayStop {
+							require.GreaterOrEqual(t, part+1e-12, floor, "x=%v: the first eight score below the floor, yet no stop", x)
+						}
+						continue
+					}
+					stopped++
+					require.True(t, c.mayStop, "stopped early")
+					require.Less(t, s, floor)
+					require.InDelta(t, part, s, 1e-12, "x=%v", x)
+				}
+			}
+			if c.mayStop {
+				// At floor 1.01 every point stops; at 0 none does.
+				assert.GreaterOrEqual(t, stopped, 800)
+			}
+		})
+	}
+}
+
+func TestScoreAsInsertedBelowAllocatesNothing(t *testing.T) {
+	f := Fit(gaussData(256, 2, 1), 2, Options{Trees: 32, SampleSize: 32, Seed: 1})
+	x := []float64{0.3, 0.1}
+	_, complete := f.ScoreAsInsertedBelow(x, 1.01)
+	require.False(t, complete)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { f.ScoreAsInsertedBelow(x, 1.01) }))
+	assert.Zero(t, testing.AllocsPerRun(100, func() { f.ScoreAsInsertedBelow(x, 0) }))
+}
