@@ -77,26 +77,40 @@ func (s *series) beyond(v, score float64) float64 {
 	if s.lr != nil {
 		score = s.lr.far(v, score)
 	}
-	if !s.hasRange() || s.rows < beyondMinRows {
+	ext, out := s.outside(v)
+	if !out {
 		return score
 	}
-	// Compare at the window's float32 precision: rounding is not news.
-	lo, hi, v32 := float64(s.lo), float64(s.hi), float64(float32(v))
-	var ext float64
-	switch {
-	case v32 > hi:
-		ext = v - hi
-	case v32 < lo:
-		ext = lo - v
-	default:
-		return score
-	}
+	lo, hi := float64(s.lo), float64(s.hi)
 	lift := 1.0 // beyond a constant window: as far as it gets
 	if hi > lo {
 		r := ext / (hi - lo)
 		lift = r / (r + beyondScale)
 	}
 	return score + (1-score)*lift
+}
+
+// outside reports whether beyond lifts the score of v for the window's
+// range, and by how much v lies beyond it.
+func (s *series) outside(v float64) (ext float64, out bool) {
+	if !s.hasRange() || s.rows < beyondMinRows {
+		return 0, false
+	}
+	// Compare at the window's float32 precision: rounding is not news.
+	lo, hi, v32 := float64(s.lo), float64(s.hi), float64(float32(v))
+	switch {
+	case v32 > hi:
+		return v - hi, true
+	case v32 < lo:
+		return lo - v, true
+	}
+	return 0, false
+}
+
+// lifts reports whether beyond would lift a score of v.
+func (s *series) lifts(v float64) bool {
+	_, out := s.outside(v)
+	return out || s.lr != nil && s.lr.farOut(v)
 }
 
 // beyondLearn is how far beyond its window's range, in range widths, a

@@ -164,6 +164,25 @@ func (c *calibrator) above(u float64) float64 {
 	return w
 }
 
+// upper returns the surprise with share of the weight above it (0 if the
+// weight is all above 0, calMax if more than share is at calMax or beyond).
+// Counted from below: the body of a series' scores lies in the first few
+// bins.
+func (c *calibrator) upper(share float64) float64 {
+	want := (1 - share) * float64(c.total)
+	var w float64
+	for b, bw := range c.bins {
+		if w+float64(bw) >= want {
+			if bw == 0 {
+				return float64(b) * calWide
+			}
+			return (float64(b) + (want-w)/float64(bw)) * calWide
+		}
+		w += float64(bw)
+	}
+	return calMax
+}
+
 // add counts a score's surprise, one far beyond the fitted tail as if it
 // were calCapExcesses mean excesses beyond the fit's start: a single
 // extreme (the first point of an incident) must not stretch the tail so

@@ -57,6 +57,9 @@ type Config struct {
 	// or calibration (the high-cardinality mode's group models, whose
 	// inputs are many series' deviations in arrival order).
 	plain bool
+	// allTrees scores every point over all the forest's trees, without
+	// judge's early exit: for tests that compare the two.
+	allTrees bool
 }
 
 // DefaultConfig returns settings that work without tuning on series sampled

@@ -379,7 +379,19 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 			in[1] = s.departure(d.cfg.WindowSize, 0, d.cfg.Lookback, x[0])
 			mean = x[0] - in[1]
 		}
-		v.Score = s.beyond(x[0], s.forest.ScoreAsInserted(in))
+		// Most points of a calibrated series are ordinary: when the first
+		// eight trees score one below the series' exit floor (longrun.go),
+		// the other trees cannot bring its verdict near the threshold, and
+		// the walks stop there. The raw score it is calibrated from, and
+		// counted with, is then the eight trees' estimate: its written
+		// score is at most 1/(1 + 0.3 x points per week), 0.0016 at five
+		// minutes. Lifted points are scored in full.
+		var floor float64
+		if lr != nil && s.quant == nil && s.learned >= calStart && !d.cfg.allTrees && !s.lifts(x[0]) {
+			floor = lr.exitFloor(v.Threshold)
+		}
+		raw, _ := s.forest.ScoreAsInsertedBelow(in, floor)
+		v.Score = s.beyond(x[0], raw)
 		if lr != nil {
 			if s.quant == nil {
 				// With contamination set, the series' own quantile of its
