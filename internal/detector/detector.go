@@ -383,9 +383,10 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		// eight trees score one below the series' exit floor (longrun.go),
 		// the other trees cannot bring its verdict near the threshold, and
 		// the walks stop there. The raw score it is calibrated from, and
-		// counted with, is then the eight trees' estimate: its written
-		// score is at most 1/(1 + 0.3 x points per week), 0.0016 at five
-		// minutes. Lifted points are scored in full.
+		// counted with, is then the eight trees' estimate: by that, its
+		// written score is at most 1/(1 + 0.3 x points per week), 0.0016
+		// at five minutes (a stretch's evidence, from the points before,
+		// can add to it). Lifted points are scored in full.
 		var floor float64
 		if lr != nil && s.quant == nil && s.learned >= calStart && !d.cfg.allTrees && !s.lifts(x[0]) {
 			floor = lr.exitFloor(v.Threshold)

@@ -129,12 +129,14 @@ func (lr *longRun) calibrate(raw float64, learned int) float64 {
 
 // exitFloor returns the raw score below which the verdict of a point is
 // taken from the forest's first eight trees (see judge), or 0: the score
-// whose surprise has exitShare of the calibration's weight above it. A point
-// below it calibrates to a tail probability of at least exitShare, a score
-// of at most 1/(1 + exitShare x points per week); the exit applies only
-// where that is exitMargin times more common than a point at the
-// threshold thr, and not while a stretch is under way (a stretch is made
-// of moderately unusual points, whose surprise each counts).
+// whose surprise has exitShare of the calibration's weight above it. A
+// point below it has a tail probability of at least exitShare: by its own
+// surprise it scores at most 1/(1 + exitShare x points per week) (the
+// stretch's evidence, mostly the points before it, can add to that). The
+// exit applies only where that is exitMargin times more common than a
+// point at the threshold thr, and not while a stretch is under way (a
+// stretch is made of moderately unusual points, whose surprise each
+// counts).
 func (lr *longRun) exitFloor(thr float64) float64 {
 	if lr.cal.best < 1 || exitShare*lr.perWeek()*thr < exitMargin*(1-thr) {
 		return 0
