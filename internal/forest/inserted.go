@@ -161,7 +161,7 @@ func (t *Tree) pathLengthAsInsertedBoxes(x []float64) float64 {
 // step also testing whether x is outside the split's range and, if so,
 // adding the chance it would have been cut off there.
 func (f *Forest) ScoreAsInserted(x []float64) float64 {
-	s, _ := f.scoreAsInserted(x, math.Inf(-1))
+	s, _ := f.scoreAsInserted(x, 0)
 	return s
 }
 
@@ -214,8 +214,9 @@ func (f *Forest) scoreAsInserted(x []float64, floor float64) (float64, bool) {
 		}
 		trees = trees[len(ts):]
 		// After the first group, with more to come: each of the eight
-		// lanes holds one tree's h/c.
-		if len(trees) > 0 && len(trees) == len(f.meta)-8 {
+		// lanes holds one tree's h/c. (No score is <= 0: a floor of 0
+		// costs no exponential.)
+		if floor > 0 && len(trees) > 0 && len(trees) == len(f.meta)-8 {
 			if s := math.Exp2(-a.total() / 8); s < floor {
 				return s, false
 			}
