@@ -66,9 +66,11 @@ func heapInUse() uint64 {
 // 1.5 windows (1,536 points), the state of a series that has reported for
 // a while: the memory per series of a long-running collector.
 func BenchmarkProcessor(b *testing.B) {
-	for _, series := range []int{10, 1000, 100000, -1000} {
-		full := series < 0 // the same number of series, warmed longer
-		series = max(series, -series)
+	for _, c := range []struct {
+		series int
+		full   bool // warmed through 1.5 windows
+	}{{10, false}, {1000, false}, {100000, false}, {1000, true}} {
+		series, full := c.series, c.full
 		name := fmt.Sprintf("series=%d", series)
 		if full {
 			name += "-full-window"
