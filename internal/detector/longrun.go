@@ -49,7 +49,7 @@ type longRun struct {
 	u     float64 // its surprise, for the calibration; -1 if not counted
 
 	// The small fields last, together: the struct then fits the
-	// allocator's 2304-byte size class (see TestLongRunSize).
+	// allocator's 1408-byte size class (see TestLongRunSize).
 	run      int32 // consecutive flagged points
 	spreadN  int32
 	accepted bool // the open incident lasted NewNormalAfter: learn as usual

@@ -9,7 +9,7 @@ import (
 //
 // A value is judged against what is usual for its time and its recent
 // level. Each one-input series keeps the mean of every half hour of its
-// last five weekdays and last four weekend days, on the datapoints' own
+// last four weekdays and last four weekend days, on the datapoints' own
 // timestamps (UTC), and predicts the next value three ways:
 //
 //   - level: its long-run level (a moving average over about a thousand
@@ -32,9 +32,10 @@ const (
 	daySlots = 48 // half hours
 	slotSecs = 86400 / daySlots
 	// The days kept: rows [0, keepWeekdays) hold weekdays, the rest
-	// weekend days, so that a Sunday still has three days of its kind
-	// before it (Saturday and the weekend before).
-	keepWeekdays = 5
+	// weekend days; each kind keeps the day being filled and the three
+	// before it of its kind that the predictions read (so a Sunday still
+	// has Saturday and the weekend before).
+	keepWeekdays = 4
 	keepDays     = keepWeekdays + 4
 	// levelPoints is the span of the long-run level's moving average, and
 	// offsetPoints that of the offset from the prediction: the recent level a
@@ -86,8 +87,7 @@ const (
 )
 
 type season struct {
-	day   [keepDays][daySlots]float32 // half-hour means; NaN where there was no data
-	dayNo [keepDays]int32             // the unix day each row holds; -1 none
+	day [keepDays]dayRow
 
 	// The half hour being filled.
 	slot int64 // unix half hours; -1 none yet
@@ -103,9 +103,67 @@ type season struct {
 
 func (s *season) init() {
 	s.slot = -1
-	for i := range s.dayNo {
-		s.dayNo[i] = -1
+	for i := range s.day {
+		s.day[i].clear(-1)
 	}
+}
+
+// dayRow is a day's half-hour means, kept as half floats (half.go): each
+// the offset from the day's first mean, scaled by a power of two the row
+// shares. A day's means differ from each other by its cycle, so the
+// precision is of the cycle, 1/2048 of the largest offset: half the memory
+// of float32 means, and the level (a value of 1e6 moving by 10 a day) is
+// kept in full in base.
+type dayRow struct {
+	v    [daySlots]uint16 // noHalf: no data
+	base float32          // the first mean written
+	no   int32            // the unix day the row holds; -1 none
+	exp  int8             // v are halves times 2^exp
+	used bool             // base is set
+}
+
+// noHalf marks a half hour without data: a NaN, which toHalf never returns.
+const noHalf = 0x7e00
+
+func (r *dayRow) clear(dn int32) {
+	*r = dayRow{no: dn}
+	for i := range r.v {
+		r.v[i] = noHalf
+	}
+}
+
+// get returns the mean of half hour i, if there was data.
+func (r *dayRow) get(i int64) (float64, bool) {
+	h := r.v[i]
+	if h == noHalf {
+		return 0, false
+	}
+	return float64(r.base) + float64(fromHalf(h))*float64(pow2(int(r.exp))), true
+}
+
+// set stores m as the mean of half hour i. The row's scale takes in a
+// larger offset first, rounding the others again.
+func (r *dayRow) set(i int64, m float32) {
+	if !r.used {
+		r.base, r.used = m, true
+	}
+	off := float64(m) - float64(r.base)
+	big := math.Abs(off)
+	for _, h := range r.v {
+		if h != noHalf {
+			big = max(big, float64(abs32(fromHalf(h)))*float64(pow2(int(r.exp))))
+		}
+	}
+	if e := int8(expFor(toFloat32(big))); e != r.exp {
+		old := pow2(int(r.exp))
+		r.exp = e
+		for k, h := range r.v {
+			if h != noHalf {
+				r.v[k] = toHalf(fromHalf(h) * old * pow2(-int(e)))
+			}
+		}
+	}
+	r.v[i] = toHalf(toFloat32(off * float64(pow2(-int(r.exp)))))
 }
 
 // weekend reports whether unix day dn is a Saturday or Sunday (UTC).
@@ -126,23 +184,26 @@ func (s *season) predict(t int64) (p [numPred]float64, ok [numPred]bool) {
 	we := weekend(dn)
 	// The kept days before today, newest first.
 	var rows [keepDays]int
+	var vals [keepDays]float64
 	n := 0
-	for k, d := range s.dayNo {
-		if d >= 0 && int64(d) < dn && !math.IsNaN(float64(s.day[k][slot])) {
-			rows[n] = k
-			n++
+	for k := range s.day {
+		if d := s.day[k].no; d >= 0 && int64(d) < dn {
+			if v, ok := s.day[k].get(slot); ok {
+				rows[n], vals[k] = k, v
+				n++
+			}
 		}
 	}
-	slices.SortFunc(rows[:n], func(a, b int) int { return int(s.dayNo[b] - s.dayNo[a]) })
+	slices.SortFunc(rows[:n], func(a, b int) int { return int(s.day[b].no - s.day[a].no) })
 	var daily, kind [3]float64
 	nd, nk := 0, 0
 	for _, k := range rows[:n] {
-		v := float64(s.day[k][slot])
-		if int64(s.dayNo[k]) >= dn-3 {
+		v := vals[k]
+		if int64(s.day[k].no) >= dn-3 {
 			daily[nd] = v
 			nd++
 		}
-		if weekend(int64(s.dayNo[k])) == we && nk < 3 {
+		if weekend(int64(s.day[k].no)) == we && nk < 3 {
 			kind[nk] = v
 			nk++
 		}
@@ -246,14 +307,11 @@ func (s *season) close() {
 		return
 	}
 	dn := s.slot / daySlots
-	k := s.row(dn)
-	if int64(s.dayNo[k]) != dn {
-		s.dayNo[k] = int32(dn)
-		for i := range s.day[k] {
-			s.day[k][i] = float32(math.NaN())
-		}
+	r := &s.day[s.row(dn)]
+	if int64(r.no) != dn {
+		r.clear(int32(dn))
 	}
-	s.day[k][s.slot%daySlots] = toFloat32(s.sum / float64(s.n))
+	r.set(s.slot%daySlots, toFloat32(s.sum/float64(s.n)))
 }
 
 // row returns the row that holds day dn, or the one to reuse for it: the
@@ -265,10 +323,10 @@ func (s *season) row(dn int64) int {
 	}
 	oldest := lo
 	for k := lo; k < hi; k++ {
-		if int64(s.dayNo[k]) == dn {
+		if int64(s.day[k].no) == dn {
 			return k
 		}
-		if s.dayNo[k] < s.dayNo[oldest] {
+		if s.day[k].no < s.day[oldest].no {
 			oldest = k
 		}
 	}

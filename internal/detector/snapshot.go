@@ -23,12 +23,12 @@ import (
 // process resumes exactly where it stopped (same verdicts, same incident
 // ids, no new warm-up).
 //
-// Format, version 3. Integers and floats are little-endian and fixed-width
+// Format, version 4. Integers and floats are little-endian and fixed-width
 // unless marked uvarint.
 //
 //	header
 //	  [8]byte  magic "\x89IFSNAP\n"
-//	  uint16   format version (3)
+//	  uint16   format version (4)
 //	  uint16   number of config fields that follow (8)
 //	  uint64 × 8: trees, sample_size, window_size, warmup, refit_interval,
 //	           seed, adaptive threshold (1 if contamination > 0), lookback
@@ -69,9 +69,12 @@ import (
 var snapshotMagic = [8]byte{0x89, 'I', 'F', 'S', 'N', 'A', 'P', '\n'}
 
 const (
-	snapshotVersion = 3
-	recEnd          = 0
-	recSeries       = 1
+	snapshotVersion = 4
+	// snapshotV3 is read too: it differs only in the time context's half
+	// hours (see snapshot_longrun.go).
+	snapshotV3 = 3
+	recEnd     = 0
+	recSeries  = 1
 )
 
 var crcTable = crc64.MakeTable(crc64.ECMA)
@@ -353,8 +356,9 @@ func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series
 	if len(head) < headerFixed {
 		return nil, corrupt("truncated header (%d bytes)", size)
 	}
-	if v := le.Uint16(head[8:]); v != snapshotVersion {
-		return nil, fmt.Errorf("%w: format version %d, this build reads version %d", ErrSnapshotIncompatible, v, snapshotVersion)
+	version := le.Uint16(head[8:])
+	if version != snapshotVersion && version != snapshotV3 {
+		return nil, fmt.Errorf("%w: format version %d, this build reads versions %d and %d", ErrSnapshotIncompatible, version, snapshotV3, snapshotVersion)
 	}
 	nfields := int(le.Uint16(head[10:]))
 	if size < int64(headerFixed+8*nfields+trailerLen) {
@@ -409,7 +413,7 @@ func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series
 		if err := st.read(rec); err != nil {
 			return nil, st.fail(err)
 		}
-		key, s, err := d.decodeSeries(rec)
+		key, s, err := d.decodeSeries(rec, version)
 		if err != nil {
 			return nil, st.fail(fmt.Errorf("model record %d: %w", count, err))
 		}
@@ -517,8 +521,9 @@ func readError(err error) error {
 // reader is a cursor over one record; after the first short read every
 // read returns zero and err stays set.
 type reader struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	version uint16 // the snapshot's format version
 }
 
 func (r *reader) take(n int) []byte {
@@ -537,6 +542,13 @@ func (r *reader) take(n int) []byte {
 func (r *reader) u8() byte {
 	if v := r.take(1); v != nil {
 		return v[0]
+	}
+	return 0
+}
+
+func (r *reader) u16() uint16 {
+	if v := r.take(2); v != nil {
+		return binary.LittleEndian.Uint16(v)
 	}
 	return 0
 }
@@ -567,9 +579,9 @@ func (r *reader) flag(what string) bool {
 }
 
 // decodeSeries decodes and validates one model record.
-func (d *Detector) decodeSeries(b []byte) (uint64, *series, error) {
+func (d *Detector) decodeSeries(b []byte, version uint16) (uint64, *series, error) {
 	cfg := &d.cfg
-	r := &reader{b: b}
+	r := &reader{b: b, version: version}
 	key := r.u64()
 	kind := Kind(r.u8())
 	dims := r.u32()

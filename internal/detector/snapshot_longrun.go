@@ -5,13 +5,14 @@ import (
 	"math"
 )
 
-// The long-run state of a one-input model in a snapshot (format version 3),
+// The long-run state of a one-input model in a snapshot (format version 4),
 // after its members:
 //
 //	uint8 present (1 for one-input models, else 0); if 1:
-//	  season: float32 × keepDays*daySlots half-hour means (NaN: no data),
-//	          int32 × keepDays day numbers (-1: none), int64 half hour being
-//	          filled (-1: none), float64 its sum, uint32 its count,
+//	  season: keepDays (8) rows, each int32 day number (-1: none), float32
+//	          base, int8 scale exponent, uint8 base set, uint16 × daySlots
+//	          half-hour offsets as half floats (0x7e00: no data) (season.go);
+//	          int64 half hour being filled (-1: none), float64 its sum, uint32 its count,
 //	          float64 level, float64 offset, float32 × 3 errors,
 //	          uint32 × 3 error counts, uint8 prediction in use
 //	  calibration: float32 × calBins, float32 over, total, next weight;
@@ -24,6 +25,10 @@ import (
 //	  float64 quantum, float64 previous value, float64 step (s),
 //	  int64 previous time, uint8 a negative value seen, uint8 a value
 //	  above 1 seen
+//
+// Version 3 kept the season as float32 × 9*daySlots half-hour means (NaN:
+// no data), then int32 × 9 day numbers, five weekday rows and four weekend
+// ones; it is read into the rows as they would have been written.
 
 func appendLongRun(b []byte, lr *longRun) []byte {
 	le := binary.LittleEndian
@@ -35,12 +40,13 @@ func appendLongRun(b []byte, lr *longRun) []byte {
 	b = append(b, 1)
 	se := &lr.season
 	for k := range se.day {
-		for _, v := range se.day[k] {
-			b = f32(b, v)
+		r := &se.day[k]
+		b = le.AppendUint32(b, uint32(r.no))
+		b = f32(b, r.base)
+		b = append(b, uint8(r.exp), b2byte(r.used))
+		for _, h := range r.v {
+			b = le.AppendUint16(b, h)
 		}
-	}
-	for _, d := range se.dayNo {
-		b = le.AppendUint32(b, uint32(d))
 	}
 	b = le.AppendUint64(b, uint64(se.slot))
 	b = f64(b, se.sum)
@@ -102,21 +108,14 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	lr := newLongRun()
 	se := &lr.season
-	for k := range se.day {
-		for i := range se.day[k] {
-			v := r.f32()
-			if math.IsInf(float64(v), 0) {
-				return nil, corrupt("half-hour mean %v", v)
-			}
-			se.day[k][i] = v
-		}
+	var err error
+	if r.version == snapshotV3 {
+		err = decodeDaysV3(r, se)
+	} else {
+		err = decodeDays(r, se)
 	}
-	for k := range se.dayNo {
-		d := int32(r.u32())
-		if d < -1 || (d >= 0 && weekend(int64(d)) != (k >= keepWeekdays)) {
-			return nil, corrupt("day %d in row %d", d, k)
-		}
-		se.dayNo[k] = d
+	if err != nil {
+		return nil, err
 	}
 	se.slot = int64(r.u64())
 	se.sum = r.f64()
@@ -198,4 +197,83 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	}
 	lr.run, lr.spreadN = int32(run), int32(spreadN)
 	return lr, nil
+}
+
+// decodeDays reads the season's rows (version 4).
+func decodeDays(r *reader, se *season) error {
+	for k := range se.day {
+		d := &se.day[k]
+		d.no = int32(r.u32())
+		d.base = r.f32()
+		d.exp = int8(r.u8())
+		d.used = r.flag("day row used")
+		for i := range d.v {
+			d.v[i] = r.u16()
+		}
+		if r.err != nil {
+			return r.err
+		}
+		if d.no < -1 || (d.no >= 0 && weekend(int64(d.no)) != (k >= keepWeekdays)) {
+			return corrupt("day %d in row %d", d.no, k)
+		}
+		if math.IsNaN(float64(d.base)) || math.IsInf(float64(d.base), 0) || d.exp < minExp || d.exp > maxExp {
+			return corrupt("day row %d: base %v, scale 2^%d", k, d.base, d.exp)
+		}
+		for _, h := range d.v {
+			if h != noHalf && (h&0x7c00 == 0x7c00 || !d.used) {
+				return corrupt("day row %d: half hour %#04x", k, h)
+			}
+		}
+	}
+	return nil
+}
+
+// decodeDaysV3 reads version 3's float32 means into the rows: the weekday
+// rows keep the newest four days of the five, and each day's means are
+// stored as they would have been, in the order of their half hours.
+func decodeDaysV3(r *reader, se *season) error {
+	const rows, weekdays = 9, 5
+	var means [rows][daySlots]float32
+	var days [rows]int32
+	for k := range means {
+		for i := range means[k] {
+			v := r.f32()
+			if math.IsInf(float64(v), 0) {
+				return corrupt("half-hour mean %v", v)
+			}
+			means[k][i] = v
+		}
+	}
+	for k := range days {
+		d := int32(r.u32())
+		if d < -1 || (d >= 0 && weekend(int64(d)) != (k >= weekdays)) {
+			return corrupt("day %d in row %d", d, k)
+		}
+		days[k] = d
+	}
+	if r.err != nil {
+		return r.err
+	}
+	// The oldest weekday row is the one dropped.
+	drop := 0
+	for k := range weekdays {
+		if days[k] < days[drop] {
+			drop = k
+		}
+	}
+	to := 0
+	for k := range rows {
+		if k == drop {
+			continue
+		}
+		d := &se.day[to]
+		to++
+		d.clear(days[k])
+		for i, v := range means[k] {
+			if days[k] >= 0 && !math.IsNaN(float64(v)) {
+				d.set(int64(i), v)
+			}
+		}
+	}
+	return nil
 }
