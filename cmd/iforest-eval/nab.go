@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -169,6 +170,7 @@ type nabFile struct {
 	Path   string
 	Series *nab.Series
 	Spans  []nab.Span
+	Metric string // the metric its rows are sent as; nabMetricName if empty
 }
 
 // evalNAB runs the processor over every file of the corpus, writes the
@@ -279,10 +281,11 @@ func findDataFiles(dir string) ([]string, error) {
 func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, rowsDone func(int)) error {
 	scoreAttr := cfg.Output.AttributePrefix + "score"
 	detectedAttr := cfg.Output.AttributePrefix + "detected"
+	metric := cmp.Or(f.Metric, nabMetricName)
 	var score float64
 	var scored, detected bool
 	sink, err := consumer.NewMetrics(func(_ context.Context, md pmetric.Metrics) error {
-		score, detected, scored = datapointVerdict(md, scoreAttr, detectedAttr)
+		score, detected, scored = datapointVerdict(md, metric, scoreAttr, detectedAttr)
 		return nil
 	})
 	if err != nil {
@@ -303,7 +306,7 @@ func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, r
 		rm := md.ResourceMetrics().AppendEmpty()
 		rm.Resource().Attributes().PutStr(nabFileAttr, f.Name)
 		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
-		m.SetName(nabMetricName)
+		m.SetName(metric)
 		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
 		dp.SetTimestamp(pcommon.NewTimestampFromTime(t))
 		dp.SetDoubleValue(s.Values[i])
@@ -325,7 +328,7 @@ func detectFile(ctx context.Context, cfg *iforestprocessor.Config, f *nabFile, r
 
 // datapointVerdict finds the score and detected attributes on the single
 // datapoint of md.
-func datapointVerdict(md pmetric.Metrics, scoreAttr, detectedAttr string) (score float64, detected, ok bool) {
+func datapointVerdict(md pmetric.Metrics, metric, scoreAttr, detectedAttr string) (score float64, detected, ok bool) {
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		sms := rms.At(i).ScopeMetrics()
@@ -333,7 +336,7 @@ func datapointVerdict(md pmetric.Metrics, scoreAttr, detectedAttr string) (score
 			ms := sms.At(j).Metrics()
 			for k := 0; k < ms.Len(); k++ {
 				m := ms.At(k)
-				if m.Name() != nabMetricName || m.Type() != pmetric.MetricTypeGauge {
+				if m.Name() != metric || m.Type() != pmetric.MetricTypeGauge {
 					continue
 				}
 				dps := m.Gauge().DataPoints()

@@ -29,9 +29,10 @@ func runScenario(args []string) error {
 	cfgPath := fs.String("config", "", "YAML `FILE` with the processor's settings (default: the processor's defaults)")
 	skip := fs.Duration("skip", 0, "false alarms count from this long after each file's first row (e.g. 168h for seasonal/, 2h for quiet-host/)")
 	out := fs.String("out", "", "also write each file's results (NAB format with a detected column) to `DIR`")
+	metric := fs.String("metric", nabMetricName, "the metric `NAME` every file's rows are sent as (a name ending in .utilization is a utilisation: its band stays in [0, 1] and moves under 1 percentage point are trivia)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: iforest-eval scenario -dir DIR [-skip D] [-config CFG.yaml] [-out DIR] [-json]
+		fmt.Fprint(fs.Output(), `usage: iforest-eval scenario -dir DIR [-skip D] [-config CFG.yaml] [-metric NAME] [-out DIR] [-json]
 
 Each CSV (timestamp,value[,label,kind]) is one series, streamed row by row
 through the processor. windows.json maps file names to labelled stretches
@@ -55,7 +56,7 @@ flags:
 	if err != nil {
 		return err
 	}
-	res, err := evalScenario(context.Background(), cfg, *dir, *skip, *out)
+	res, err := evalScenario(context.Background(), cfg, *dir, *metric, *skip, *out)
 	if err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ type scenarioStretch struct {
 // scenarioWindows is windows.json: file name -> [[start, end, kind], ...].
 type scenarioWindows map[string][][3]string
 
-func evalScenario(ctx context.Context, cfg *iforestprocessor.Config, dir string, skip time.Duration, out string) (*scenarioResult, error) {
+func evalScenario(ctx context.Context, cfg *iforestprocessor.Config, dir, metric string, skip time.Duration, out string) (*scenarioResult, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "windows.json"))
 	if err != nil {
 		return nil, err
@@ -115,7 +116,7 @@ func evalScenario(ctx context.Context, cfg *iforestprocessor.Config, dir string,
 	})
 	res := &scenarioResult{}
 	for _, name := range names {
-		fr, err := evalScenarioFile(ctx, cfg, dir, name, ws[name], skip, out)
+		fr, err := evalScenarioFile(ctx, cfg, dir, name, metric, ws[name], skip, out)
 		if err != nil {
 			return nil, err
 		}
@@ -131,8 +132,8 @@ func evalScenario(ctx context.Context, cfg *iforestprocessor.Config, dir string,
 	return res, nil
 }
 
-func evalScenarioFile(ctx context.Context, cfg *iforestprocessor.Config, dir, name string, raw [][3]string, skip time.Duration, out string) (*scenarioFileRe, error) {
-	f := &nabFile{Name: name, Path: filepath.Join(dir, name)}
+func evalScenarioFile(ctx context.Context, cfg *iforestprocessor.Config, dir, name, metric string, raw [][3]string, skip time.Duration, out string) (*scenarioFileRe, error) {
+	f := &nabFile{Name: name, Path: filepath.Join(dir, name), Metric: metric}
 	var err error
 	if f.Series, err = nab.LoadSeries(f.Path); err != nil {
 		return nil, err

@@ -41,7 +41,7 @@ func TestEvalScenario(t *testing.T) {
 	cfg, err := loadProcessorConfig("")
 	require.NoError(t, err)
 	out := t.TempDir()
-	res, err := evalScenario(context.Background(), cfg, dir, time.Hour, out)
+	res, err := evalScenario(context.Background(), cfg, dir, nabMetricName, time.Hour, out)
 	require.NoError(t, err)
 	require.Len(t, res.Files, 2)
 	assert.Equal(t, 3, res.Anomalies)
@@ -84,7 +84,7 @@ func TestScenarioFolders(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, "windows.json")); err != nil {
 				t.Skipf("scenario folder not found at %s", dir)
 			}
-			res, err := evalScenario(context.Background(), cfg, dir, tc.skip, "")
+			res, err := evalScenario(context.Background(), cfg, dir, nabMetricName, tc.skip, "")
 			require.NoError(t, err)
 			var sb strings.Builder
 			res.print(&sb)
@@ -99,5 +99,33 @@ func TestScenarioFolders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// -metric names the series: under a utilisation's name a move of a tiny
+// CPU state (0.05% to 0.5%) is trivia, under the default name it is news.
+func TestEvalScenarioMetricName(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC)
+	var csv strings.Builder
+	csv.WriteString("timestamp,value,label,kind\n")
+	const spike = 800
+	for i := range 1000 {
+		v, label, kind := 0.0005+0.0001*float64(i%3), 0, ""
+		if i == spike {
+			v, label, kind = 0.005, 1, "blip"
+		}
+		fmt.Fprintf(&csv, "%s,%g,%d,%s\n", start.Add(time.Duration(i)*10*time.Second).Format("2006-01-02 15:04:05"), v, label, kind)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "cpu_steal.csv"), []byte(csv.String()), 0o644))
+	at := start.Add(spike * 10 * time.Second).Format("2006-01-02 15:04:05")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "windows.json"), []byte(fmt.Sprintf(`{"cpu_steal.csv": [["%s","%s","blip"]]}`, at, at)), 0o644))
+
+	cfg, err := loadProcessorConfig("")
+	require.NoError(t, err)
+	for metric, caught := range map[string]int{nabMetricName: 1, "system.cpu.utilization": 0} {
+		res, err := evalScenario(context.Background(), cfg, dir, metric, time.Hour, "")
+		require.NoError(t, err)
+		assert.Equal(t, caught, res.Caught, "sent as %s", metric)
 	}
 }
