@@ -3,6 +3,7 @@ package detector
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 )
 
 // The long-run state of a one-input model in a snapshot (format version 4),
@@ -216,6 +217,11 @@ func decodeDays(r *reader, se *season) error {
 		if d.no < -1 || (d.no >= 0 && weekend(int64(d.no)) != (k >= keepWeekdays)) {
 			return corrupt("day %d in row %d", d.no, k)
 		}
+		for j := range k {
+			if d.no >= 0 && se.day[j].no == d.no {
+				return corrupt("day %d in rows %d and %d", d.no, j, k)
+			}
+		}
 		if math.IsNaN(float64(d.base)) || math.IsInf(float64(d.base), 0) || d.exp < minExp || d.exp > maxExp {
 			return corrupt("day row %d: base %v, scale 2^%d", k, d.base, d.exp)
 		}
@@ -248,6 +254,9 @@ func decodeDaysV3(r *reader, se *season) error {
 		d := int32(r.u32())
 		if d < -1 || (d >= 0 && weekend(int64(d)) != (k >= weekdays)) {
 			return corrupt("day %d in row %d", d, k)
+		}
+		if d >= 0 && slices.Contains(days[:k], d) {
+			return corrupt("day %d in two rows", d)
 		}
 		days[k] = d
 	}

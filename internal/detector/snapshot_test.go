@@ -459,3 +459,30 @@ func TestRestoreRebuildsRecencyAndMemory(t *testing.T) {
 	assert.Equal(t, n, d.Evict(1<<62))
 	assert.Equal(t, d.fixed, d.MemoryBytes())
 }
+
+// Two rows of the time context holding one day would be read twice by a
+// prediction: a snapshot with them is damaged, in either format.
+func TestRestoreRejectsRepeatedDays(t *testing.T) {
+	const monday = 19996 // (19996+3) % 7 == 0: a Monday
+	lr := newLongRun()
+	lr.season.day[0].clear(monday)
+	lr.season.day[1].clear(monday + 1)
+	_, err := decodeLongRun(&reader{b: appendLongRun(nil, lr), version: snapshotVersion}, true)
+	require.NoError(t, err)
+	lr.season.day[1].clear(monday)
+	_, err = decodeLongRun(&reader{b: appendLongRun(nil, lr), version: snapshotVersion}, true)
+	require.ErrorIs(t, err, ErrSnapshotCorrupt)
+	assert.ErrorContains(t, err, "rows 0 and 1")
+
+	le := binary.LittleEndian
+	v3 := []byte{1}
+	for range 9 * daySlots {
+		v3 = le.AppendUint32(v3, math.Float32bits(float32(math.NaN())))
+	}
+	for _, d := range []int32{monday, monday, -1, -1, -1, -1, -1, -1, -1} {
+		v3 = le.AppendUint32(v3, uint32(d))
+	}
+	_, err = decodeLongRun(&reader{b: v3, version: snapshotV3}, true)
+	require.ErrorIs(t, err, ErrSnapshotCorrupt)
+	assert.ErrorContains(t, err, "two rows")
+}
