@@ -182,31 +182,41 @@ func (s *season) predict(t int64) (p [numPred]float64, ok [numPred]bool) {
 	dn := sec / 86400
 	slot := (sec % 86400) / slotSecs
 	we := weekend(dn)
-	// The kept days before today, newest first.
-	var rows [keepDays]int
-	var vals [keepDays]float64
-	n := 0
-	for k := range s.day {
-		if d := s.day[k].no; d >= 0 && int64(d) < dn {
-			if v, ok := s.day[k].get(slot); ok {
-				rows[n], vals[k] = k, v
-				n++
-			}
-		}
-	}
-	slices.SortFunc(rows[:n], func(a, b int) int { return int(s.day[b].no - s.day[a].no) })
-	var daily, kind [3]float64
+	// The kept days before today: the three before it (daily), and the
+	// three newest of its kind (weekly), which are the kind's rows but the
+	// oldest when all four have data. A median does not depend on the
+	// order of its values, so none are sorted.
+	var daily [3]float64
+	var kind [4]float64
+	var kindDay [4]int32
 	nd, nk := 0, 0
-	for _, k := range rows[:n] {
-		v := vals[k]
-		if int64(s.day[k].no) >= dn-3 {
+	for k := range s.day {
+		r := &s.day[k]
+		if r.no < 0 || int64(r.no) >= dn {
+			continue
+		}
+		v, has := r.get(slot)
+		if !has {
+			continue
+		}
+		if int64(r.no) >= dn-3 && nd < len(daily) {
 			daily[nd] = v
 			nd++
 		}
-		if weekend(int64(s.day[k].no)) == we && nk < 3 {
-			kind[nk] = v
+		if weekend(int64(r.no)) == we && nk < len(kind) {
+			kind[nk], kindDay[nk] = v, r.no
 			nk++
 		}
+	}
+	if nk == len(kind) {
+		oldest := 0
+		for i, d := range kindDay {
+			if d < kindDay[oldest] {
+				oldest = i
+			}
+		}
+		kind[oldest] = kind[nk-1]
+		nk--
 	}
 	if nd >= 2 {
 		p[predDaily], ok[predDaily] = median(daily[:nd]), true
