@@ -38,8 +38,14 @@ const (
 	calPriorSD     = 0.15
 	calPriorExcess = 0.1
 	// calTailPoints is the weight of scores the tail is fitted to when a
-	// score lies beyond what the histogram counts well.
-	calTailPoints = 10
+	// score lies beyond what the histogram counts well. At 10-second
+	// intervals the threshold lies some five mean excesses beyond the
+	// fit, where the mean excess's sampling error is multiplied: fitted to
+	// 10 points, near-identical histories gave one score tail
+	// probabilities up to 5x apart. 15 halved the quiet host's false
+	// alarms over 100 forest seeds; 20 and more lent the seasonal series'
+	// heavier tails too little weight (see docs/benchmarks.md).
+	calTailPoints = 15
 	calTailShare  = 0.03
 	// calMinExcess floors the fitted tail's mean excess: a series whose
 	// scores never varied is not infinitely sure.
