@@ -9,17 +9,23 @@ import (
 //
 // A value is judged against what is usual for its time and its recent
 // level. Each one-input series keeps the mean of every half hour of its
-// last four weekdays and last four weekend days, on the datapoints' own
-// timestamps (UTC), and predicts the next value three ways:
+// last fifteen days, on the datapoints' own timestamps (UTC), and predicts
+// the next value three ways:
 //
 //   - level: its long-run level (a moving average over about a thousand
 //     points), for series without a cycle;
 //   - daily: the median of the same half hour on the three days before (one
 //     odd day does not move a median; a new daily habit, such as a job that
 //     runs every night, is learned after two nights);
-//   - weekly: the median of the same half hour on the last three days of the
-//     same kind, weekdays or weekends (a busy weekday morning is not
-//     expected on a Saturday, and an odd Saturday does not echo on the next).
+//   - weekly: the same half hour on the same weekday one and two weeks
+//     before, with the median of the last three days of the same kind
+//     (weekdays or weekends) as the third value of a median: a busy weekday
+//     morning is not expected on a Saturday, a Saturday night is not a
+//     Sunday night, and one odd Saturday does not echo on the next. Until
+//     a weekday has been seen twice, the kind's median alone. Weekdays
+//     differ at the ends of a week (a Monday after a weekend, and, in UTC,
+//     evenings elsewhere fall on the next day), which the same weekday
+//     learns wherever the series' users live.
 //
 // It keeps how far off each prediction has been (mean absolute error) and
 // judges by the best one, and by a cycle only when it has predicted clearly
@@ -31,12 +37,9 @@ import (
 const (
 	daySlots = 48 // half hours
 	slotSecs = 86400 / daySlots
-	// The days kept: rows [0, keepWeekdays) hold weekdays, the rest
-	// weekend days; each kind keeps the day being filled and the three
-	// before it of its kind that the predictions read (so a Sunday still
-	// has Saturday and the weekend before).
-	keepWeekdays = 4
-	keepDays     = keepWeekdays + 4
+	// The days kept, a ring: day dn is in row dn % keepDays. The day being
+	// filled and the two weeks before it, the oldest day a prediction reads.
+	keepDays = 15
 	// levelPoints is the span of the long-run level's moving average, and
 	// offsetPoints that of the offset from the prediction: the recent level a
 	// jump or a shift is measured against. On NAB, 64 scored best among 16
@@ -182,49 +185,47 @@ func (s *season) predict(t int64) (p [numPred]float64, ok [numPred]bool) {
 	dn := sec / 86400
 	slot := (sec % 86400) / slotSecs
 	we := weekend(dn)
-	// The kept days before today: the three before it (daily), and the
-	// three newest of its kind (weekly), which are the kind's rows but the
-	// oldest when all four have data. A median does not depend on the
-	// order of its values, so none are sorted.
+	day := func(d int64) (float64, bool) {
+		if d < 0 || int64(s.day[d%keepDays].no) != d {
+			return 0, false
+		}
+		return s.day[d%keepDays].get(slot)
+	}
 	var daily [3]float64
-	var kind [4]float64
-	var kindDay [4]int32
-	nd, nk := 0, 0
-	for k := range s.day {
-		r := &s.day[k]
-		if r.no < 0 || int64(r.no) >= dn {
-			continue
-		}
-		v, has := r.get(slot)
-		if !has {
-			continue
-		}
-		if int64(r.no) >= dn-3 && nd < len(daily) {
+	nd := 0
+	for d := dn - 1; d >= dn-3; d-- {
+		if v, has := day(d); has {
 			daily[nd] = v
 			nd++
 		}
-		if weekend(int64(r.no)) == we && nk < len(kind) {
-			kind[nk], kindDay[nk] = v, r.no
-			nk++
-		}
-	}
-	if nk == len(kind) {
-		oldest := 0
-		for i, d := range kindDay {
-			if d < kindDay[oldest] {
-				oldest = i
-			}
-		}
-		kind[oldest] = kind[nk-1]
-		nk--
 	}
 	if nd >= 2 {
 		p[predDaily], ok[predDaily] = median(daily[:nd]), true
 	}
-	// Until there are two days of its kind, a weekend day takes the one.
-	if nk >= 2 || (nk == 1 && we) {
-		p[predWeekly], ok[predWeekly] = median(kind[:nk]), true
+	// The newest three days of its kind, and the same weekday.
+	var kind [3]float64
+	nk := 0
+	for d := dn - 1; d > dn-keepDays && nk < len(kind); d-- {
+		if weekend(d) != we {
+			continue
+		}
+		if v, has := day(d); has {
+			kind[nk] = v
+			nk++
+		}
 	}
+	// Until there are two days of its kind, a weekend day takes the one.
+	if nk < 2 && !(nk == 1 && we) {
+		return p, ok
+	}
+	w := median(kind[:nk])
+	if a, has := day(dn - 7); has {
+		if b, has := day(dn - 14); has {
+			v := [3]float64{a, b, w}
+			w = median(v[:])
+		}
+	}
+	p[predWeekly], ok[predWeekly] = w, true
 	return p, ok
 }
 
@@ -317,28 +318,9 @@ func (s *season) close() {
 		return
 	}
 	dn := s.slot / daySlots
-	r := &s.day[s.row(dn)]
+	r := &s.day[dn%keepDays]
 	if int64(r.no) != dn {
 		r.clear(int32(dn))
 	}
 	r.set(s.slot%daySlots, toFloat32(s.sum/float64(s.n)))
-}
-
-// row returns the row that holds day dn, or the one to reuse for it: the
-// oldest (or an empty) row of its kind.
-func (s *season) row(dn int64) int {
-	lo, hi := 0, keepWeekdays
-	if weekend(dn) {
-		lo, hi = keepWeekdays, keepDays
-	}
-	oldest := lo
-	for k := lo; k < hi; k++ {
-		if int64(s.day[k].no) == dn {
-			return k
-		}
-		if s.day[k].no < s.day[oldest].no {
-			oldest = k
-		}
-	}
-	return oldest
 }

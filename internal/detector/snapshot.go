@@ -69,10 +69,11 @@ import (
 var snapshotMagic = [8]byte{0x89, 'I', 'F', 'S', 'N', 'A', 'P', '\n'}
 
 const (
-	snapshotVersion = 4
-	// snapshotV3 is read too: it differs only in the time context's half
-	// hours (see snapshot_longrun.go).
+	snapshotVersion = 5
+	// snapshotV3 and snapshotV4 are read too: they differ only in the time
+	// context's days (see snapshot_longrun.go).
 	snapshotV3 = 3
+	snapshotV4 = 4
 	recEnd     = 0
 	recSeries  = 1
 )
@@ -357,8 +358,8 @@ func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series
 		return nil, corrupt("truncated header (%d bytes)", size)
 	}
 	version := le.Uint16(head[8:])
-	if version != snapshotVersion && version != snapshotV3 {
-		return nil, fmt.Errorf("%w: format version %d, this build reads versions %d and %d", ErrSnapshotIncompatible, version, snapshotV3, snapshotVersion)
+	if version != snapshotVersion && version != snapshotV4 && version != snapshotV3 {
+		return nil, fmt.Errorf("%w: format version %d, this build reads versions %d to %d", ErrSnapshotIncompatible, version, snapshotV3, snapshotVersion)
 	}
 	nfields := int(le.Uint16(head[10:]))
 	if size < int64(headerFixed+8*nfields+trailerLen) {

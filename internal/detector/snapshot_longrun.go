@@ -6,11 +6,12 @@ import (
 	"slices"
 )
 
-// The long-run state of a one-input model in a snapshot (format version 4),
+// The long-run state of a one-input model in a snapshot (format version 5),
 // after its members:
 //
 //	uint8 present (1 for one-input models, else 0); if 1:
-//	  season: keepDays (8) rows, each int32 day number (-1: none), float32
+//	  season: keepDays (15) rows, day d in row d % 15, each int32 day
+//	          number (-1: none), float32
 //	          base, int8 scale exponent, uint8 base set, uint16 × daySlots
 //	          half-hour offsets as half floats (0x7e00: no data) (season.go);
 //	          int64 half hour being filled (-1: none), float64 its sum, uint32 its count,
@@ -27,9 +28,11 @@ import (
 //	  int64 previous time, uint8 a negative value seen, uint8 a value
 //	  above 1 seen
 //
-// Version 3 kept the season as float32 × 9*daySlots half-hour means (NaN:
-// no data), then int32 × 9 day numbers, five weekday rows and four weekend
-// ones; it is read into the rows as they would have been written.
+// Version 4 kept 8 rows, four weekdays and four weekend days, in the same
+// form. Version 3 kept the season as float32 × 9*daySlots half-hour means
+// (NaN: no data), then int32 × 9 day numbers, five weekday rows and four
+// weekend ones. Both are read into the ring as their days would have been
+// written.
 
 func appendLongRun(b []byte, lr *longRun) []byte {
 	le := binary.LittleEndian
@@ -110,9 +113,12 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	lr := newLongRun()
 	se := &lr.season
 	var err error
-	if r.version == snapshotV3 {
+	switch r.version {
+	case snapshotV3:
 		err = decodeDaysV3(r, se)
-	} else {
+	case snapshotV4:
+		err = decodeDaysV4(r, se)
+	default:
 		err = decodeDays(r, se)
 	}
 	if err != nil {
@@ -200,38 +206,80 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	return lr, nil
 }
 
-// decodeDays reads the season's rows (version 4).
+// decodeDays reads the season's rows (version 5).
 func decodeDays(r *reader, se *season) error {
 	for k := range se.day {
 		d := &se.day[k]
-		d.no = int32(r.u32())
-		d.base = r.f32()
-		d.exp = int8(r.u8())
-		d.used = r.flag("day row used")
-		for i := range d.v {
-			d.v[i] = r.u16()
+		if err := decodeDay(r, d, k); err != nil {
+			return err
 		}
-		if r.err != nil {
-			return r.err
-		}
-		if d.no < -1 || (d.no >= 0 && weekend(int64(d.no)) != (k >= keepWeekdays)) {
+		if d.no >= 0 && int(d.no)%keepDays != k {
 			return corrupt("day %d in row %d", d.no, k)
-		}
-		for j := range k {
-			if d.no >= 0 && se.day[j].no == d.no {
-				return corrupt("day %d in rows %d and %d", d.no, j, k)
-			}
-		}
-		if math.IsNaN(float64(d.base)) || math.IsInf(float64(d.base), 0) || d.exp < minExp || d.exp > maxExp {
-			return corrupt("day row %d: base %v, scale 2^%d", k, d.base, d.exp)
-		}
-		for _, h := range d.v {
-			if h != noHalf && (h&0x7c00 == 0x7c00 || !d.used) {
-				return corrupt("day row %d: half hour %#04x", k, h)
-			}
 		}
 	}
 	return nil
+}
+
+// decodeDay reads one row as versions 4 and 5 write it.
+func decodeDay(r *reader, d *dayRow, k int) error {
+	d.no = int32(r.u32())
+	d.base = r.f32()
+	d.exp = int8(r.u8())
+	d.used = r.flag("day row used")
+	for i := range d.v {
+		d.v[i] = r.u16()
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if d.no < -1 {
+		return corrupt("day %d in row %d", d.no, k)
+	}
+	if math.IsNaN(float64(d.base)) || math.IsInf(float64(d.base), 0) || d.exp < minExp || d.exp > maxExp {
+		return corrupt("day row %d: base %v, scale 2^%d", k, d.base, d.exp)
+	}
+	for _, h := range d.v {
+		if h != noHalf && (h&0x7c00 == 0x7c00 || !d.used) {
+			return corrupt("day row %d: half hour %#04x", k, h)
+		}
+	}
+	return nil
+}
+
+// decodeDaysV4 reads version 4's eight rows, four weekdays then four
+// weekend days, into the ring.
+func decodeDaysV4(r *reader, se *season) error {
+	const rows, weekdays = 8, 4
+	var old [rows]dayRow
+	for k := range old {
+		d := &old[k]
+		if err := decodeDay(r, d, k); err != nil {
+			return err
+		}
+		if d.no >= 0 && weekend(int64(d.no)) != (k >= weekdays) {
+			return corrupt("day %d in row %d", d.no, k)
+		}
+		for j := range k {
+			if d.no >= 0 && old[j].no == d.no {
+				return corrupt("day %d in rows %d and %d", d.no, j, k)
+			}
+		}
+	}
+	for k := range old {
+		se.keep(&old[k])
+	}
+	return nil
+}
+
+// keep puts an older format's row into the ring, unless its place holds a
+// newer day.
+func (se *season) keep(d *dayRow) {
+	if d.no < 0 {
+		return
+	}
+	if to := &se.day[int(d.no)%keepDays]; to.no < d.no {
+		*to = *d
+	}
 }
 
 // decodeDaysV3 reads version 3's float32 means into the rows: the weekday
@@ -263,26 +311,15 @@ func decodeDaysV3(r *reader, se *season) error {
 	if r.err != nil {
 		return r.err
 	}
-	// The oldest weekday row is the one dropped.
-	drop := 0
-	for k := range weekdays {
-		if days[k] < days[drop] {
-			drop = k
-		}
-	}
-	to := 0
 	for k := range rows {
-		if k == drop {
-			continue
-		}
-		d := &se.day[to]
-		to++
+		var d dayRow
 		d.clear(days[k])
 		for i, v := range means[k] {
 			if days[k] >= 0 && !math.IsNaN(float64(v)) {
 				d.set(int64(i), v)
 			}
 		}
+		se.keep(&d)
 	}
 	return nil
 }

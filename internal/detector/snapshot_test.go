@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc64"
 	"io"
 	"math"
@@ -460,17 +461,42 @@ func TestRestoreRebuildsRecencyAndMemory(t *testing.T) {
 	assert.Equal(t, d.fixed, d.MemoryBytes())
 }
 
-// Two rows of the time context holding one day would be read twice by a
-// prediction: a snapshot with them is damaged, in either format.
+// A day in a row of the time context other than its own would be read as
+// another day by a prediction, and two rows holding one day (formats 3 and
+// 4) twice: a snapshot with them is damaged.
 func TestRestoreRejectsRepeatedDays(t *testing.T) {
 	const monday = 19996 // (19996+3) % 7 == 0: a Monday
 	lr := newLongRun()
-	lr.season.day[0].clear(monday)
-	lr.season.day[1].clear(monday + 1)
+	lr.season.day[monday%keepDays].clear(monday)
+	lr.season.day[(monday+1)%keepDays].clear(monday + 1)
 	_, err := decodeLongRun(&reader{b: appendLongRun(nil, lr), version: snapshotVersion}, true)
 	require.NoError(t, err)
-	lr.season.day[1].clear(monday)
+	lr.season.day[(monday+1)%keepDays].clear(monday)
 	_, err = decodeLongRun(&reader{b: appendLongRun(nil, lr), version: snapshotVersion}, true)
+	require.ErrorIs(t, err, ErrSnapshotCorrupt)
+	assert.ErrorContains(t, err, fmt.Sprintf("day %d in row %d", monday, (monday+1)%keepDays))
+
+	// Format 4: four weekday rows, then four weekend rows, then the rest
+	// as format 5 writes it. They are read into the ring by their days.
+	const rowBytes = 4 + 4 + 1 + 1 + 2*daySlots
+	rest := appendLongRun(nil, newLongRun())[1+keepDays*rowBytes:]
+	v4 := func(days ...int32) []byte {
+		b := []byte{1}
+		for _, d := range days {
+			b = binary.LittleEndian.AppendUint32(b, uint32(d))
+			b = append(b, 0, 0, 0, 0, 0, 0) // base 0, scale 2^0, unused
+			for range daySlots {
+				b = binary.LittleEndian.AppendUint16(b, noHalf)
+			}
+		}
+		return append(b, rest...)
+	}
+	got, err := decodeLongRun(&reader{b: v4(monday, monday+1, -1, -1, monday+5, -1, -1, -1), version: snapshotV4}, true)
+	require.NoError(t, err)
+	for _, d := range []int32{monday, monday + 1, monday + 5} {
+		assert.Equal(t, d, got.season.day[d%keepDays].no)
+	}
+	_, err = decodeLongRun(&reader{b: v4(monday, monday, -1, -1, -1, -1, -1, -1), version: snapshotV4}, true)
 	require.ErrorIs(t, err, ErrSnapshotCorrupt)
 	assert.ErrorContains(t, err, "rows 0 and 1")
 
