@@ -186,7 +186,7 @@ models:
 	require.Len(t, cfg.Models, 2)
 	assert.Equal(t, cfg.ForestConfig, cfg.Models[0].ForestConfig, "all inherited")
 	own := cfg.Models[1].ForestConfig
-	assert.Equal(t, ForestConfig{Trees: 10, SampleSize: 32, WindowSize: 64, Warmup: 16, RefitInterval: 8, Threshold: 0.75, Contamination: 0}, own)
+	assert.Equal(t, ForestConfig{Trees: 10, SampleSize: 32, WindowSize: 64, Warmup: 16, RefitInterval: 16, Threshold: 0.75, Contamination: 0}, own)
 	assert.Equal(t, 0.0, cfg.Models[1].detectorConfig(cfg.detectorConfig()).Contamination, "0 is a value, not 'inherit'")
 	assert.Equal(t, 0.05, cfg.Models[0].detectorConfig(cfg.detectorConfig()).Contamination)
 }

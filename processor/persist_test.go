@@ -513,14 +513,15 @@ func TestChangedConfigRestoresWhatStillFits(t *testing.T) {
 	good := st.dump()
 
 	cfg := persistConfig()
-	cfg.Trees = 40 // the per-series models; the host model keeps its own... inherited trees too
-	cfg.Models[0].Trees = 32
+	was := cfg.Trees
+	cfg.Trees = 40 // the per-series models; the host model keeps what it inherited
+	cfg.Models[0].Trees = was
 	st.load(good)
 	r, err = startPersisting(t, cfg, extHost{storageID: st})
 	require.NoError(t, err)
 	w := r.warnings()
 	require.Len(t, w, 1)
-	assert.Contains(t, w[0].Message, "series: snapshot is incompatible: taken with a different model configuration: trees was 32, now 40")
+	assert.Contains(t, w[0].Message, fmt.Sprintf("series: snapshot is incompatible: taken with a different model configuration: trees was %d, now 40", was))
 	assert.Equal(t, []any{"model/host"}, w[0].ContextMap()["restored"])
 	r.assertSnapshotErrors(t, 1)
 	require.NoError(t, r.p.Shutdown(context.Background()))

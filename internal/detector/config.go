@@ -66,11 +66,11 @@ type Config struct {
 // every few seconds to minutes.
 func DefaultConfig() Config {
 	return Config{
-		Trees:         32,
+		Trees:         16,
 		SampleSize:    32,
 		WindowSize:    1024,
 		Warmup:        32,
-		RefitInterval: 8,
+		RefitInterval: 16,
 		Threshold:     0.8,
 		Contamination: 0,
 		Lookback:      20,

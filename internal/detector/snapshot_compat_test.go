@@ -15,7 +15,7 @@ import (
 
 // testdata/snapshot-v3-fe06261.bin.gz is a snapshot written by commit
 // fe06261, before trees were kept as compact words (16-byte nodes then):
-// DefaultConfig with 8 trees, mixedFeed of SeedCPU(7, 300, 310, 900, 1200)
+// DefaultConfig with 8 trees (refit_interval 8, the default then), mixedFeed of SeedCPU(7, 300, 310, 900, 1200)
 // for 400 rows. The binary form of a tree did not change, so it restores,
 // and its trees come back as this code builds them: their split ranges
 // rounded outwards as a new tree's are, every other field as written. A
@@ -32,7 +32,7 @@ func TestRestoresSnapshotOfSixteenByteNodes(t *testing.T) {
 	require.NoError(t, err)
 
 	cfg := DefaultConfig()
-	cfg.Trees = 8
+	cfg.Trees, cfg.RefitInterval = 8, 8 // as written
 	rows := scenario.SeedCPU(7, []int{300, 310, 900, 1200})
 	feed := mixedFeed(rows)
 	const cut = 400
