@@ -513,15 +513,16 @@ func TestChangedConfigRestoresWhatStillFits(t *testing.T) {
 	good := st.dump()
 
 	cfg := persistConfig()
-	was := cfg.Trees
-	cfg.Trees = 40 // the per-series models; the host model keeps what it inherited
-	cfg.Models[0].Trees = was
+	was := cfg.WindowSize
+	cfg.WindowSize = 2000 // the per-series models; the host model keeps what it inherited
+	cfg.Models[0].WindowSize = was
+	cfg.Models[0].Trees = 40 // adapted to: it keeps its newest trees and grows
 	st.load(good)
 	r, err = startPersisting(t, cfg, extHost{storageID: st})
 	require.NoError(t, err)
 	w := r.warnings()
 	require.Len(t, w, 1)
-	assert.Contains(t, w[0].Message, fmt.Sprintf("series: snapshot is incompatible: taken with a different model configuration: trees was %d, now 40", was))
+	assert.Contains(t, w[0].Message, fmt.Sprintf("series: snapshot is incompatible: taken with a different model configuration: window_size was %d, now 2000", was))
 	assert.Equal(t, []any{"model/host"}, w[0].ContextMap()["restored"])
 	r.assertSnapshotErrors(t, 1)
 	require.NoError(t, r.p.Shutdown(context.Background()))

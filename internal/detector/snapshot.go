@@ -380,13 +380,24 @@ func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series
 		return nil, st.fail(fmt.Errorf("%w: %d config fields, this build writes %d", ErrSnapshotIncompatible, nfields, len(want)))
 	}
 	var diffs []string
+	was := forestShape{trees: d.cfg.Trees, refit: d.cfg.RefitInterval}
 	for i, f := range want {
-		if v := le.Uint64(fields[8*i:]); v != f.value {
+		v := le.Uint64(fields[8*i:])
+		switch {
+		case v == f.value:
+		case f.name == "trees":
+			was.trees = int(min(v, maxSnapshotTrees+1))
+		case f.name == "refit_interval":
+			was.refit = int(min(v, math.MaxInt32))
+		default:
 			diffs = append(diffs, fmt.Sprintf("%s was %s, now %s", f.name, f.show(v), f.show(f.value)))
 		}
 	}
 	if len(diffs) > 0 {
 		return nil, st.fail(fmt.Errorf("%w: taken with a different model configuration: %s", ErrSnapshotIncompatible, strings.Join(diffs, ", ")))
+	}
+	if was.trees < 1 || was.trees > maxSnapshotTrees || was.refit < 1 {
+		return nil, st.fail(corrupt("trees %d, refit_interval %d", was.trees, was.refit))
 	}
 
 	out := make([]map[uint64]*series, len(d.shards))
@@ -414,7 +425,7 @@ func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series
 		if err := st.read(rec); err != nil {
 			return nil, st.fail(err)
 		}
-		key, s, err := d.decodeSeries(rec, version)
+		key, s, err := d.decodeSeries(rec, version, was)
 		if err != nil {
 			return nil, st.fail(fmt.Errorf("model record %d: %w", count, err))
 		}
@@ -580,7 +591,7 @@ func (r *reader) flag(what string) bool {
 }
 
 // decodeSeries decodes and validates one model record.
-func (d *Detector) decodeSeries(b []byte, version uint16) (uint64, *series, error) {
+func (d *Detector) decodeSeries(b []byte, version uint16, was forestShape) (uint64, *series, error) {
 	cfg := &d.cfg
 	r := &reader{b: b, version: version}
 	key := r.u64()
@@ -652,13 +663,13 @@ func (d *Detector) decodeSeries(b []byte, version uint16) (uint64, *series, erro
 		return 0, nil, r.err
 	}
 	switch {
-	case ntrees > uint32(cfg.Trees):
-		return 0, nil, corrupt("%d trees, trees is %d", ntrees, cfg.Trees)
+	case ntrees > uint32(was.trees):
+		return 0, nil, corrupt("%d trees, trees is %d", ntrees, was.trees)
 	case ntrees > 0 && rows < minTrain:
 		return 0, nil, corrupt("%d trees with only %d rows", ntrees, rows)
-	case next >= uint32(cfg.Trees) || toRefit >= uint32(cfg.RefitInterval):
+	case next >= uint32(was.trees) || toRefit >= uint32(was.refit):
 		return 0, nil, corrupt("refit position %d/%d", next, toRefit)
-	case ntrees < uint32(cfg.Trees) && (next != 0 || toRefit != 0):
+	case ntrees < uint32(was.trees) && (next != 0 || toRefit != 0):
 		return 0, nil, corrupt("refit position %d/%d while growing", next, toRefit)
 	}
 	s.nextTree, s.toRefit = int(next), int(toRefit)
@@ -677,6 +688,9 @@ func (d *Detector) decodeSeries(b []byte, version uint16) (uint64, *series, erro
 			}
 			r.take(n)
 			trees = append(trees, t)
+		}
+		if was != (forestShape{cfg.Trees, cfg.RefitInterval}) {
+			trees = s.reshape(trees, cfg)
 		}
 		s.forest = forest.New(s.fdims, trees) // cannot panic: DecodeTree checked the features
 	}
@@ -771,4 +785,31 @@ func (d *Detector) decodeSeries(b []byte, version uint16) (uint64, *series, erro
 		return 0, nil, corrupt("%d unread bytes at the end of a model record", len(r.b))
 	}
 	return key, s, nil
+}
+
+// maxSnapshotTrees bounds the trees a snapshot's models may have: what the
+// processor's configuration allows.
+const maxSnapshotTrees = 1000
+
+// forestShape is the forest settings a snapshot was taken with, which a
+// restore adapts its models to (see reshape).
+type forestShape struct{ trees, refit int }
+
+// reshape adapts a restored model's trees, in slab index order, to cfg's
+// trees and refit_interval: the model keeps its newest trees, oldest
+// first, and a forest with fewer trees than cfg wants grows as a new
+// model's does. A change of either setting (or of their defaults) then
+// does not cost the models their learning.
+func (s *series) reshape(trees []*forest.Tree, cfg *Config) []*forest.Tree {
+	// Tree nextTree is the oldest once the forest is full; a growing
+	// forest's are in the order they were added.
+	aged := append(trees[s.nextTree:len(trees):len(trees)], trees[:s.nextTree]...)
+	aged = aged[max(len(aged)-cfg.Trees, 0):]
+	s.nextTree = 0
+	if len(aged) < cfg.Trees {
+		s.toRefit = 0
+	} else {
+		s.toRefit = min(s.toRefit, cfg.RefitInterval-1)
+	}
+	return aged
 }

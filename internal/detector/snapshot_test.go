@@ -254,15 +254,14 @@ func TestRestoreValidatesResealed(t *testing.T) {
 func TestRestoreRejectsOtherConfig(t *testing.T) {
 	cfg, snap := smallSnapshot(t)
 	for name, change := range map[string]func(*Config){
-		"trees was 2, now 4":                    func(c *Config) { c.Trees = 4 },
-		"sample_size was 4, now 16":             func(c *Config) { c.SampleSize = 16 },
-		"window_size was 8, now 13":             func(c *Config) { c.WindowSize = 13 },
-		"warmup was 8, now 9":                   func(c *Config) { c.Warmup = 9 },
-		"refit_interval was 3, now 2":           func(c *Config) { c.RefitInterval = 2 },
-		"seed was 1, now 2":                     func(c *Config) { c.Seed = 2 },
-		"contamination > 0 was true, now false": func(c *Config) { c.Contamination = 0 },
-		"lookback was 3, now 0":                 func(c *Config) { c.Lookback = 0 },
-		"trees was 2, now 5, seed was 1, now 7": func(c *Config) { c.Trees, c.Seed = 5, 7 },
+		"sample_size was 4, now 16":                   func(c *Config) { c.SampleSize = 16 },
+		"window_size was 8, now 13":                   func(c *Config) { c.WindowSize = 13 },
+		"warmup was 8, now 9":                         func(c *Config) { c.Warmup = 9 },
+		"seed was 1, now 2":                           func(c *Config) { c.Seed = 2 },
+		"contamination > 0 was true, now false":       func(c *Config) { c.Contamination = 0 },
+		"lookback was 3, now 0":                       func(c *Config) { c.Lookback = 0 },
+		"window_size was 8, now 9, seed was 1, now 7": func(c *Config) { c.WindowSize, c.Seed = 9, 7 },
+		"warmup was 8, now 9, seed was 1, now 7":      func(c *Config) { c.Trees, c.Warmup, c.Seed = 5, 9, 7 },
 	} {
 		c := cfg
 		change(&c)
@@ -270,10 +269,12 @@ func TestRestoreRejectsOtherConfig(t *testing.T) {
 		require.ErrorIs(t, err, ErrSnapshotIncompatible, name)
 		assert.Contains(t, err.Error(), name)
 	}
-	// What only changes how verdicts are read may change.
+	// What only changes how verdicts are read may change, and the forest's
+	// size and refit pace (TestRestoreReshapesForests).
 	c := cfg
 	c.Threshold, c.Contamination, c.Shards = 0.7, 0.05, 7
 	c.Incidents.CloseAfter, c.Incidents.OpenWindow = 2, 1
+	c.Trees, c.RefitInterval = 4, 2
 	d := New(c, 0)
 	require.NoError(t, d.RestoreBytes(snap))
 	exercise(d, 12)
@@ -288,6 +289,74 @@ func TestRestoreRejectsOtherConfig(t *testing.T) {
 	err = New(cfg, 0).RestoreBytes([]byte("{\"hello\": 1}"))
 	require.ErrorIs(t, err, ErrSnapshotCorrupt)
 	assert.Contains(t, err.Error(), "not an iforest detector snapshot")
+}
+
+// A snapshot taken with other trees or refit_interval (a changed setting,
+// or changed defaults) restores: each model keeps its newest trees, oldest
+// first, and a forest with fewer than trees grows as a new model's does.
+func TestRestoreReshapesForests(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Trees, cfg.RefitInterval = 8, 3
+	rows := scenario.SeedCPU(3, []int{250})
+	feed := mixedFeed(rows)
+	old := New(cfg, 0)
+	for i := range 200 { // past warm-up and several turnovers
+		feed(old, i)
+	}
+	snap := snapshotBytes(t, old)
+
+	// newest lists a model's trees' binary forms from the newest back.
+	newest := func(s *series, n int) [][]byte {
+		var out [][]byte
+		k := s.forest.Len()
+		for i := range min(n, k) {
+			out = append(out, s.forest.AppendTree(nil, (s.nextTree-1-i+2*k)%k))
+		}
+		return out
+	}
+	for _, c := range []struct{ trees, refit int }{{5, 7}, {8, 1}, {12, 3}} {
+		to := cfg
+		to.Trees, to.RefitInterval = c.trees, c.refit
+		d := New(to, 0)
+		require.NoError(t, d.RestoreBytes(snap), "%d trees every %d", c.trees, c.refit)
+		require.Equal(t, old.Len(), d.Len())
+		models := 0
+		for i := range old.shards {
+			for key, s := range old.shards[i].series {
+				r := d.shards[i].series[key]
+				require.NotNil(t, r)
+				if s.forest == nil {
+					continue
+				}
+				models++
+				require.Equal(t, min(s.forest.Len(), c.trees), r.forest.Len(), "model %d", key)
+				if r.forest.Len() == c.trees { // full: the oldest is rebuilt next
+					require.Equal(t, 0, r.nextTree)
+					require.Less(t, r.toRefit, c.refit)
+				}
+				// The same trees, the newest kept; restored oldest first.
+				var got [][]byte
+				for k := r.forest.Len() - 1; k >= 0; k-- {
+					got = append(got, r.forest.AppendTree(nil, k))
+				}
+				require.Equal(t, newest(s, c.trees), got, "model %d", key)
+			}
+		}
+		require.Positive(t, models)
+		// It goes on learning: refits at the new pace, a small forest grows.
+		for i := 200; i < 250; i++ {
+			for _, v := range feed(d, i) {
+				require.False(t, math.IsNaN(v.Score))
+			}
+		}
+		for i := range d.shards {
+			for key, s := range d.shards[i].series {
+				if s.forest != nil {
+					require.Equal(t, c.trees, s.forest.Len(), "model %d after 50 points", key)
+				}
+			}
+		}
+	}
 }
 
 func TestRestoreErrorsAreClear(t *testing.T) {
