@@ -109,6 +109,42 @@ func TestWeekendDaysKeepTheirOwnEvenings(t *testing.T) {
 	assert.Zero(t, byWeek[4]+byWeek[5]+byWeek[6], "flags in the last three weeks, by week: %v", byWeek)
 }
 
+// The predictions kept for a half hour are what reading the rows gives, at
+// every point. A series that reports from 10:00 to 10:25 each day stores
+// its 10:00 half hour's mean only at the next day's first point, after
+// that point's predictions were made: the next point of the same half hour
+// reads it. Also through a silence of three days.
+func TestPredictionCacheIsNeverStale(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	d := New(DefaultConfig(), 0)
+	var times []time.Time
+	for day := range 40 {
+		if day >= 20 && day < 23 {
+			continue
+		}
+		for k := range 6 {
+			times = append(times, monday.Add(time.Duration(day)*24*time.Hour+10*time.Hour+time.Duration(k)*5*time.Minute))
+		}
+	}
+	checked := 0
+	for i, at := range times[:len(times)-1] {
+		v := 100 + 10*float64(at.Minute()/30) + 3*rng.NormFloat64()
+		d.Observe(Point{Key: 1, Kind: Gauge, Time: at.UnixNano(), V0: v}, at.UnixNano())
+		se := &d.shards[1].series[1].lr.season
+		next := times[i+1].UnixNano()
+		fresh := *se
+		fresh.pslot = -1
+		want, wantOK := fresh.predict(next)
+		got, gotOK := se.predict(next)
+		require.Equal(t, wantOK, gotOK, "point %d", i)
+		require.Equal(t, want, got, "point %d", i)
+		if gotOK[predDaily] {
+			checked++
+		}
+	}
+	require.Greater(t, checked, 150, "points with a daily prediction")
+}
+
 // Moves too small to matter never flag: a tiny quantised series that steps
 // by one or two quanta, and a series at 100 that wanders by less than 2%.
 func TestTrivialMovesDoNotFlag(t *testing.T) {

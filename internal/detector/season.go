@@ -101,11 +101,20 @@ type season struct {
 	off   float64 // recent offset from the prediction in use
 	err   [numPred]float32
 	errN  [numPred]int32
-	used  uint8 // the prediction judged by at the last point
+
+	// The daily and weekly predictions of half hour pslot (-1: none): the
+	// same for every point of a half hour until a mean is stored, and
+	// reading the rows they come from is most of a point's misses in the
+	// caches once a collector holds many series.
+	pslot int64
+	pp    [numPred]float64
+	pok   [numPred]bool
+
+	used uint8 // the prediction judged by at the last point
 }
 
 func (s *season) init() {
-	s.slot = -1
+	s.slot, s.pslot = -1, -1
 	for i := range s.day {
 		s.day[i].clear(-1)
 	}
@@ -182,6 +191,12 @@ func (s *season) predict(t int64) (p [numPred]float64, ok [numPred]bool) {
 	if sec < 0 {
 		return p, ok // before 1970: no calendar
 	}
+	if sec/slotSecs == s.pslot {
+		p, ok = s.pp, s.pok
+		p[predLevel], ok[predLevel] = s.level, true
+		return p, ok
+	}
+	defer func() { s.pslot, s.pp, s.pok = sec/slotSecs, p, ok }()
 	dn := sec / 86400
 	slot := (sec % 86400) / slotSecs
 	we := weekend(dn)
@@ -317,6 +332,7 @@ func (s *season) close() {
 	if s.slot < 0 || s.n == 0 {
 		return
 	}
+	s.pslot = -1 // the rows change
 	dn := s.slot / daySlots
 	r := &s.day[dn%keepDays]
 	if int64(r.no) != dn {
