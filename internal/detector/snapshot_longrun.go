@@ -138,7 +138,7 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	ok := se.slot >= -1 && n <= math.MaxInt32 && finite(se.sum) && finite(se.level) && finite(se.off) && se.used < numPred
+	ok := se.slot >= -1 && se.slot <= maxSlot && n <= math.MaxInt32 && finite(se.sum) && finite(se.level) && finite(se.off) && se.used < numPred
 	for i := range numPred {
 		ok = ok && finite(float64(se.err[i])) && se.err[i] >= 0 && se.errN[i] >= 0
 	}
@@ -282,9 +282,9 @@ func (se *season) keep(d *dayRow) {
 	}
 }
 
-// decodeDaysV3 reads version 3's float32 means into the rows: the weekday
-// rows keep the newest four days of the five, and each day's means are
-// stored as they would have been, in the order of their half hours.
+// decodeDaysV3 reads version 3's float32 means into the ring: each day's
+// means are stored as they would have been, in the order of their half
+// hours (of two days fifteen apart, the newer).
 func decodeDaysV3(r *reader, se *season) error {
 	const rows, weekdays = 9, 5
 	var means [rows][daySlots]float32
@@ -323,3 +323,8 @@ func decodeDaysV3(r *reader, se *season) error {
 	}
 	return nil
 }
+
+// maxSlot is the last half hour a timestamp (int64 unix nanoseconds) can
+// fall in: a restored half hour beyond it would store its mean under a day
+// number that does not fit the rows.
+const maxSlot = math.MaxInt64 / 1_000_000_000 / slotSecs

@@ -291,6 +291,21 @@ func TestRestoreRejectsOtherConfig(t *testing.T) {
 	assert.Contains(t, err.Error(), "not an iforest detector snapshot")
 }
 
+// A half hour being filled beyond any timestamp's would store its mean
+// under a day number that does not fit the rows, and the next snapshot
+// would not restore: a snapshot with one is damaged.
+func TestRestoreRejectsHalfHourOutOfRange(t *testing.T) {
+	lr := newLongRun()
+	lr.season.slot, lr.season.n = maxSlot, 1
+	_, err := decodeLongRun(&reader{b: appendLongRun(nil, lr), version: snapshotVersion}, true)
+	require.NoError(t, err)
+	for _, slot := range []int64{maxSlot + 1, math.MaxInt32*daySlots*3 + 5*daySlots + 7} {
+		lr.season.slot = slot
+		_, err = decodeLongRun(&reader{b: appendLongRun(nil, lr), version: snapshotVersion}, true)
+		require.ErrorIs(t, err, ErrSnapshotCorrupt, "half hour %d", slot)
+	}
+}
+
 // A snapshot taken with other trees or refit_interval (a changed setting,
 // or changed defaults) restores: each model keeps its newest trees, oldest
 // first, and a forest with fewer than trees grows as a new model's does.
