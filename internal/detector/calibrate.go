@@ -151,7 +151,7 @@ func (c *calibrator) fit() (q, m, w float64) {
 
 // tailWeight is the weight the tail is fitted to: calTailPoints, or the top
 // calTailShare while there are few scores (the prior alone is 30 points,
-// and its top third is no tail).
+// and its top half is no tail).
 func (c *calibrator) tailWeight() float64 {
 	return min(calTailPoints*float64(c.inc), calTailShare*float64(c.total))
 }

@@ -48,8 +48,8 @@ type longRun struct {
 	value float64 // its value, before the residual
 	u     float64 // its surprise, for the calibration; -1 if not counted
 
-	// The small fields last, together: the struct then fits the
-	// allocator's 1408-byte size class (see TestLongRunSize).
+	// The small fields last, together: no padding between them (see
+	// TestLongRunSize).
 	run      int32 // consecutive flagged points
 	spreadN  int32
 	accepted bool // the open incident lasted NewNormalAfter: learn as usual

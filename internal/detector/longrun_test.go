@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -459,10 +460,13 @@ func TestSustainedAnomalyAtACoarseInterval(t *testing.T) {
 	assert.Empty(t, d.shards[1].series[1].lr.held, "nothing is held at this interval")
 }
 
-// The long-run state's small fields sit together at its end, so that it
-// fits the allocator's 2304-byte size class (it is 2152 bytes): padding
-// between scattered fields would take every one-input series into the next
-// class (2688).
+// The long-run state is in every one-input series: it stays within the
+// allocator's 2304-byte size class (the next is 2688), and its small fields
+// sit together at its end, where they need no padding between them.
 func TestLongRunSize(t *testing.T) {
 	assert.LessOrEqual(t, longRunBytes, 2304)
+	var lr longRun
+	small := unsafe.Sizeof(lr.run) + unsafe.Sizeof(lr.spreadN) + unsafe.Sizeof(lr.accepted) +
+		unsafe.Sizeof(lr.negative) + unsafe.Sizeof(lr.aboveOne) + unsafe.Sizeof(lr.predOK)
+	assert.LessOrEqual(t, unsafe.Sizeof(lr)-unsafe.Offsetof(lr.run), (small+7)&^7, "the small fields' tail")
 }

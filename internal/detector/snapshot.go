@@ -23,12 +23,12 @@ import (
 // process resumes exactly where it stopped (same verdicts, same incident
 // ids, no new warm-up).
 //
-// Format, version 4. Integers and floats are little-endian and fixed-width
+// Format, version 5. Integers and floats are little-endian and fixed-width
 // unless marked uvarint.
 //
 //	header
 //	  [8]byte  magic "\x89IFSNAP\n"
-//	  uint16   format version (4)
+//	  uint16   format version (5)
 //	  uint16   number of config fields that follow (8)
 //	  uint64 × 8: trees, sample_size, window_size, warmup, refit_interval,
 //	           seed, adaptive threshold (1 if contamination > 0), lookback

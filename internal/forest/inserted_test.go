@@ -79,8 +79,8 @@ func TestAsInsertedAllocatesNothing(t *testing.T) {
 }
 
 // BenchmarkForestScoreAsInserted scores fresh points; "detector" is the
-// detector's default model (32 trees of psi 32 over a value and its
-// departure), in cache (forests=1) and as one of 1000 series' models
+// detector's model as it was by default until 2026-12-03 (32 trees of psi
+// 32 over a value and its departure; 16 trees now), in cache (forests=1) and as one of 1000 series' models
 // (forests=1000, about 8 MB: each score then waits on memory).
 func BenchmarkForestScoreAsInserted(b *testing.B) {
 	for _, c := range []struct {
