@@ -291,6 +291,34 @@ func TestRestoreRejectsOtherConfig(t *testing.T) {
 	assert.Contains(t, err.Error(), "not an iforest detector snapshot")
 }
 
+// The trees and refit_interval a snapshot says it was taken with bound what
+// its models may hold: impossible values, or models with more trees or a
+// later refit position than they allow, are damage, never a panic.
+func TestRestoreRejectsImpossibleForestShape(t *testing.T) {
+	cfg, snap := smallSnapshot(t) // 2 trees, refit every 3
+	field := func(i int, v uint64) []byte {
+		b := bytes.Clone(snap)
+		binary.LittleEndian.PutUint64(b[headerFixed+8*i:], v)
+		return reseal(b)
+	}
+	const trees, refit = 0, 4 // fingerprint positions
+	for _, b := range [][]byte{
+		field(trees, 0), field(trees, maxSnapshotTrees+1), field(trees, math.MaxUint64),
+		field(refit, 0),
+		field(trees, 1),                // its models hold 2 trees
+		field(trees, maxSnapshotTrees), // a growing forest is never mid-refit
+		field(refit, 1),                // its models are at refit positions up to 2
+	} {
+		d := New(cfg, 0)
+		require.ErrorIs(t, d.RestoreBytes(b), ErrSnapshotCorrupt)
+		require.Equal(t, 0, d.Len(), "a failed restore changes nothing")
+	}
+	// A larger refit_interval is possible: restored, and refits at cfg's.
+	d := New(cfg, 0)
+	require.NoError(t, d.RestoreBytes(field(refit, math.MaxInt32)))
+	exercise(d, 12)
+}
+
 // A half hour being filled beyond any timestamp's would store its mean
 // under a day number that does not fit the rows, and the next snapshot
 // would not restore: a snapshot with one is damaged.
