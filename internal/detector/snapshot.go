@@ -55,7 +55,8 @@ import (
 //	  the long-run state of one-input models (see snapshot_longrun.go)
 //
 // The config fields are those that shape a model's state; a snapshot taken
-// with any of them different is rejected as incompatible. Settings that only
+// with any of them different is rejected as incompatible, but trees and
+// refit_interval, to which the models are reshaped (see reshape). Settings that only
 // change how a verdict is read from the state (threshold, contamination's
 // value, incidents, limits) may change across a restart.
 //
@@ -396,7 +397,7 @@ func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series
 	if len(diffs) > 0 {
 		return nil, st.fail(fmt.Errorf("%w: taken with a different model configuration: %s", ErrSnapshotIncompatible, strings.Join(diffs, ", ")))
 	}
-	if was.trees < 1 || was.trees > maxSnapshotTrees || was.refit < 1 {
+	if was.trees < 1 || was.trees > max(maxSnapshotTrees, d.cfg.Trees) || was.refit < 1 {
 		return nil, st.fail(corrupt("trees %d, refit_interval %d", was.trees, was.refit))
 	}
 
@@ -787,8 +788,9 @@ func (d *Detector) decodeSeries(b []byte, version uint16, was forestShape) (uint
 	return key, s, nil
 }
 
-// maxSnapshotTrees bounds the trees a snapshot's models may have: what the
-// processor's configuration allows.
+// maxSnapshotTrees bounds the trees a snapshot's models may have, unless
+// the detector's own setting is larger: what the processor's
+// configuration allows.
 const maxSnapshotTrees = 1000
 
 // forestShape is the forest settings a snapshot was taken with, which a

@@ -313,6 +313,10 @@ func TestRestoreRejectsImpossibleForestShape(t *testing.T) {
 		require.ErrorIs(t, d.RestoreBytes(b), ErrSnapshotCorrupt)
 		require.Equal(t, 0, d.Len(), "a failed restore changes nothing")
 	}
+	// A detector with more trees than the processor allows restores its own.
+	many := cfg
+	many.Trees = maxSnapshotTrees + 1
+	require.NoError(t, New(many, 0).RestoreBytes(snapshotBytes(t, New(many, 0))))
 	// A larger refit_interval is possible: restored, and refits at cfg's.
 	d := New(cfg, 0)
 	require.NoError(t, d.RestoreBytes(field(refit, math.MaxInt32)))
