@@ -55,10 +55,11 @@ import (
 //	  the long-run state of one-input models (see snapshot_longrun.go)
 //
 // The config fields are those that shape a model's state; a snapshot taken
-// with any of them different is rejected as incompatible, but trees and
-// refit_interval, to which the models are reshaped (see reshape). Settings that only
-// change how a verdict is read from the state (threshold, contamination's
-// value, incidents, limits) may change across a restart.
+// with any of them different is rejected as incompatible, but for trees
+// and refit_interval, to which its models are reshaped (see reshape).
+// Settings that only change how a verdict is read from the state
+// (threshold, contamination's value, incidents, limits) may change across
+// a restart.
 //
 // Restore trusts nothing it reads: the checksum catches accidents, and every
 // decoded value is validated as well (a crafted snapshot with a valid
