@@ -90,6 +90,11 @@ type calibrator struct {
 	avg, mean, sq float64
 	n             int32
 	best          float64
+
+	// body is a surprise that tail found in the body of the scores (at
+	// least the tail's weight above it) under the current weights, or -1:
+	// add needs no fit to count it (see add). Not saved: a cache.
+	body float64
 }
 
 // surprise maps a score in [0, 1] to [0, +Inf).
@@ -103,7 +108,7 @@ func surprise(score float64) float64 {
 // series a sane scale until its own scores count: at the forest's ceiling
 // (u about 1.8 to 2.2 at sample_size 32) a point scores well above 0.8.
 func (c *calibrator) init() {
-	*c = calibrator{inc: 1, best: 1}
+	*c = calibrator{inc: 1, best: 1, body: -1}
 	q97 := calPriorMean + 1.881*calPriorSD
 	for b := range calBins {
 		u := (float64(b) + 0.5) * calWide
@@ -125,6 +130,9 @@ func (c *calibrator) tail(u float64) float64 {
 		u = math.Inf(1) // as surprising as it gets; never an index
 	}
 	if a := c.above(u); a >= c.tailWeight() {
+		if u < calMax {
+			c.body = u
+		}
 		return a / float64(c.total)
 	}
 	q, m, w := c.fit()
@@ -194,9 +202,17 @@ func (c *calibrator) upper(share float64) float64 {
 // extreme (the first point of an incident) must not stretch the tail so
 // far that the next like it looks ordinary, while extremes that keep
 // coming still widen the tail, step by step.
+//
+// Most points are counted right after tail found them in the body: u then
+// lies less than a bin above the fit's start, below any cap (at least
+// calCapExcesses x calMinExcess beyond the start), and add skips the fit,
+// which costs more than the rest of a point's calibration.
 func (c *calibrator) add(u float64) {
-	q, m, _ := c.fit()
-	u = min(u, q+min(calCapExcesses*m, calCapMax))
+	if u != c.body {
+		q, m, _ := c.fit()
+		u = min(u, q+min(calCapExcesses*m, calCapMax))
+	}
+	c.body = -1
 	if !(u < calMax) {
 		c.over += c.inc
 	} else {

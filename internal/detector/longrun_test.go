@@ -414,6 +414,47 @@ func TestCalibratorTail(t *testing.T) {
 	assert.Equal(t, c.tail(math.NaN()), c.tail(math.Inf(1)), "NaN is never an index")
 }
 
+// add skips the fit for a surprise tail has just found in the body: what it
+// counts is what it would count with the fit, to the bit, whatever the
+// scores (bursts, extremes, a stale finding after other calls).
+func TestCalibratorSkipsFitOnlyWhereItCannotCap(t *testing.T) {
+	var judged, plain calibrator
+	judged.init()
+	plain.init()
+	rng := rand.New(rand.NewPCG(3, 4))
+	skipped := 0
+	for i := range 200000 {
+		var u float64
+		switch r := rng.Float64(); {
+		case r < 0.9:
+			u = max(0, 0.6+0.15*rng.NormFloat64())
+		case r < 0.99:
+			u = 6 * rng.Float64()
+		default:
+			u = 40 * rng.Float64() // beyond calMax
+		}
+		if i%7 != 0 { // judged first, as a point is; else counted cold
+			judged.tail(u)
+		}
+		if i%11 == 0 {
+			judged.tail(rng.Float64()) // another point's, found in the body
+		}
+		if u == judged.body {
+			skipped++
+		}
+		judged.add(u)
+		plain.body = -1
+		plain.add(u)
+		if i%1000 == 0 {
+			require.Equal(t, plain.bins, judged.bins, "point %d", i)
+		}
+	}
+	assert.Equal(t, plain.bins, judged.bins)
+	assert.Equal(t, plain.over, judged.over)
+	assert.Equal(t, plain.total, judged.total)
+	assert.Greater(t, skipped, 100000, "most points skip the fit")
+}
+
 // Values at float64's limits among ordinary ones keep every verdict finite
 // and never hang a call (the band's search once looped on a NaN residual).
 func TestHostileValuesKeepTheModelFinite(t *testing.T) {
