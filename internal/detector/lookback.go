@@ -29,12 +29,30 @@ func (s *series) departure(windowSize, a0, n int, v float64) float64 {
 	if i < 0 {
 		i += windowSize
 	}
+	// The rows are at most two runs of the ring: [i-n+1, i], or [0, i]
+	// and the ring's end. Summed in four parts, so that the additions do
+	// not wait on each other.
 	var sum float64
-	for range n {
-		sum += float64(s.win[i])
-		if i--; i < 0 {
-			i = windowSize - 1
-		}
+	if i+1 >= n {
+		sum = sumF32(s.win[i+1-n : i+1])
+	} else {
+		sum = sumF32(s.win[:i+1]) + sumF32(s.win[windowSize-(n-i-1):windowSize])
 	}
 	return v - sum/float64(n)
+}
+
+// sumF32 is the sum of xs in float64.
+func sumF32(xs []float32) float64 {
+	var s0, s1, s2, s3 float64
+	for len(xs) >= 4 {
+		s0 += float64(xs[0])
+		s1 += float64(xs[1])
+		s2 += float64(xs[2])
+		s3 += float64(xs[3])
+		xs = xs[4:]
+	}
+	for _, x := range xs {
+		s0 += float64(x)
+	}
+	return (s0 + s1) + (s2 + s3)
 }

@@ -31,6 +31,39 @@ func TestDepartureWalksTheRing(t *testing.T) {
 	assert.Zero(t, s.departure(4, 4, 3, 10), "history older than the ring")
 }
 
+// The departure sums the same rows as a walk back through the ring, one row
+// at a time, wherever the ring's seam falls.
+func TestDepartureMatchesRowByRowWalk(t *testing.T) {
+	const size = 37
+	for fill := 1; fill <= 2*size; fill += 5 {
+		s := &series{dims: 1}
+		for k := range fill {
+			v := float32(k*k%23) + 0.25
+			if s.rows < size {
+				s.win = append(s.win, v)
+				s.rows++
+			} else {
+				s.win[s.head] = v
+			}
+			s.head = (s.head + 1) % size
+		}
+		for a0 := 0; a0 <= size; a0++ {
+			for n := 1; n <= size+1; n++ {
+				var sum float64
+				m := min(n, s.rows-a0)
+				for k := range max(m, 0) {
+					sum += float64(s.win[((s.head-1-a0-k)%size+size)%size])
+				}
+				want := 0.0
+				if m > 0 {
+					want = 100 - sum/float64(m)
+				}
+				require.InDelta(t, want, s.departure(size, a0, n, 100), 1e-9, "fill %d a0 %d n %d", fill, a0, n)
+			}
+		}
+	}
+}
+
 // A jump across the usual range, to a value seen many times, is invisible
 // to the value alone; its departure from the recent mean shows it.
 func TestLookbackSeesAJumpInsideTheRange(t *testing.T) {
