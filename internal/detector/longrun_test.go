@@ -511,3 +511,41 @@ func TestLongRunSize(t *testing.T) {
 		unsafe.Sizeof(lr.negative) + unsafe.Sizeof(lr.aboveOne) + unsafe.Sizeof(lr.predOK)
 	assert.LessOrEqual(t, unsafe.Sizeof(lr)-unsafe.Offsetof(lr.run), (small+7)&^7, "the small fields' tail")
 }
+
+// At a coarse interval an incident holds no points (too few fit in
+// new_normal_after), but the level and the offset still wait: for
+// new_normal_after from the incident's start, not for as long as it stays
+// open, or a long incident would keep judging its series against the old
+// level after it has become the new one.
+func TestCoarseIncidentFreezesTheOffsetForNewNormalOnly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 12))
+	d := New(DefaultConfig(), 0)
+	newNormal := time.Duration(d.cfg.Incidents.NewNormalAfter)
+	const step = 5 * time.Minute
+	start := 10 * 288
+	feedAt(d, 1, monday, step, start, func(time.Time) float64 { return 50 + 2*rng.NormFloat64() })
+	s := d.shards[1%uint64(len(d.shards))].series[1]
+	frozenChecked, followed := 0, false
+	for i := range 2 * 288 {
+		tm := monday.Add(time.Duration(start+i) * step)
+		before := s.lr.season.off
+		// A new level, much noisier than the old: its flags keep the
+		// incident open for hours.
+		v := d.Observe(Point{Key: 1, Kind: Gauge, Time: tm.UnixNano(), V0: 90 + 15*rng.NormFloat64()}, tm.UnixNano())
+		if i == 0 {
+			require.Equal(t, Started, v.Incident, "the step's first point opens an incident")
+		}
+		if !s.inc.open {
+			break
+		}
+		if age := tm.Sub(time.Unix(0, s.inc.start)); age < newNormal {
+			require.Equal(t, before, s.lr.season.off, "offset moved %v into the incident", age)
+			frozenChecked++
+		} else if s.lr.season.off != before {
+			followed = true
+			break
+		}
+	}
+	require.Equal(t, int(newNormal/step), frozenChecked, "the incident lasts beyond new_normal_after")
+	assert.True(t, followed, "the offset follows the new level once the incident is older than new_normal_after")
+}
