@@ -421,10 +421,11 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 	if lr != nil {
 		newNormal := d.cfg.Incidents.NewNormalAfter
 		// The level and the offset stay where they were while an incident
-		// is younger than newNormal. Counted from its start, not as long as
-		// it stays open: a coarse series holds no points (see holding), so
+		// is younger than newNormal, or while it holds points (holding,
+		// below, accepts them and sets the offset). Counted from its start,
+		// not as long as it stays open: a coarse series holds no points, so
 		// nothing else would ever accept its new level as normal.
-		frozen := newNormal > 0 && s.inc.open && !lr.accepted && t-s.inc.start < newNormal
+		frozen := newNormal > 0 && s.inc.open && !lr.accepted && (len(lr.held) > 0 || t-s.inc.start < newNormal)
 		lr.observed(lr.value, t, s.learned, frozen)
 		if v.Status == Scored && lr.holding(s.inc.open, v.Anomaly, t, newNormal) {
 			lr.held = append(lr.held, heldPoint{toFloat32(x[0]), float32(lr.u)})
