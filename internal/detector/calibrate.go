@@ -66,9 +66,10 @@ const (
 	// stretchGrowth the factor by which its tail probability must fall for
 	// it to count again within one stretch. Over ten forest seeds, 10 and
 	// 0.6 scored NAB 1.2 (standard) to 2.4 (low FP) higher than 12 and 0.7
-	// and cut the seasonal series' false alarms; a faster average (8) or a
-	// stricter growth (0.4 and below) began to lose a held memory leak's
-	// incident, or the leak itself (see docs/benchmarks.md).
+	// and cut the seasonal series' false alarms; a faster average (8)
+	// raised the false alarms at the threshold by 30%, a stricter growth
+	// lost a held memory leak's incident (0.4) or the leak (0.2) in some
+	// runs (see docs/benchmarks.md).
 	stretchPoints = 10
 	stretchGrowth = 0.6
 	// stretchEnd: a tail probability above this ends a stretch.
