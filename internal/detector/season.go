@@ -291,9 +291,9 @@ func (s *season) choose(mode Seasonality, ok [numPred]bool) int {
 
 // learn takes in x (lx for the level and offset) at t (unix ns), judged
 // with predictions p. With frozen (an incident younger than
-// new_normal_after, see judge) the level and the offset stay where they
-// were, so that a sustained anomaly is measured against the level before
-// it; the half hours still learn it.
+// new_normal_after, or one still holding points: see judge) the level and
+// the offset stay where they were, so that a sustained anomaly is measured
+// against the level before it; the half hours still learn it.
 func (s *season) learn(x, lx float64, t int64, p [numPred]float64, ok [numPred]bool, frozen bool) {
 	for i := range numPred {
 		if !ok[i] {
