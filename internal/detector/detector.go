@@ -416,7 +416,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		} else if v.Anomaly && s.dims == 1 {
 			d.expected(s, &v, mean, ratio)
 		}
-		s.inc.update(&d.cfg.Incidents, key, t, &v)
+		s.inc.update(&d.cfg.Incidents, key, t, &v, lr != nil && lr.away())
 	}
 	if lr != nil {
 		newNormal := d.cfg.Incidents.NewNormalAfter

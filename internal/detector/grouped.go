@@ -236,7 +236,7 @@ func (s *Grouped) judge(b *baseline, p *Point, groupKey uint64, now int64) Verdi
 	}
 	g.mu.Unlock()
 	if v.Status == Scored {
-		b.inc.update(&d.cfg.Incidents, p.Key, p.Time, &v)
+		b.inc.update(&d.cfg.Incidents, p.Key, p.Time, &v, false)
 	}
 	return v
 }

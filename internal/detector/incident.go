@@ -66,15 +66,18 @@ type incident struct {
 }
 
 // update folds a scored point's verdict into the incident state and fills
-// the verdict's incident fields.
-func (in *incident) update(c *IncidentConfig, key uint64, t int64, v *Verdict) {
+// the verdict's incident fields. away says that the point, flagged or not,
+// is still as far from the series' level before the incident as the
+// incident's held points have been (see longRun.away): a sustained change
+// whose scores waver about the threshold stays one open incident.
+func (in *incident) update(c *IncidentConfig, key uint64, t int64, v *Verdict, away bool) {
 	in.recent = in.recent<<1 | uint64(b2u(v.Anomaly))
 	if c.OpenWindow < 64 {
 		in.recent &= 1<<c.OpenWindow - 1
 	}
 	if in.open {
 		v.IncidentID = in.id
-		if v.Anomaly {
+		if v.Anomaly || away {
 			in.quiet = 0
 			in.peak = max(in.peak, v.Score)
 			return

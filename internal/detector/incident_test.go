@@ -19,7 +19,7 @@ func feed(c IncidentConfig, flags []bool) []Verdict {
 		if f {
 			v.Score = 0.8 + float64(i)/100
 		}
-		in.update(&c, 42, int64(i)*1e9, &v)
+		in.update(&c, 42, int64(i)*1e9, &v, false)
 		out[i] = v
 	}
 	return out

@@ -250,6 +250,24 @@ func (lr *longRun) holding(open, flagged bool, t, newNormal int64) bool {
 	return true
 }
 
+// away reports whether the point being judged lies, from the prediction
+// the incident froze, on the side of the points held so far and at least
+// half as far as their mean: the change they started is still under way.
+func (lr *longRun) away() bool {
+	n := len(lr.held)
+	if n == 0 || lr.accepted {
+		return false
+	}
+	mean := lr.heldDev / float64(n)
+	dev := lr.value - lr.pred[lr.season.used]
+	return dev*mean > 0 && math.Abs(dev) >= math.Abs(mean)/2 && lr.farZ(dev-lr.season.off) >= awayFrom
+}
+
+// awayFrom is how far out, in usual residuals, a point must be to keep an
+// incident open by being away (see away): noise on the incident's side
+// must not.
+const awayFrom = 3
+
 // holdMinPoints: see holding.
 const holdMinPoints = 16
 

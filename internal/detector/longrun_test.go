@@ -280,6 +280,45 @@ func TestSustainedAnomalyStaysOne(t *testing.T) {
 	assert.True(t, ended, "the incident ends after the step")
 }
 
+// A level shift of eight standard deviations at one minute: its held
+// points' scores waver about the threshold (at one point a minute the bar
+// is five times higher than at five), and five of them in a row below it
+// must not close the incident while the series stays where it went. One
+// incident, open until new_normal_after has passed, then accepted.
+func TestLevelShiftStaysOneIncident(t *testing.T) {
+	for seed := uint64(1); seed <= 10; seed++ {
+		rng := rand.New(rand.NewPCG(seed, seed))
+		const shift = 3499 // the point the level moves at
+		i := 0
+		vs := feedAt(New(DefaultConfig(), 0), 1, monday, time.Minute, shift+120, func(time.Time) float64 {
+			i++
+			v := 100 + 3*rng.NormFloat64()
+			switch {
+			case i%700 == 0:
+				v += 40 // a spike now and then, and a ramp: the
+			case i >= 3000 && i < 3200: // calibration has seen some
+				v += float64(i-3000) / 10
+			case i > shift:
+				v += 25
+			}
+			return v
+		})
+		started, ended := -1, -1
+		for i := shift; i < len(vs); i++ {
+			switch vs[i].Incident {
+			case Started:
+				require.Equal(t, -1, started, "seed %d: a second incident at point %d of the shift", seed, i-shift)
+				started = i
+			case Ended:
+				ended = i
+			}
+		}
+		require.GreaterOrEqual(t, started, shift, "seed %d: the shift opens an incident", seed)
+		assert.Less(t, started-shift, 5, "seed %d: at once", seed)
+		assert.GreaterOrEqual(t, ended-started, 30, "seed %d: open for new_normal_after (30 minutes)", seed)
+	}
+}
+
 // With new_normal_after, a level that stays is accepted: the incident ends
 // after about that long, and the model learns the new level.
 func TestNewLevelBecomesNormal(t *testing.T) {

@@ -21,8 +21,14 @@ import (
 // rounded outwards as a new tree's are, every other field as written. A
 // process restarted onto the new encoding keeps its models, with verdicts
 // that differ from never having stopped only as much as the rounding moved
-// the scores the calibration had seen.
+// the scores the calibration had seen. The cumulative sum (key 11) is left
+// out of the comparison with a fresh model: its rate is a ramp, whose
+// incident this code keeps open while the ramp stays away from the level
+// it froze (longRun.away), and so learns its first rows differently than
+// fe06261 did; it must still restore and score.
 func TestRestoresSnapshotOfSixteenByteNodes(t *testing.T) {
+	// The cumulative sum's key, and its place in mixedFeed's verdicts.
+	const rampKey, rampIndex = 11, 3
 	gz, err := os.Open("testdata/snapshot-v3-fe06261.bin.gz")
 	require.NoError(t, err)
 	defer gz.Close()
@@ -52,6 +58,9 @@ func TestRestoresSnapshotOfSixteenByteNodes(t *testing.T) {
 		for key, s := range fresh.shards[i].series {
 			r := restored.shards[i].series[key]
 			require.NotNil(t, r, "model %d", key)
+			if key == rampKey {
+				continue
+			}
 			require.Equal(t, s.forest.Len(), r.forest.Len(), "model %d", key)
 			for k := range s.forest.Len() {
 				require.Equal(t, s.forest.AppendTree(nil, k), r.forest.AppendTree(nil, k), "model %d tree %d", key, k)
@@ -69,7 +78,7 @@ func TestRestoresSnapshotOfSixteenByteNodes(t *testing.T) {
 		require.Len(t, got, len(want))
 		for j := range want {
 			require.Equal(t, want[j].Status, got[j].Status, "row %d model %d", i, j)
-			if want[j].Status != Scored {
+			if want[j].Status != Scored || j == rampIndex {
 				continue
 			}
 			scored++
@@ -83,7 +92,7 @@ func TestRestoresSnapshotOfSixteenByteNodes(t *testing.T) {
 		}
 	}
 	t.Logf("%d verdicts, %d anomalies, %d disagree, scores differ by at most %.4f", scored, anomalies, disagree, maxDiff)
-	assert.Equal(t, 8*(len(rows)-cut), scored, "no model warms up again")
+	assert.Equal(t, 7*(len(rows)-cut), scored, "no model warms up again")
 	assert.Greater(t, anomalies, 10)
 	assert.Zero(t, disagree)
 	assert.Less(t, maxDiff, 0.01)
