@@ -80,7 +80,7 @@ func (lr *longRun) memBytes() int {
 func (lr *longRun) residual(mode Seasonality, v float64, t int64, first bool) float64 {
 	lr.value = v
 	lr.pred, lr.predOK = lr.season.predict(t)
-	use := uint8(lr.season.choose(mode, lr.predOK))
+	use := uint8(lr.season.choose(mode, lr.predOK, lr.step))
 	if first {
 		lr.season.used, lr.base = use, v
 		return 0
@@ -192,7 +192,7 @@ func (lr *longRun) observed(v float64, t int64, learned int, frozen bool) {
 		sv = min(max(sv, lr.base-slotBound*w), lr.base+slotBound*w)
 		lv = min(max(lv, lr.base-levelBound*w), lr.base+levelBound*w)
 	}
-	lr.season.learn(sv, lv, t, lr.pred, lr.predOK, frozen)
+	lr.season.learn(sv, lv, t, lr.pred, lr.predOK, frozen, lr.step)
 	if d := math.Abs(v - lr.prev); d > 0 && learned > 0 && (lr.quantum == 0 || d < lr.quantum) {
 		lr.quantum = d
 	}
@@ -337,11 +337,13 @@ const (
 // minutes would barely flag.
 const farLiftPoints = 32
 
-// learnSpread folds a learned residual into the usual residual.
+// learnSpread folds a learned residual into the usual residual, a moving
+// mean over errSpan (season.go): in time, so that at one minute the busy
+// hours' residuals are still in it the next morning.
 func (lr *longRun) learnSpread(r float64) {
 	a := math.Abs(r)
 	if lr.spreadN < math.MaxInt32 {
 		lr.spreadN++
 	}
-	lr.spread += (a - lr.spread) / float64(min(lr.spreadN, levelPoints))
+	lr.spread += (a - lr.spread) / float64(min(lr.spreadN, spanPoints(errSpan, lr.step, 1)))
 }

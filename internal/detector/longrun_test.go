@@ -53,32 +53,45 @@ func TestNightlyJobIsLearnedAndTheWrongTimeIsNot(t *testing.T) {
 }
 
 // A queue busy on weekday working hours and quiet at night and at weekends:
-// a quiet weekend is normal, a Saturday with a weekday's load is not.
+// a quiet weekend is normal, a Saturday with a weekday's load is not. At
+// five minutes and at one: the cycle's errors and the usual residual are
+// kept over days, not points, so that a Saturday morning is not judged by
+// Friday's (at one minute, a span of points forgot the last weekend) and
+// the busy hours' noise is not measured against the quiet night's.
 func TestWeekdayLoadOnASaturdayIsFlagged(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	busy := func(t time.Time) bool {
-		wd := t.Weekday() != time.Saturday && t.Weekday() != time.Sunday
-		return wd && t.Hour() >= 9 && t.Hour() < 17
+	for _, step := range []time.Duration{5 * time.Minute, time.Minute} {
+		t.Run(step.String(), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(3, 4))
+			busy := func(t time.Time) bool {
+				wd := t.Weekday() != time.Saturday && t.Weekday() != time.Sunday
+				return wd && t.Hour() >= 9 && t.Hour() < 17
+			}
+			badSaturday := monday.Add(12*24*time.Hour + 9*time.Hour) // the second Saturday, 09:00
+			d := New(DefaultConfig(), 0)
+			n := int(16 * 24 * time.Hour / step)
+			vs := feedAt(d, 1, monday, step, n, func(t time.Time) float64 {
+				if busy(t) || (!t.Before(badSaturday) && t.Before(badSaturday.Add(time.Hour))) {
+					return 250 + 20*rng.NormFloat64()
+				}
+				return 10 + 2*rng.NormFloat64()
+			})
+			falseAlarms := 0
+			last := -100
+			for i, v := range vs {
+				t := monday.Add(time.Duration(i) * step)
+				bad := !t.Before(badSaturday) && t.Before(badSaturday.Add(2*time.Hour))
+				if v.Anomaly && !bad && t.After(monday.Add(8*24*time.Hour)) {
+					if i-last > 6 { // episodes, as the scenarios count them
+						falseAlarms++
+					}
+					last = i
+				}
+			}
+			i := int(badSaturday.Sub(monday) / step)
+			assert.True(t, vs[i].Anomaly, "a Saturday with a weekday's load (score %.3f)", vs[i].Score)
+			assert.LessOrEqual(t, falseAlarms, 2, "normal days, quiet weekends included, from the second week on")
+		})
 	}
-	badSaturday := monday.Add(12*24*time.Hour + 9*time.Hour) // the second Saturday, 09:00
-	d := New(DefaultConfig(), 0)
-	vs := feedAt(d, 1, monday, 5*time.Minute, 16*288, func(t time.Time) float64 {
-		if busy(t) || (!t.Before(badSaturday) && t.Before(badSaturday.Add(time.Hour))) {
-			return 250 + 20*rng.NormFloat64()
-		}
-		return 10 + 2*rng.NormFloat64()
-	})
-	falseAlarms := 0
-	for i, v := range vs {
-		t := monday.Add(time.Duration(i) * 5 * time.Minute)
-		bad := !t.Before(badSaturday) && t.Before(badSaturday.Add(2*time.Hour))
-		if v.Anomaly && !bad && t.After(monday.Add(8*24*time.Hour)) {
-			falseAlarms++
-		}
-	}
-	i := int(badSaturday.Sub(monday) / (5 * time.Minute))
-	assert.True(t, vs[i].Anomaly, "a Saturday with a weekday's load (score %.3f)", vs[i].Score)
-	assert.LessOrEqual(t, falseAlarms, 2, "normal days, quiet weekends included, from the second week on")
 }
 
 // Saturday evenings busy and Sunday evenings quiet, as a city's taxis: the

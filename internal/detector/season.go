@@ -48,12 +48,27 @@ const (
 	offsetPoints = 64
 	// A cycle is taken up when its prediction has been off by less than
 	// cycleBetter times the level's (or the daily cycle's, for the weekly),
-	// over at least cycleMinPoints points, and kept while it is off by less
-	// than cycleKeep times: no flip-flopping at the margin.
+	// over at least cycleMinSpan, and kept while it is off by less than
+	// cycleKeep times: no flip-flopping at the margin. The errors are
+	// averaged over errSpan. Both are times (seconds), not points: counted
+	// in points, a series at 1 minute forgot last weekend's errors by
+	// Saturday morning and judged it by Friday's. 288 and 1,024 points at
+	// five minutes, where they were tuned.
 	cycleBetter    = 0.7
 	cycleKeep      = 0.8
-	cycleMinPoints = 288
+	cycleMinSpan   = 86400
+	errSpan        = 1024 * 300
+	cycleMinPoints = 24 // at the coarsest intervals, a day's errors at least
 )
+
+// spanPoints is how many points at step seconds apart (0: not known yet,
+// taken as five minutes) span secs, and at least least.
+func spanPoints(secs, step float64, least int32) int32 {
+	if step <= 0 {
+		step = 300
+	}
+	return max(int32(min(secs/step, math.MaxInt32/2)), least)
+}
 
 // Seasonality says which predictions a series may be judged by.
 type Seasonality uint8
@@ -256,8 +271,9 @@ func median(v []float64) float64 {
 }
 
 // choose returns the prediction to judge by under mode.
-func (s *season) choose(mode Seasonality, ok [numPred]bool) int {
-	known := func(i int) bool { return ok[i] && s.errN[i] >= cycleMinPoints }
+func (s *season) choose(mode Seasonality, ok [numPred]bool, step float64) int {
+	least := spanPoints(cycleMinSpan, step, cycleMinPoints)
+	known := func(i int) bool { return ok[i] && s.errN[i] >= least }
 	switch mode {
 	case SeasonalityNone:
 		return predLevel
@@ -294,7 +310,8 @@ func (s *season) choose(mode Seasonality, ok [numPred]bool) int {
 // new_normal_after, or one still holding points: see judge) the level and
 // the offset stay where they were, so that a sustained anomaly is measured
 // against the level before it; the half hours still learn it.
-func (s *season) learn(x, lx float64, t int64, p [numPred]float64, ok [numPred]bool, frozen bool) {
+func (s *season) learn(x, lx float64, t int64, p [numPred]float64, ok [numPred]bool, frozen bool, step float64) {
+	rate := 1 / float32(spanPoints(errSpan, step, 1))
 	for i := range numPred {
 		if !ok[i] {
 			continue
@@ -303,7 +320,7 @@ func (s *season) learn(x, lx float64, t int64, p [numPred]float64, ok [numPred]b
 		if s.errN[i] == 0 {
 			s.err[i] = e
 		} else {
-			s.err[i] += max(1/float32(s.errN[i]+1), 1.0/levelPoints) * (e - s.err[i])
+			s.err[i] += max(1/float32(s.errN[i]+1), rate) * (e - s.err[i])
 		}
 		if s.errN[i] < math.MaxInt32 {
 			s.errN[i]++
