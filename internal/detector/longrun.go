@@ -246,8 +246,17 @@ func (lr *longRun) holding(open, flagged bool, t, newNormal int64) bool {
 		}
 		return false
 	}
-	lr.heldDev += lr.value - lr.pred[lr.season.used]
+	// At float32's range, as the window keeps values: a run of 1e308s
+	// must not make the sum, and the offset set from it, infinite (a NaN
+	// level would follow, then a snapshot that cannot be restored).
+	lr.heldDev += lr.departure()
 	return true
+}
+
+// departure is the point being judged's departure from its prediction
+// (without the offset), at float32's range.
+func (lr *longRun) departure() float64 {
+	return float64(toFloat32(lr.value - lr.pred[lr.season.used]))
 }
 
 // away reports whether the point being judged lies, from the prediction

@@ -8,6 +8,7 @@ import (
 	"hash/crc64"
 	"io"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"strconv"
 	"strings"
@@ -336,6 +337,24 @@ func TestRestoreRejectsHalfHourOutOfRange(t *testing.T) {
 		_, err = decodeLongRun(&reader{b: appendLongRun(nil, lr), version: snapshotVersion}, true)
 		require.ErrorIs(t, err, ErrSnapshotCorrupt, "half hour %d", slot)
 	}
+}
+
+// A sender's run of values near float64's limit, held as an incident and
+// then accepted as a new normal, leaves a state that snapshots and
+// restores: the held points' sum stays finite, so no NaN reaches the level
+// or the window.
+func TestHugeValuesKeepTheSnapshotRestorable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	d := New(DefaultConfig(), 0)
+	feedAt(d, 1, monday, time.Minute, 3000, func(t time.Time) float64 {
+		if t.Sub(monday) >= 2900*time.Minute {
+			return 1e308
+		}
+		return 50 + rng.NormFloat64()
+	})
+	restored := New(DefaultConfig(), 0)
+	require.NoError(t, restored.RestoreBytes(snapshotBytes(t, d)))
+	assert.Equal(t, 1, restored.Len())
 }
 
 // A snapshot taken with other trees or refit_interval (a changed setting,
