@@ -67,9 +67,9 @@ type incident struct {
 
 // update folds a scored point's verdict into the incident state and fills
 // the verdict's incident fields. away says that the point, flagged or not,
-// is still as far from the series' level before the incident as the
-// incident's held points have been (see longRun.away): a sustained change
-// whose scores waver about the threshold stays one open incident.
+// is still well away from the series' level before the incident, on the
+// side of the incident's held points (see longRun.away): a sustained
+// change whose scores waver about the threshold stays one open incident.
 func (in *incident) update(c *IncidentConfig, key uint64, t int64, v *Verdict, away bool) {
 	in.recent = in.recent<<1 | uint64(b2u(v.Anomaly))
 	if c.OpenWindow < 64 {

@@ -259,17 +259,18 @@ func (lr *longRun) departure() float64 {
 	return float64(toFloat32(lr.value - lr.pred[lr.season.used]))
 }
 
-// away reports whether the point being judged lies, from the prediction
-// the incident froze, on the side of the points held so far and at least
-// half as far as their mean: the change they started is still under way.
+// away reports whether the point being judged lies, from the level and
+// offset the incident froze, on the side of the points held so far, at
+// least half as far as their mean and awayFrom usual residuals out: the
+// change they started is still under way.
 func (lr *longRun) away() bool {
 	n := len(lr.held)
 	if n == 0 || lr.accepted {
 		return false
 	}
-	mean := lr.heldDev / float64(n)
-	dev := lr.value - lr.pred[lr.season.used]
-	return dev*mean > 0 && math.Abs(dev) >= math.Abs(mean)/2 && lr.farZ(dev-lr.season.off) >= awayFrom
+	off := lr.season.off
+	m, d := lr.heldDev/float64(n)-off, lr.departure()-off
+	return d*m > 0 && math.Abs(d) >= math.Abs(m)/2 && lr.farZ(d) >= awayFrom
 }
 
 // awayFrom is how far out, in usual residuals, a point must be to keep an
@@ -354,5 +355,5 @@ func (lr *longRun) learnSpread(r float64) {
 	if lr.spreadN < math.MaxInt32 {
 		lr.spreadN++
 	}
-	lr.spread += (a - lr.spread) / float64(min(lr.spreadN, spanPoints(errSpan, lr.step, 1)))
+	lr.spread += (a - lr.spread) / float64(min(lr.spreadN, spanPoints(errSpan, lr.step, farMinPoints)))
 }

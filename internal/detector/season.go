@@ -48,7 +48,8 @@ const (
 	offsetPoints = 64
 	// A cycle is taken up when its prediction has been off by less than
 	// cycleBetter times the level's (or the daily cycle's, for the weekly),
-	// over at least cycleMinSpan, and kept while it is off by less than
+	// over at least cycleMinSpan (in points at the series' usual interval),
+	// and kept while it is off by less than
 	// cycleKeep times: no flip-flopping at the margin. The errors are
 	// averaged over errSpan. Both are times (seconds), not points: counted
 	// in points, a series at 1 minute forgot last weekend's errors by
@@ -272,8 +273,12 @@ func median(v []float64) float64 {
 
 // choose returns the prediction to judge by under mode.
 func (s *season) choose(mode Seasonality, ok [numPred]bool, step float64) int {
+	// The prediction in use keeps the lower bar: a step that shrinks (a
+	// series scraped more often) must not drop a cycle it has learned.
 	least := spanPoints(cycleMinSpan, step, cycleMinPoints)
-	known := func(i int) bool { return ok[i] && s.errN[i] >= least }
+	known := func(i int) bool {
+		return ok[i] && (s.errN[i] >= least || int(s.used) == i && s.errN[i] >= cycleMinPoints)
+	}
 	switch mode {
 	case SeasonalityNone:
 		return predLevel
@@ -311,7 +316,7 @@ func (s *season) choose(mode Seasonality, ok [numPred]bool, step float64) int {
 // the offset stay where they were, so that a sustained anomaly is measured
 // against the level before it; the half hours still learn it.
 func (s *season) learn(x, lx float64, t int64, p [numPred]float64, ok [numPred]bool, frozen bool, step float64) {
-	rate := 1 / float32(spanPoints(errSpan, step, 1))
+	rate := 1 / float32(spanPoints(errSpan, step, cycleMinPoints))
 	for i := range numPred {
 		if !ok[i] {
 			continue
