@@ -361,12 +361,14 @@ func (d *Detector) replace(sh *shard, old *series, kind Kind, dims int, now int6
 func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64, ratio bool) Verdict {
 	v := Verdict{Status: Warmup, Threshold: d.threshold(s)}
 	lr := s.lr
+	scale := 1.0 // of a one-input series' residual (longRun.scaleFor)
 	if lr != nil {
 		lr.u = -1
 		// One-input series: the forest sees the value's residual from its
 		// context (longrun.go).
 		r := sh.scratch.r[:1]
-		r[0] = lr.residual(d.cfg.Seasonality, x[0], t, s.learned == 0)
+		scale = lr.scaleFor(t, d.cfg.WindowSize)
+		r[0] = lr.residual(d.cfg.Seasonality, x[0], t, s.learned == 0) * scale
 		x = r
 	}
 	if s.learned >= d.cfg.Warmup && s.forest != nil {
@@ -399,7 +401,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 				// raw scores is the calibration.
 				v.Score = lr.calibrate(v.Score, s.learned)
 			}
-			if math.Abs(x[0]) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs, ratio) {
+			if math.Abs(x[0]/scale) < lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs, ratio) {
 				v.Score = min(v.Score, trivialScore)
 			}
 		}
@@ -414,7 +416,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 			v.Contributions = make([]float64, s.dims)
 			s.forest.Attribution(x, v.Contributions)
 		} else if v.Anomaly && s.dims == 1 {
-			d.expected(s, &v, mean, ratio)
+			d.expected(s, &v, mean, scale, ratio)
 		}
 		s.inc.update(&d.cfg.Incidents, key, t, &v, lr != nil && lr.away())
 	}
@@ -436,7 +438,8 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 			d.release(sh, s)
 		}
 		lr.count(lr.u)
-		lr.learnSpread(x[0])
+		lr.learnSpread(x[0] / scale)
+		lr.learnSlot(x[0]/scale, t)
 	}
 	if d.learn(&sh.scratch, s, x, v) {
 		d.resized(s)
@@ -477,7 +480,7 @@ const bandMaxSD = 6
 // expected sets the verdict's expected band for a flagged point of a
 // one-input model: the range of its own value (in the datapoint's units)
 // that the model would have called normal at this moment.
-func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
+func (d *Detector) expected(s *series, v *Verdict, mean, scale float64, ratio bool) {
 	lr := s.lr
 	rawThr := v.Threshold
 	if lr != nil && s.quant == nil {
@@ -493,6 +496,7 @@ func (d *Detector) expected(s *series, v *Verdict, mean float64, ratio bool) {
 	}
 	lo, hi, ok := expectedRange(s.win, rawThr, score)
 	if lr != nil {
+		lo, hi = lo/scale, hi/scale // the window's residuals are scaled
 		floor := lr.trivialFloor(d.cfg.MinDeviation, d.cfg.MinDeviationAbs, ratio)
 		if !ok {
 			// No band from the forest (the centre itself scores high, or

@@ -36,11 +36,15 @@ type longRun struct {
 	heldSince int64       // time of the first held point
 	heldDev   float64     // sum of the held points' departures from their predictions
 
-	spread  float64 // mean absolute residual of the points learned
-	quantum float64 // smallest change between two values seen
-	prev    float64 // the previous value
-	step    float64 // usual seconds between points (moving average)
-	tlast   int64   // time of the previous point
+	spread float64 // mean absolute residual of the points learned
+	// Each half hour of the day's usual residual, and how many residuals
+	// it has taken in (up to slotMinPoints): see scaleFor.
+	slotSpread [daySlots]float32
+	slotN      [daySlots]uint8
+	quantum    float64 // smallest change between two values seen
+	prev       float64 // the previous value
+	step       float64 // usual seconds between points (moving average)
+	tlast      int64   // time of the previous point
 
 	// For the point being judged.
 	pred  [numPred]float64
@@ -346,6 +350,57 @@ const (
 // without the lift a jump of a hundred usual residuals in its first
 // minutes would barely flag.
 const farLiftPoints = 32
+
+// scaleFor returns the factor a residual at t is scaled by before the
+// forest sees it, on a series whose window (window points at its usual
+// step) spans less than a day: the series' usual residual over that of
+// its half hour of the day, at most 1 and at least 1/4, once the half hour
+// has slotMinPoints residuals of a cycle. Busy hours are noisier than
+// quiet ones on most traffic. A window shorter than a day holds the quiet
+// night when the morning starts (2.8 hours at 10 s), and a busy hour's
+// ordinary noise lay beyond it and 4-10 usual residuals out: a weekday
+// queue at 10 s flagged every morning. A window of days holds busy and
+// quiet hours alike and needs no scale. Only ever down: a quiet hour's
+// noise is not magnified.
+func (lr *longRun) scaleFor(t int64, window int) float64 {
+	i := slotOf(t)
+	if i < 0 || float64(window)*max(lr.step, 1) >= 86400 || lr.slotN[i] < slotMinPoints || !(lr.spread > 0) || !(lr.slotSpread[i] > 0) {
+		return 1
+	}
+	return min(max(lr.spread/float64(lr.slotSpread[i]), minScale), 1)
+}
+
+// minScale and slotMinPoints: see scaleFor.
+const (
+	minScale      = 0.25
+	slotMinPoints = 64
+)
+
+// slotOf is the half hour of the day of t (unix ns), or -1 before 1970.
+func slotOf(t int64) int {
+	if t < 0 {
+		return -1
+	}
+	return int((t / 1e9 % 86400) / slotSecs)
+}
+
+// learnSlot folds a learned residual r (unscaled) at t into its half
+// hour's usual residual: a running mean of its first slotMinPoints, then
+// a moving mean over about a week of that half hour's points. Only while
+// a cycle is in use: the level's residuals in a cycle's busy hours are the
+// cycle itself.
+func (lr *longRun) learnSlot(r float64, t int64) {
+	i := slotOf(t)
+	if i < 0 || lr.season.used == predLevel {
+		return
+	}
+	n := float32(spanPoints(7*slotSecs, lr.step, slotMinPoints))
+	if lr.slotN[i] < slotMinPoints {
+		lr.slotN[i]++
+		n = float32(lr.slotN[i])
+	}
+	lr.slotSpread[i] += (toFloat32(math.Abs(r)) - lr.slotSpread[i]) / n
+}
 
 // learnSpread folds a learned residual into the usual residual, a moving
 // mean over errSpan (season.go): in time, so that at one minute the busy

@@ -23,12 +23,12 @@ import (
 // process resumes exactly where it stopped (same verdicts, same incident
 // ids, no new warm-up).
 //
-// Format, version 5. Integers and floats are little-endian and fixed-width
+// Format, version 6. Integers and floats are little-endian and fixed-width
 // unless marked uvarint.
 //
 //	header
 //	  [8]byte  magic "\x89IFSNAP\n"
-//	  uint16   format version (5)
+//	  uint16   format version (6)
 //	  uint16   number of config fields that follow (8)
 //	  uint64 × 8: trees, sample_size, window_size, warmup, refit_interval,
 //	           seed, adaptive threshold (1 if contamination > 0), lookback
@@ -71,11 +71,13 @@ import (
 var snapshotMagic = [8]byte{0x89, 'I', 'F', 'S', 'N', 'A', 'P', '\n'}
 
 const (
-	snapshotVersion = 5
-	// snapshotV3 and snapshotV4 are read too: they differ only in the time
-	// context's days (see snapshot_longrun.go).
+	snapshotVersion = 6
+	// snapshotV3 to snapshotV5 are read too: they differ only in the time
+	// context's days and, before 6, lack the half hours' usual residuals
+	// (see snapshot_longrun.go).
 	snapshotV3 = 3
 	snapshotV4 = 4
+	snapshotV5 = 5
 	recEnd     = 0
 	recSeries  = 1
 )
@@ -360,7 +362,7 @@ func (d *Detector) decodeSnapshot(r io.Reader, size int64) ([]map[uint64]*series
 		return nil, corrupt("truncated header (%d bytes)", size)
 	}
 	version := le.Uint16(head[8:])
-	if version != snapshotVersion && version != snapshotV4 && version != snapshotV3 {
+	if version < snapshotV3 || version > snapshotVersion {
 		return nil, fmt.Errorf("%w: format version %d, this build reads versions %d to %d", ErrSnapshotIncompatible, version, snapshotV3, snapshotVersion)
 	}
 	nfields := int(le.Uint16(head[10:]))

@@ -6,7 +6,7 @@ import (
 	"slices"
 )
 
-// The long-run state of a one-input model in a snapshot (format version 5),
+// The long-run state of a one-input model in a snapshot (format version 6),
 // after its members:
 //
 //	uint8 present (1 for one-input models, else 0); if 1:
@@ -26,8 +26,11 @@ import (
 //	  float64 mean absolute residual, uint32 its count,
 //	  float64 quantum, float64 previous value, float64 step (s),
 //	  int64 previous time, uint8 a negative value seen, uint8 a value
-//	  above 1 seen
+//	  above 1 seen,
+//	  float32 × daySlots half hours' usual residuals, uint8 × daySlots
+//	  their counts (up to 64)
 //
+// Version 5 ended before the half hours' residuals: read, they start empty.
 // Version 4 kept 8 rows, four weekdays and four weekend days, in the same
 // form. Version 3 kept the season as float32 × 9*daySlots half-hour means
 // (NaN: no data), then int32 × 9 day numbers, five weekday rows and four
@@ -93,7 +96,11 @@ func appendLongRun(b []byte, lr *longRun) []byte {
 	b = f64(b, lr.prev)
 	b = f64(b, lr.step)
 	b = le.AppendUint64(b, uint64(lr.tlast))
-	return append(b, b2byte(lr.negative), b2byte(lr.aboveOne))
+	b = append(b, b2byte(lr.negative), b2byte(lr.aboveOne))
+	for _, v := range lr.slotSpread {
+		b = f32(b, v)
+	}
+	return append(b, lr.slotN[:]...)
 }
 
 // decodeLongRun reads what appendLongRun wrote for a model that should
@@ -203,6 +210,22 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 		return nil, corrupt("long-run state out of range")
 	}
 	lr.run, lr.spreadN = int32(run), int32(spreadN)
+	if r.version >= 6 {
+		for i := range lr.slotSpread {
+			lr.slotSpread[i] = r.f32()
+		}
+		for i := range lr.slotN {
+			lr.slotN[i] = r.u8()
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		for i, v := range lr.slotSpread {
+			if !(v >= 0 && v < math.MaxFloat32) || lr.slotN[i] > slotMinPoints {
+				return nil, corrupt("half hour %d's usual residual %v (%d points)", i, v, lr.slotN[i])
+			}
+		}
+	}
 	return lr, nil
 }
 

@@ -339,6 +339,37 @@ func TestRestoreRejectsHalfHourOutOfRange(t *testing.T) {
 	}
 }
 
+// The half hours' usual residuals round-trip, damaged ones are rejected,
+// and a version 5 snapshot, which ends before them, reads with none.
+func TestRestoreHalfHourSpreads(t *testing.T) {
+	lr := newLongRun()
+	for i := range lr.slotSpread {
+		lr.slotSpread[i], lr.slotN[i] = float32(i)/3, uint8(min(i*2, slotMinPoints))
+	}
+	b := appendLongRun(nil, lr)
+	got, err := decodeLongRun(&reader{b: b, version: snapshotVersion}, true)
+	require.NoError(t, err)
+	assert.Equal(t, lr.slotSpread, got.slotSpread)
+	assert.Equal(t, lr.slotN, got.slotN)
+
+	v5 := b[:len(b)-5*daySlots]
+	got, err = decodeLongRun(&reader{b: v5, version: snapshotV5}, true)
+	require.NoError(t, err)
+	assert.Equal(t, [daySlots]uint8{}, got.slotN, "none learned: the scale is 1 until they are")
+
+	for _, bad := range []func(*longRun){
+		func(l *longRun) { l.slotSpread[3] = -1 },
+		func(l *longRun) { l.slotSpread[3] = float32(math.NaN()) },
+		func(l *longRun) { l.slotSpread[3] = float32(math.Inf(1)) },
+		func(l *longRun) { l.slotN[3] = slotMinPoints + 1 },
+	} {
+		l := newLongRun()
+		bad(l)
+		_, err := decodeLongRun(&reader{b: appendLongRun(nil, l), version: snapshotVersion}, true)
+		require.ErrorIs(t, err, ErrSnapshotCorrupt)
+	}
+}
+
 // A sender's run of values near float64's limit, held as an incident and
 // then accepted as a new normal, leaves a state that snapshots and
 // restores: the held points' sum stays finite, so no NaN reaches the level
@@ -489,7 +520,7 @@ func TestSnapshotCoversSeries(t *testing.T) {
 		"forest", "nextTree", "toRefit", "pcg", "rng", "quant", "lr", "inc", "rep", "lo", "hi", "nlo", "nhi", "members",
 	}, names, "series changed: update snapshot.go (and its format version) first")
 	// pred, predOK, base and value belong to the point being judged.
-	assert.Equal(t, 20, reflect.TypeFor[longRun]().NumField(), "longRun changed: update snapshot_longrun.go")
+	assert.Equal(t, 22, reflect.TypeFor[longRun]().NumField(), "longRun changed: update snapshot_longrun.go")
 	// pslot, pp and pok are a cache of predictions, rebuilt at the next point.
 	assert.Equal(t, 12, reflect.TypeFor[season]().NumField(), "season changed: update snapshot_longrun.go")
 	assert.Equal(t, 5, reflect.TypeFor[dayRow]().NumField(), "dayRow changed: update snapshot_longrun.go")
