@@ -48,18 +48,18 @@ const (
 	offsetPoints = 64
 	// A cycle is taken up when its prediction has been off by less than
 	// cycleBetter times the level's (or the daily cycle's, for the weekly),
-	// over at least cycleMinSpan (in points at the series' usual interval),
-	// and kept while it is off by less than
-	// cycleKeep times: no flip-flopping at the margin. The errors are
-	// averaged over errSpan. Both are times (seconds), not points: counted
-	// in points, a series at 1 minute forgot last weekend's errors by
-	// Saturday morning and judged it by Friday's. 288 and 1,024 points at
-	// five minutes, where they were tuned.
+	// over at least cycleMinSpan's points at the series' usual interval,
+	// and kept while it is off by less than cycleKeep times: no
+	// flip-flopping at the margin. The errors are averaged over errSpan.
+	// Both are times (seconds), not points: counted in points, a series at
+	// 1 minute forgot last weekend's errors by Saturday morning and judged
+	// it by Friday's. 288 and 1,024 points at five minutes, where they
+	// were tuned; never fewer than cycleMinPoints (at an hour or coarser).
 	cycleBetter    = 0.7
 	cycleKeep      = 0.8
 	cycleMinSpan   = 86400
 	errSpan        = 1024 * 300
-	cycleMinPoints = 24 // at the coarsest intervals, a day's errors at least
+	cycleMinPoints = 24
 )
 
 // spanPoints is how many points at step seconds apart (0: not known yet,
