@@ -367,8 +367,9 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		// One-input series: the forest sees the value's residual from its
 		// context (longrun.go).
 		r := sh.scratch.r[:1]
-		scale = lr.scaleFor(t, d.cfg.WindowSize)
-		r[0] = lr.residual(d.cfg.Seasonality, x[0], t, s.learned == 0) * scale
+		r[0] = lr.residual(d.cfg.Seasonality, x[0], t, s.learned == 0)
+		scale = lr.scaleFor(t, d.cfg.WindowSize) // by the prediction residual chose
+		r[0] *= scale
 		x = r
 	}
 	if s.learned >= d.cfg.Warmup && s.forest != nil {
@@ -418,7 +419,7 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 		} else if v.Anomaly && s.dims == 1 {
 			d.expected(s, &v, mean, scale, ratio)
 		}
-		s.inc.update(&d.cfg.Incidents, key, t, &v, lr != nil && lr.away())
+		s.inc.update(&d.cfg.Incidents, key, t, &v, lr != nil && lr.away(scale))
 	}
 	if lr != nil {
 		newNormal := d.cfg.Incidents.NewNormalAfter
@@ -438,8 +439,8 @@ func (d *Detector) judge(sh *shard, s *series, key uint64, t int64, x []float64,
 			d.release(sh, s)
 		}
 		lr.count(lr.u)
+		lr.learnSlot(x[0]/scale, t) // before learnSpread: it bounds r by the usual residual without r
 		lr.learnSpread(x[0] / scale)
-		lr.learnSlot(x[0]/scale, t)
 	}
 	if d.learn(&sh.scratch, s, x, v) {
 		d.resized(s)
@@ -502,12 +503,14 @@ func (d *Detector) expected(s *series, v *Verdict, mean, scale float64, ratio bo
 			// No band from the forest (the centre itself scores high, or
 			// no side reaches the threshold): the prediction, give or take
 			// three of its usual errors.
-			w := 3 * float64(lr.season.err[lr.season.used])
+			w := 3 * float64(lr.season.err[lr.season.used]) / scale
 			lo, hi, ok = -w, w, true
 		}
 		// Nothing beyond bandMaxSD usual residuals is called normal, however
 		// heavy the series' tail of scores has grown.
-		if w := bandMaxSD * 1.25 * lr.spread; lr.spreadN >= farMinPoints && w > floor {
+		// Both in usual residuals of the series; this half hour's are
+		// 1/scale times those (longRun.scaleFor).
+		if w := bandMaxSD * 1.25 * lr.spread / scale; lr.spreadN >= farMinPoints && w > floor {
 			lo, hi = max(lo, -w), min(hi, w)
 		}
 		lo, hi = min(lo, -floor)+lr.base, max(hi, floor)+lr.base

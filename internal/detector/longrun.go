@@ -265,16 +265,17 @@ func (lr *longRun) departure() float64 {
 
 // away reports whether the point being judged lies, from the level and
 // offset the incident froze, on the side of the points held so far, at
-// least half as far as their mean and awayFrom usual residuals out: the
-// change they started is still under way.
-func (lr *longRun) away() bool {
+// least half as far as their mean and awayFrom usual residuals out (of its
+// half hour's: scale, see scaleFor): the change they started is still
+// under way.
+func (lr *longRun) away(scale float64) bool {
 	n := len(lr.held)
 	if n == 0 || lr.accepted {
 		return false
 	}
 	off := lr.season.off
 	m, d := lr.heldDev/float64(n)-off, lr.departure()-off
-	return d*m > 0 && math.Abs(d) >= math.Abs(m)/2 && lr.farZ(d) >= awayFrom
+	return d*m > 0 && math.Abs(d) >= math.Abs(m)/2 && lr.farZ(d*scale) >= awayFrom
 }
 
 // awayFrom is how far out, in usual residuals, a point must be to keep an
@@ -355,7 +356,8 @@ const farLiftPoints = 32
 // forest sees it, on a series whose window (window points at its usual
 // step) spans less than a day: the series' usual residual over that of
 // its half hour of the day, at most 1 and at least 1/4, once the half hour
-// has slotMinPoints residuals of a cycle. Busy hours are noisier than
+// has slotMinPoints residuals of a cycle, and while a cycle is in use (a
+// series whose cycle is gone is not judged by it). Busy hours are noisier than
 // quiet ones on most traffic. A window shorter than a day holds the quiet
 // night when the morning starts (2.8 hours at 10 s), and a busy hour's
 // ordinary noise lay beyond it and 4-10 usual residuals out: a weekday
@@ -364,7 +366,8 @@ const farLiftPoints = 32
 // noise is not magnified.
 func (lr *longRun) scaleFor(t int64, window int) float64 {
 	i := slotOf(t)
-	if i < 0 || float64(window)*max(lr.step, 1) >= 86400 || lr.slotN[i] < slotMinPoints || !(lr.spread > 0) || !(lr.slotSpread[i] > 0) {
+	if i < 0 || lr.season.used == predLevel || !(lr.step > 0) || float64(window)*lr.step >= 86400 ||
+		lr.slotN[i] < slotMinPoints || !(lr.spread > 0) || !(lr.slotSpread[i] > 0) {
 		return 1
 	}
 	return min(max(lr.spread/float64(lr.slotSpread[i]), minScale), 1)
@@ -394,12 +397,19 @@ func (lr *longRun) learnSlot(r float64, t int64) {
 	if i < 0 || lr.season.used == predLevel {
 		return
 	}
+	a := math.Abs(r)
+	if lr.spreadN >= farMinPoints {
+		// One far-off residual (a spike to 1e308) must not be a half
+		// hour's usual one: at most levelBound of the larger yardstick,
+		// before the usual residual takes the point in (see judge).
+		a = min(a, levelBound*1.25*max(lr.spread, float64(lr.slotSpread[i])))
+	}
 	n := float32(spanPoints(7*slotSecs, lr.step, slotMinPoints))
 	if lr.slotN[i] < slotMinPoints {
 		lr.slotN[i]++
 		n = float32(lr.slotN[i])
 	}
-	lr.slotSpread[i] += (toFloat32(math.Abs(r)) - lr.slotSpread[i]) / n
+	lr.slotSpread[i] += (toFloat32(a) - lr.slotSpread[i]) / n
 }
 
 // learnSpread folds a learned residual into the usual residual, a moving

@@ -124,6 +124,30 @@ func TestBusyHoursNoiseIsOrdinaryAtTenSeconds(t *testing.T) {
 	assert.LessOrEqual(t, episodes, 1, "false-alarm episodes in the second week")
 }
 
+// A series whose busy hours stop (the service moved away): judged by its
+// level again, its half hours' residuals from the busy weeks do not damp
+// a jump at a formerly busy hour.
+func TestBusyHoursGoneDoNotHideAJump(t *testing.T) {
+	const step = 10 * time.Second
+	rng := rand.New(rand.NewPCG(9, 9))
+	gone := monday.Add(14 * 24 * time.Hour)
+	jump := monday.Add(21*24*time.Hour + 10*time.Hour) // a Monday, 10:00
+	d := New(DefaultConfig(), 0)
+	n := int(jump.Sub(monday)/step) + 1
+	vs := feedAt(d, 1, monday, step, n, func(t time.Time) float64 {
+		wd := t.Weekday() != time.Saturday && t.Weekday() != time.Sunday
+		switch {
+		case t.Equal(jump):
+			return 11.5 + 20*2.3
+		case t.Before(gone) && wd && t.Hour() >= 8 && t.Hour() < 18:
+			return 245 + 20*rng.NormFloat64()
+		}
+		return max(0.5, 11.5+2.3*rng.NormFloat64())
+	})
+	v := vs[n-1]
+	assert.True(t, v.Anomaly, "20 standard deviations at a formerly busy hour (score %.3f)", v.Score)
+}
+
 // Saturday evenings busy and Sunday evenings quiet, as a city's taxis: the
 // two weekend days differ, and a prediction from weekend days alike would
 // flag both every week. Each weekday is judged by itself once it has been

@@ -210,7 +210,7 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 		return nil, corrupt("long-run state out of range")
 	}
 	lr.run, lr.spreadN = int32(run), int32(spreadN)
-	if r.version >= 6 {
+	if r.version > snapshotV5 {
 		for i := range lr.slotSpread {
 			lr.slotSpread[i] = r.f32()
 		}
@@ -221,7 +221,7 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 			return nil, r.err
 		}
 		for i, v := range lr.slotSpread {
-			if !(v >= 0 && v < math.MaxFloat32) || lr.slotN[i] > slotMinPoints {
+			if !(v >= 0 && v <= math.MaxFloat32) || lr.slotN[i] > slotMinPoints {
 				return nil, corrupt("half hour %d's usual residual %v (%d points)", i, v, lr.slotN[i])
 			}
 		}
@@ -229,7 +229,7 @@ func decodeLongRun(r *reader, want bool) (*longRun, error) {
 	return lr, nil
 }
 
-// decodeDays reads the season's rows (version 5).
+// decodeDays reads the season's rows (versions 5 and 6).
 func decodeDays(r *reader, se *season) error {
 	for k := range se.day {
 		d := &se.day[k]

@@ -346,6 +346,7 @@ func TestRestoreHalfHourSpreads(t *testing.T) {
 	for i := range lr.slotSpread {
 		lr.slotSpread[i], lr.slotN[i] = float32(i)/3, uint8(min(i*2, slotMinPoints))
 	}
+	lr.slotSpread[1] = math.MaxFloat32 // the most learnSlot can store
 	b := appendLongRun(nil, lr)
 	got, err := decodeLongRun(&reader{b: b, version: snapshotVersion}, true)
 	require.NoError(t, err)
@@ -383,6 +384,30 @@ func TestHugeValuesKeepTheSnapshotRestorable(t *testing.T) {
 		}
 		return 50 + rng.NormFloat64()
 	})
+	restored := New(DefaultConfig(), 0)
+	require.NoError(t, restored.RestoreBytes(snapshotBytes(t, d)))
+	assert.Equal(t, 1, restored.Len())
+}
+
+// The same at five minutes with a daily cycle in use, the spike landing
+// in a half hour's first point: the half hour takes it in at most
+// levelBound usual residuals out, and the snapshot restores.
+func TestHugeValueInAHalfHourKeepsTheSnapshotRestorable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	d := New(DefaultConfig(), 0)
+	spike := monday.Add(12*24*time.Hour + 2*time.Hour)
+	feedAt(d, 1, monday, 5*time.Minute, 13*288, func(t time.Time) float64 {
+		if t.Equal(spike) {
+			return 1e308
+		}
+		h := float64(t.Hour()) + float64(t.Minute())/60
+		return 100 + 50*math.Sin(2*math.Pi*h/24) + rng.NormFloat64()
+	})
+	lr := d.shards[1%uint64(len(d.shards))].series[1].lr
+	require.NotEqual(t, uint8(predLevel), lr.season.used, "a cycle in use")
+	i := slotOf(spike.UnixNano())
+	require.Positive(t, lr.slotN[i], "the spike's half hour learned")
+	assert.Less(t, float64(lr.slotSpread[i]), 1e6)
 	restored := New(DefaultConfig(), 0)
 	require.NoError(t, restored.RestoreBytes(snapshotBytes(t, d)))
 	assert.Equal(t, 1, restored.Len())
